@@ -1,0 +1,213 @@
+"""The `textfit` command: a table of subcommands, each a plain function.
+
+    textfit train --data reviews.csv --epochs 1
+    textfit eval runs/reviews --data holdout.csv
+    textfit predict runs/reviews "a gripping film" "a dull one"
+
+`train` flags are generated from `TrainConfig`, so the dataclass is the one source of
+names, types, defaults and help. A user's mistake prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import FIELDS, load_config
+from .errors import UsageError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    train(load_config(getattr(args, "config", None), overrides))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import read_for_run
+    from .evaluate import compute_metrics, format_metrics
+    from .model import read_manifest, write_json
+    from .predict import Classifier
+
+    manifest = read_manifest(args.run)
+    split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
+    clf = Classifier.load(args.run, precision=args.precision)
+    probs = clf.predict_proba(split.texts, split.pairs, args.batch_size)
+    m = compute_metrics(split.labels, probs.argmax(-1), clf.labels)
+    out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", {"data": args.data, **m})
+    print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
+    print(f"textfit: wrote {out / 'metrics.json'}")
+    return 0
+
+
+def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
+    """CSV or JSONL, chosen by the extension; written to a temporary file, then renamed."""
+    p = Path(path)
+    if p.suffix.lower() not in (".csv", ".jsonl", ".tsv"):
+        raise UsageError(f"--output {path}: unsupported format; use a .csv, .tsv or .jsonl file")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if p.suffix.lower() == ".jsonl":
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        else:
+            flat = [{k: v for k, v in r.items() if k != "probabilities"} | {f"prob_{n}": s for n, s in r["probabilities"].items()} for r in rows]
+            w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["text", "label", "score"], delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+            w.writeheader()
+            w.writerows(flat)
+    os.replace(tmp, p)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data import read_for_run
+    from .model import read_manifest
+    from .predict import Classifier
+
+    manifest = read_manifest(args.run)
+    if not (args.texts or args.input or args.interactive):
+        raise UsageError("nothing to predict: give texts, --input FILE, or --interactive")
+    if args.output and not args.input:
+        raise UsageError("--output needs --input FILE")
+    if args.input and not args.output:
+        raise UsageError("--input needs --output FILE (.csv, .tsv or .jsonl)")
+    if args.text_pair and len(args.text_pair) != len(args.texts):
+        raise UsageError(f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text")
+    if manifest.get("text_pair_column") is not None and args.texts and not args.text_pair:
+        raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
+    clf = Classifier.load(args.run, precision=args.precision)
+    if args.texts:
+        for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
+            if args.json:
+                print(json.dumps({"text": text, "label": pred.label, "score": pred.score, "probabilities": pred.scores}, ensure_ascii=False))
+            else:
+                print(f"{pred.label}\t{pred.score:.4f}\t{text}")
+    if args.input:
+        split = read_for_run(args.input, manifest, args.encoding, args.text_column, args.text_pair_column, labels=False)
+        preds = clf.predict(split.texts, split.pairs, args.batch_size)
+        rows = []
+        for i, pred in enumerate(preds):
+            row: dict[str, Any] = {"text": split.texts[i]}
+            if split.pairs is not None:
+                row["text_pair"] = split.pairs[i]
+            rows.append(row | {"label": pred.label, "score": pred.score, "probabilities": pred.scores})
+        _write_predictions(args.output, rows)
+        print(f"textfit: wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    if args.interactive:
+        interactive(clf, sys.stdin, sys.stdout)
+    return 0
+
+
+def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
+    """A prompt that answers each line with the label and its probability; q or end of input quits."""
+    tty = stdin.isatty()
+    stdout.write("type a text and press Enter (q to quit)\n")
+    while True:
+        stdout.write("> " if not clf.pairs else "text> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line or line.strip() in ("q", "quit", "exit"):
+            break
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        pair = None
+        if clf.pairs:
+            stdout.write("pair> ")
+            stdout.flush()
+            second = stdin.readline()
+            if not second:
+                break
+            pair = [second.rstrip("\n")]
+        pred = clf.predict([text], pair)[0]
+        stdout.write(("" if tty else "\n") + f"{pred.label} ({pred.score:.4f})\n")
+    stdout.write("\n")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options; flags given here override it")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else str(f.type)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            continue
+        typ: Callable[[str], Any] = str
+        if kind.startswith("int"):
+            typ = int
+        elif kind.startswith("float"):
+            typ = float
+        alias = {"epochs": ["--num-train-epochs"], "batch_size": ["--per-device-train-batch-size"], "output": ["--output-dir"]}.get(name, [])
+        p.add_argument(flag, *alias, dest=name, type=typ, default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(), help=help_text)
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder written by 'textfit train'")
+    p.add_argument("--text-column", help="text column of the file (default: the run's, then detected)")
+    p.add_argument("--text-pair-column", help="second text column, for pair models")
+    p.add_argument("--encoding", default="utf-8", help="encoding of the file (default: utf-8)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto uses bf16 where the hardware supports it")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+        self.exit(2, f"textfit: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="textfit", description="Fine-tune transformer encoders into text classifiers; evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"textfit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="fine-tune a model on a data set and save the run")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run on a labelled file")
+    _add_run_flags(p)
+    p.add_argument("--data", required=True, help="labelled file (or datasets folder) to evaluate on")
+    p.add_argument("--label-column", help="label column of the file (default: the run's, then detected)")
+    p.add_argument("--output", help="folder for metrics.json (default: RUN/eval-<data name>)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="label texts given as arguments, in a file, or typed at a prompt")
+    _add_run_flags(p)
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--text-pair", action="append", help="second text for a pair model, once per text")
+    p.add_argument("--input", help="CSV, TSV, JSON, JSONL or Parquet file of texts")
+    p.add_argument("--output", help="where to write predictions: .csv, .tsv or .jsonl")
+    p.add_argument("--interactive", action="store_true", help="answer texts typed at a prompt")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"textfit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("textfit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Typed run configuration: the single place where defaults live.
+
+`TrainConfig` is both the Python API and the CLI: `cli.py` turns every field into a
+`--flag-name` whose help is the field's `help` metadata. A YAML file given with
+`--config` overrides the defaults, and flags override the file:
+
+    cfg = load_config("configs/sst2-minilm.yaml", {"epochs": 1})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str | None = _f(None, "data file (CSV, TSV, JSON, JSONL, Parquet), a datasets.save_to_disk folder, or a hub data set id")
+    data_config: str | None = _f(None, "hub data set configuration, e.g. 'mrpc' for 'glue'")
+    train: str | None = _f(None, "training file (instead of --data)")
+    validation: str | None = _f(None, "validation file")
+    test: str | None = _f(None, "test file")
+    text_column: str | None = _f(None, "text column: a name, or a 0-based index for headerless files (default: detected)")
+    text_pair_column: str | None = _f(None, "second text column for sentence-pair tasks (default: detected)")
+    label_column: str | None = _f(None, "label column: a name or a 0-based index (default: detected)")
+    encoding: str = _f("utf-8", "text encoding of the data files, e.g. gb18030 or latin-1")
+    split: str = _f("80,10,10", "train,validation,test percentages used when a split is missing")
+    max_train_samples: int | None = _f(None, "train on a seeded random sample of this many rows (quick runs)")
+    # model
+    model: str | None = _f(None, "hub id or local folder of a checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    max_length: int = _f(256, "truncate texts to this many tokens (batches are padded only to their longest text)")
+    trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
+    freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
+    # optimisation
+    learning_rate: float = _f(1e-4, "peak learning rate of AdamW")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    warmup_ratio: float = _f(0.1, "share of the steps used for linear warmup")
+    warmup_steps: int = _f(0, "warmup steps (overrides --warmup-ratio when > 0)")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 turns it off)")
+    gradient_accumulation_steps: int = _f(1, "accumulate gradients over this many batches per optimizer step")
+    epochs: float = _f(3.0, "number of passes over the training data")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --epochs)")
+    batch_size: int = _f(16, "training batch size per process")
+    eval_batch_size: int = _f(64, "evaluation and prediction batch size")
+    precision: str = _f("auto", "auto (bf16 where the hardware supports it), bf16, fp16 or fp32")
+    # evaluation and checkpoints
+    eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: at the end of each epoch)")
+    logging_steps: int = _f(20, "log loss and learning rate every N optimizer steps")
+    metric_for_best_model: str = _f("accuracy", "validation metric that picks the best checkpoint and drives early stopping")
+    early_stopping_patience: int | None = _f(None, "stop after this many evaluations without improvement")
+    load_best_model_at_end: bool = _f(True, "restore the best evaluated weights before saving")
+    seed: int = _f(42, "random seed: two runs with the same seed are identical")
+    # output
+    output: str | None = _f(None, "run folder (default: runs/<data name>, numbered if it exists)")
+    overwrite: bool = _f(False, "replace an existing run folder")
+    label_names: str | None = _f(None, "comma-separated names for integer labels 0,1,..., e.g. negative,positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults from code, then the YAML file at `path`, then `overrides`."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"--config {path}: no such file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--config {path}: expected a mapping of option: value")
+        for key, value in loaded.items():
+            name = str(key).replace("-", "_")
+            if name not in FIELDS:
+                raise UsageError(f"--config {path}: unknown option '{key}'; known options: {', '.join(sorted(FIELDS))}")
+            values[name] = value
+    values.update(overrides)
+    cfg = TrainConfig(**values)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: TrainConfig) -> None:
+    for name, f in FIELDS.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        kind = f.type if isinstance(f.type, str) else str(f.type)
+        flag = "--" + name.replace("_", "-")
+        if kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise UsageError(f"{flag}: expected an integer, got {value!r}")
+        if kind.startswith("float") and not isinstance(value, (int, float)):
+            raise UsageError(f"{flag}: expected a number, got {value!r}")
+        if kind == "bool" and not isinstance(value, bool):
+            raise UsageError(f"{flag}: expected true or false, got {value!r}")
+        if kind.startswith("str") and not isinstance(value, str):
+            setattr(cfg, name, str(value))
+    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length"):
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
+    for name in ("max_steps", "eval_steps", "max_train_samples", "early_stopping_patience"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
+    if cfg.epochs <= 0:
+        raise UsageError("--epochs: must be positive")
+    if cfg.learning_rate <= 0:
+        raise UsageError("--learning-rate: must be positive")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise UsageError("--warmup-ratio: must be in [0, 1)")
+    if cfg.precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise UsageError(f"--precision: '{cfg.precision}' is not one of auto, bf16, fp16, fp32")
+    if cfg.data is None and cfg.train is None:
+        raise UsageError("no data: pass --data FILE (or a folder or hub id), or --train FILE")
+    if cfg.data is not None and cfg.train is not None:
+        raise UsageError("--data and --train both given: use one of them")
+    split_percentages(cfg.split)
+
+
+def split_percentages(text: str) -> tuple[float, float, float]:
+    try:
+        parts = [float(x) for x in str(text).split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or any(p < 0 for p in parts) or parts[0] <= 0 or sum(parts) <= 0:
+        raise UsageError(f"--split {text}: expected three percentages train,validation,test such as 80,10,10")
+    total = sum(parts)
+    return parts[0] / total, parts[1] / total, parts[2] / total

