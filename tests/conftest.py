@@ -45,11 +45,14 @@ def write_csv(path: Path, rows: list, header: list[str] | None = ("text", "label
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_bert(folder: Path) -> str:
     """A 2-layer random BERT with a WordPiece vocabulary trained on the test rows."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     corpus = [t for t, _ in make_rows(400)] + GOOD + BAD + FILLER + ["premise hypothesis same different"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)

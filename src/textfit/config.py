@@ -39,7 +39,7 @@ class TrainConfig:
     max_train_samples: int | None = _f(None, "train on a seeded random sample of this many rows (quick runs)")
     # model
     model: str | None = _f(None, "hub id or local folder of a checkpoint (default: the packaged all-MiniLM-L6-v2)")
-    max_length: int = _f(256, "truncate texts to this many tokens (batches are padded only to their longest text)")
+    max_length: int | None = _f(None, "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their longest text")
     trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
     freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
     # optimisation
@@ -70,6 +70,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+DEFAULT_MAX_LENGTH = 256
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
@@ -112,10 +113,10 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag}: expected true or false, got {value!r}")
         if kind.startswith("str") and not isinstance(value, str):
             setattr(cfg, name, str(value))
-    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length"):
+    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
-    for name in ("max_steps", "eval_steps", "max_train_samples", "early_stopping_patience"):
+    for name in ("max_length", "max_steps", "eval_steps", "max_train_samples", "early_stopping_patience"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     if cfg.epochs <= 0:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .config import TrainConfig
+from .config import DEFAULT_MAX_LENGTH, TrainConfig
 from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
 from .errors import UsageError
 from .evaluate import compute_metrics, format_metrics, metric_names
@@ -90,6 +90,7 @@ def evaluate_loop(model: Any, loader: Any, accelerator: Any, n: int) -> tuple[fl
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -99,6 +100,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     amp = autocast_dtype(precision, torch.device(device_type))
     mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    # A second train() in one Python process (a notebook, the tests) may use another precision:
+    # Accelerate keeps its state per process, so start from a clean one (the process group stays).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     say = accelerator.print
     set_seed(cfg.seed)
@@ -114,8 +119,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UsageError("--early-stopping-patience/--eval-steps need a validation split; pass --validation FILE or a --split with a validation share")
     model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code)
     limit = max_positions(model.config, tokenizer)
-    if cfg.max_length > limit:
+    if cfg.max_length is not None and cfg.max_length > limit:
         raise UsageError(f"--max-length {cfg.max_length}: the model accepts at most {limit} tokens; pass --max-length {limit} or less")
+    max_length = cfg.max_length or min(DEFAULT_MAX_LENGTH, limit)
 
     for note in info.notes:
         say(f"textfit: {note}")
@@ -128,7 +134,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # 2. Token ids once; batches of similar length, padded per batch.
     def dataset(name: str) -> EncodedDataset:
         s = splits[name]
-        return EncodedDataset(encode(tokenizer, s.texts, s.pairs, cfg.max_length), s.labels)
+        return EncodedDataset(encode(tokenizer, s.texts, s.pairs, max_length), s.labels)
 
     collate = make_collate(tokenizer)
     train_ds = dataset("train")
@@ -271,7 +277,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "text_column": info.text_column,
                 "text_pair_column": info.text_pair_column,
                 "label_column": info.label_column,
-                "max_length": cfg.max_length,
+                "max_length": max_length,
                 "seed": cfg.seed,
                 "data_fingerprint": info.fingerprint,
                 "steps": step,

@@ -1,0 +1,44 @@
+"""The README's commands: its first lines are the two set-up commands, and the demo runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_readme_opens_with_the_two_setup_commands():
+    head = (ROOT / "README.md").read_text().split("```")[1]
+    commands = [line.split("#")[0].strip() for line in head.splitlines()[1:] if line.strip()]
+    assert commands == ["make demo", "make test"]
+    ci = (ROOT / ".ci/run").read_text()
+    assert "make test" in ci
+
+
+def test_make_demo_runs(tmp_path):
+    """`make demo` is install + demo-run; run the demo-run part with this environment."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(["make", "-s", "demo-run", f"VENV={sys.prefix}"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "saved the run to runs/demo" in r.stdout
+    holdout = re.search(r"holdout.csv \(20 rows\)\n.*\n\s+([0-9.]+)", r.stdout)
+    assert holdout and float(holdout.group(1)) >= 0.8, r.stdout  # the demo model really learned the reviews
+    preds = [line.split("\t")[0] for line in r.stdout.splitlines() if line.startswith(("positive\t", "negative\t"))]
+    assert preds == ["positive", "negative"]
+
+
+def test_readme_cli_flags_exist():
+    """Every --flag the README mentions is one the CLI knows."""
+    from textfit.cli import build_parser
+
+    parser = build_parser()
+    known = set()
+    for action in parser._subparsers._group_actions[0].choices.values():
+        for a in action._actions:
+            known.update(a.option_strings)
+    mentioned = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", (ROOT / "README.md").read_text()))
+    mentioned -= {"--num_processes", "--config_file"}
+    assert mentioned <= known, mentioned - known

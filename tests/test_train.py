@@ -1,0 +1,133 @@
+"""The full cycle on a tiny random BERT: train -> save -> load -> predict, and the loop's options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_rows, write_csv
+from textfit import Classifier, TrainConfig, UsageError, train
+
+FAST = dict(epochs=5, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", make_rows(120))
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, data, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("runs") / "r"
+    return train(TrainConfig(data=str(data), model=tiny_model, output=str(out), **FAST))
+
+
+def test_run_folder_is_a_hugging_face_model_folder(run):
+    folder = Path(run["folder"])
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "textfit.json", "metrics.json", "log.jsonl", "splits.json", "train_config.yaml"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob("*.bin"))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    manifest = json.loads((folder / "textfit.json").read_text())
+    assert manifest["label_names"] == ["negative", "positive"] and manifest["seed"] == 42
+    assert set(manifest["versions"]) >= {"torch", "transformers", "accelerate"}
+    log = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < losses[0]  # it learns
+    assert any("eval" in r for r in log)
+    splits = json.loads((folder / "splits.json").read_text())
+    assert len(splits["train"]) == 96 and len(splits["validation"]) == 12 and len(splits["test"]) == 12
+
+
+def test_learns_the_task_and_evaluates_test_split(run):
+    m = run["metrics"]
+    assert set(m) == {"validation", "test"}
+    assert m["test"]["accuracy"] >= 0.75, m["test"]
+    assert m["test"]["n"] == 12 and set(m["test"]["per_class"]) == {"negative", "positive"}
+
+
+def test_pipeline_loads_the_run_and_agrees_with_predict(run):
+    from transformers import pipeline
+
+    texts = ["the film was good and lovely", "the room was awful", "staff terrible", "great food 好"]
+    pipe = pipeline("text-classification", model=run["folder"], device="cpu")
+    clf = Classifier.load(run["folder"], precision="fp32")
+    ours = clf.predict(texts)
+    theirs = pipe(texts)
+    assert [p.label for p in ours] == [t["label"] for t in theirs]
+    for p, t in zip(ours, theirs):
+        assert abs(p.score - t["score"]) < 1e-4
+        assert abs(sum(p.scores.values()) - 1) < 1e-5
+
+
+def test_predict_always_returns_records(run):
+    clf = Classifier.load(run["folder"])
+    one = clf.predict(["good"])
+    assert len(one) == 1 and one[0].label in ("negative", "positive") and 0.5 <= one[0].score <= 1
+    assert clf.predict([]) == []
+    assert clf.predict("good")[0].label == one[0].label  # a bare string is one text, not characters
+
+
+def test_same_seed_same_weights(tiny_model, data, tmp_path):
+    a = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "a"), max_steps=6, **{**FAST, "epochs": 1}))
+    b = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "b"), max_steps=6, **{**FAST, "epochs": 1}))
+    wa, wb = load_file(Path(a["folder"]) / "model.safetensors"), load_file(Path(b["folder"]) / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_freeze_backbone_changes_only_the_head(tiny_model, data, tmp_path):
+    from transformers import AutoModel
+
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "f"), freeze_backbone=True, max_steps=4, **FAST))
+    before = AutoModel.from_pretrained(tiny_model).state_dict()
+    after = load_file(Path(r["folder"]) / "model.safetensors")
+    encoder = [k for k in before if not k.startswith("pooler")]
+    assert all(torch.equal(before[k], after["bert." + k]) for k in encoder)
+    assert not torch.equal(before["pooler.dense.weight"], after["bert.pooler.dense.weight"])
+
+
+def test_early_stopping_and_best_checkpoint(tiny_model, data, tmp_path):
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "e"), eval_steps=2, early_stopping_patience=1,
+                          metric_for_best_model="loss", **{**FAST, "epochs": 20, "learning_rate": 5e-2}))
+    evals = [h for h in r["history"]]
+    assert r["steps"] < 20 * 12  # stopped early
+    best = min(e["eval"]["loss"] for e in evals)
+    assert abs(r["metrics"]["validation"]["loss"] - best) < 1e-6  # the best weights were restored
+
+
+def test_unknown_metric_is_an_error_at_start(tiny_model, data, tmp_path):
+    with pytest.raises(UsageError, match=r"--metric-for-best-model f2: evaluation does not produce it; choose one of loss, accuracy"):
+        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "m"), metric_for_best_model="f2"))
+    assert not (tmp_path / "m").exists()
+
+
+def test_max_length_beyond_model_limit(tiny_model, data, tmp_path):
+    with pytest.raises(UsageError, match=r"--max-length 512: the model accepts at most 128 tokens"):
+        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), max_length=512))
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_pairs_and_integer_labels(tiny_model, tmp_path):
+    rows = [(t, t.split()[0] + " same", int(y == "positive")) for t, y in make_rows(60)]
+    f = write_csv(tmp_path / "p.tsv", rows, header=["sentence1", "sentence2", "label"], delimiter="\t")
+    r = train(TrainConfig(data=str(f), model=tiny_model, output=str(tmp_path / "p"), max_steps=3, **FAST))
+    clf = Classifier.load(r["folder"])
+    assert clf.pairs and clf.labels == ["0", "1"]
+    preds = clf.predict(["good film"], ["film same"])
+    assert preds[0].label in ("0", "1")
+    with pytest.raises(UsageError, match="sentence pairs"):
+        clf.predict(["good film"])
+
+
+def test_offline_hub_model_fails_fast(data, tmp_path):
+    import time
+
+    t = time.time()
+    with pytest.raises(UsageError, match=r"--model no-such-org/no-such-model: not a local folder .* pass a local model folder"):
+        train(TrainConfig(data=str(data), model="no-such-org/no-such-model", output=str(tmp_path / "o")))
+    assert time.time() - t < 10
