@@ -22,13 +22,15 @@ BAD = ["bad", "awful", "terrible", "boring", "poor", "差", "烂"]
 FILLER = ["the", "film", "hotel", "room", "was", "very", "food", "staff", "房间", "服务", "酒店", "and", "plot"]
 
 
-def make_rows(n: int = 60, seed: int = 0, labels: tuple[str, str] = ("negative", "positive")) -> list[tuple[str, str]]:
+def make_rows(n: int = 60, seed: int = 0, labels: tuple[str, str] = ("negative", "positive"), chinese: bool = True) -> list[tuple[str, str]]:
     """Sentences whose label is set by one sentiment word, so a tiny model can learn them."""
     rng = random.Random(seed)
+    keep = (lambda w: True) if chinese else (lambda w: w.isascii())
+    filler, good, bad = ([w for w in ws if keep(w)] for ws in (FILLER, GOOD, BAD))
     rows = []
     for i in range(n):
         y = i % 2
-        words = rng.sample(FILLER, rng.randint(3, 8)) + [rng.choice(GOOD if y else BAD)]
+        words = rng.sample(filler, rng.randint(3, 8)) + [rng.choice(good if y else bad)]
         rng.shuffle(words)
         rows.append((" ".join(words), labels[y]))
     return rows

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_rows, run_cli, write_csv
 
-TRAIN = ["--epochs", "5", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32"]
+TRAIN = ["--epochs", "5", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32", "--no-freeze-word-embeddings"]
 
 
 @pytest.fixture(scope="module")

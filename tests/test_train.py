@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from conftest import make_rows, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
 
-FAST = dict(epochs=5, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32")
+# A random tiny model must learn its word embeddings (a pretrained one keeps them by default).
+FAST = dict(epochs=5, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32", freeze_word_embeddings=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,16 @@ def test_freeze_backbone_changes_only_the_head(tiny_model, data, tmp_path):
     assert not torch.equal(before["pooler.dense.weight"], after["bert.pooler.dense.weight"])
 
 
+def test_word_embeddings_frozen_by_default(tiny_model, data, tmp_path):
+    from transformers import AutoModel
+
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "w"), max_steps=3, **{**FAST, "freeze_word_embeddings": True}))
+    before = AutoModel.from_pretrained(tiny_model).state_dict()
+    after = load_file(Path(r["folder"]) / "model.safetensors")
+    assert torch.equal(before["embeddings.word_embeddings.weight"], after["bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(before["encoder.layer.0.output.dense.weight"], after["bert.encoder.layer.0.output.dense.weight"])
+
+
 def test_early_stopping_and_best_checkpoint(tiny_model, data, tmp_path):
     r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "e"), eval_steps=2, early_stopping_patience=1,
                           metric_for_best_model="loss", **{**FAST, "epochs": 20, "learning_rate": 5e-2}))
@@ -131,3 +142,25 @@ def test_offline_hub_model_fails_fast(data, tmp_path):
     with pytest.raises(UsageError, match=r"--model no-such-org/no-such-model: not a local folder .* pass a local model folder"):
         train(TrainConfig(data=str(data), model="no-such-org/no-such-model", output=str(tmp_path / "o")))
     assert time.time() - t < 10
+
+
+def test_report_files_show_what_they_claim(run):
+    import csv
+
+    folder = Path(run["folder"])
+    for name in ("confusion_matrix.png", "training_curves.png"):
+        data = (folder / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    rows = list(csv.reader(open(folder / "confusion_matrix.csv", encoding="utf-8")))
+    assert rows[0] == ["true \\ predicted", "negative", "positive"]
+    cm = [[int(x) for x in r[1:]] for r in rows[1:]]
+    test = run["metrics"]["test"]
+    assert sum(map(sum, cm)) == test["n"] and (cm[0][0] + cm[1][1]) / test["n"] == pytest.approx(test["accuracy"])
+    mistakes = list(csv.DictReader(open(folder / "misclassified.csv", encoding="utf-8")))
+    assert len(mistakes) == cm[0][1] + cm[1][0]
+    probs = [float(m["probability"]) for m in mistakes]
+    assert probs == sorted(probs, reverse=True)
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "negative" in html and "macro average" in html
+    report = json.loads((folder / "data_report.json").read_text())
+    assert report["splits"]["train"]["rows"] == 96

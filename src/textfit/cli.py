@@ -31,11 +31,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_data import format_report, inspect
+    from .model import write_json
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    report = inspect(load_config(getattr(args, "config", None), overrides))
+    for note in report["notes"]:
+        print(f"textfit: {note}")
+    print(format_report(report))
+    write_json(Path(args.report), report)
+    print(f"textfit: wrote {args.report}")
+    return 1 if any(p["level"] == "error" for p in report["problems"]) else 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .data import read_for_run
     from .evaluate import compute_metrics, format_metrics
     from .model import read_manifest, write_json
     from .predict import Classifier
+    from .report import write_report
 
     manifest = read_manifest(args.run)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
@@ -45,8 +62,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})
+    write_report(out, split.texts, split.pairs, np.array(split.labels), probs, clf.labels, m, None, args.data)
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
-    print(f"textfit: wrote {out / 'metrics.json'}")
+    print(f"textfit: wrote metrics.json, report.html, confusion_matrix.png/.csv and misclassified.csv to {out}")
     return 0
 
 
@@ -177,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model on a data set and save the run")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("inspect", help="check the data before training: labels, duplicates, leakage, lengths, vocabulary")
+    _add_train_flags(p)
+    p.add_argument("--report", default="data_report.json", help="where to write the JSON report (default: data_report.json)")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("eval", help="evaluate a run on a labelled file")
     _add_run_flags(p)

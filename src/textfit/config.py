@@ -42,6 +42,7 @@ class TrainConfig:
     max_length: int | None = _f(None, "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their longest text")
     trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
     freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
+    freeze_word_embeddings: bool = _f(True, "keep the input word-embedding matrix fixed: a fifth faster per step on CPU for MiniLM, same accuracy (see benchmarks/RESULTS.md)")
     # optimisation
     learning_rate: float = _f(1e-4, "peak learning rate of AdamW")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
@@ -56,7 +57,7 @@ class TrainConfig:
     precision: str = _f("auto", "auto (bf16 where the hardware supports it), bf16, fp16 or fp32")
     # evaluation and checkpoints
     eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: at the end of each epoch)")
-    logging_steps: int = _f(20, "log loss and learning rate every N optimizer steps")
+    logging_steps: int | None = _f(None, "log loss and learning rate every N optimizer steps (default: about 25 points per run, at most every 50 steps)")
     metric_for_best_model: str = _f("accuracy", "validation metric that picks the best checkpoint and drives early stopping")
     early_stopping_patience: int | None = _f(None, "stop after this many evaluations without improvement")
     load_best_model_at_end: bool = _f(True, "restore the best evaluated weights before saving")
@@ -113,10 +114,10 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag}: expected true or false, got {value!r}")
         if kind.startswith("str") and not isinstance(value, str):
             setattr(cfg, name, str(value))
-    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
-    for name in ("max_length", "max_steps", "eval_steps", "max_train_samples", "early_stopping_patience"):
+    for name in ("max_length", "logging_steps", "max_steps", "eval_steps", "max_train_samples", "early_stopping_patience"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     if cfg.epochs <= 0:

@@ -47,6 +47,7 @@ class Split:
     rows: list[int]  # line number in the file (or row index in a data set), for messages
     unit: str = "line"
     dropped: list[int] = field(default_factory=list)  # rows left out for an empty text
+    raw_labels: list[str] = field(default_factory=list)  # labels as written, before normalising
 
 
 @dataclass
@@ -390,11 +391,14 @@ def _take(split: Split, ix: np.ndarray | list[int]) -> Split:
         [split.labels[i] for i in ix],
         [split.rows[i] for i in ix],
         split.unit,
+        dropped=split.dropped,
+        raw_labels=[split.raw_labels[i] for i in ix] if split.raw_labels else [],
     )
 
 
-def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
-    """Read, check and split the data; labels are returned as ids into `info.label_names`."""
+def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any], list[str], str]:
+    """Every split the user gave, read and checked row by row; labels normalised but not mapped.
+    Returns the splits, the (text, pair, label) columns, notes to show, and a data fingerprint."""
     headerless = True if any(_is_index(c) for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column)) else None
     if headerless is None and any(c is not None for c in (cfg.text_column, cfg.label_column)):
         headerless = False
@@ -406,7 +410,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
     splits: dict[str, Split] = {}
     for name, (df, src, first_line) in frames.items():
         if name != "train":
-            for col, flag in ((text, "--text-column"), (pair, "--text-pair-column"), (label, "--label-column")):
+            for col in (text, pair, label):
                 if col is not None and col not in df.columns:
                     raise UsageError(f"{src}: no column {str(col)!r} (found in the training data); its columns are {', '.join(repr(str(c)) for c in df.columns)}")
         if name == "test" and all(_missing(v) or str(v).strip() == "-1" for v in df[label]):
@@ -415,6 +419,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
         splits[name] = _to_split(df, src, first_line, text, pair, label)
         if splits[name].dropped:
             notes.append(f"{src}: left out {len(splits[name].dropped)} rows with an empty text ({_rows_text(splits[name].dropped, splits[name].unit)})")
+        splits[name].raw_labels = [str(v) for v in splits[name].labels]
         splits[name].labels = _normalise_labels(splits[name].labels)
 
     # Integers and strings of integers are one label type across splits.
@@ -422,21 +427,40 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
     if len(set(kinds.values())) > 1:
         for s in splits.values():
             s.labels = [str(v) for v in s.labels]
+    return splits, (text, pair, label), notes, fingerprint
 
+
+def label_problems(splits: dict[str, Split]) -> list[str]:
+    """Label problems that make training meaningless, as one-line messages (empty: none)."""
     train = splits["train"]
     order = label_order(train.labels)
+    problems = []
     if len(order) < 2:
-        raise UsageError(f"{train.source}: every training row has the label {order[0]!r}; a classifier needs at least two classes")
+        problems.append(f"{train.source}: every training row has the label {order[0]!r}; a classifier needs at least two classes")
+    folded: dict[str, list[Any]] = {}
+    for v in order:
+        folded.setdefault(str(v).casefold(), []).append(v)
+    for variants in folded.values():
+        if len(variants) > 1:
+            problems.append(f"{train.source}: labels {' and '.join(repr(v) for v in variants)} differ only by case, so they train as "
+                            "different classes; write them the same way")
     known = set(order)
-    for name, s in splits.items():
+    for s in splits.values():
         unseen = [(r, v) for r, v in zip(s.rows, s.labels) if v not in known]
         if unseen:
             r, v = unseen[0]
-            raise UsageError(
+            problems.append(
                 f"{s.source}: label {v!r} ({s.unit} {r}, {len(unseen)} rows) never appears in the training data "
                 f"(labels there: {', '.join(map(str, order))}); remove those rows or add training examples"
             )
+    return problems
 
+
+def carve_splits(splits: dict[str, Split], cfg: TrainConfig, notes: list[str]) -> dict[str, Split]:
+    """Make the missing validation (and test) split from train, stratified and seeded; then
+    take the --max-train-samples sample."""
+    splits = dict(splits)
+    train = splits["train"]
     need = ("validation" not in splits, "test" not in splits and "validation" not in splits)
     if need[0] or need[1]:
         fractions = split_percentages(cfg.split)
@@ -448,10 +472,21 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
         splits["train"] = train = _take(train, tr_ix)
         made = [n for n, want in zip(("validation", "test"), need) if want]
         notes.append(f"made a stratified {'/'.join(made)} split from {train.source} (--split {cfg.split}, seed {cfg.seed})")
-
     if cfg.max_train_samples and cfg.max_train_samples < len(train.texts):
         rng = np.random.default_rng(cfg.seed)
-        splits["train"] = train = _take(train, np.sort(rng.permutation(len(train.texts))[: cfg.max_train_samples]))
+        splits["train"] = _take(train, np.sort(rng.permutation(len(train.texts))[: cfg.max_train_samples]))
+    return splits
+
+
+def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
+    """Read, check and split the data; labels are returned as ids into `info.label_names`."""
+    splits, (text, pair, label), notes, fingerprint = read_splits(cfg)
+    problems = label_problems(splits)
+    if problems:
+        raise UsageError(problems[0])
+    order = label_order(splits["train"].labels)
+    splits = carve_splits(splits, cfg, notes)
+    train = splits["train"]
 
     names = [str(v) for v in order]
     if cfg.label_names:

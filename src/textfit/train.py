@@ -29,6 +29,8 @@ from .config import DEFAULT_MAX_LENGTH, TrainConfig
 from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
 from .errors import UsageError
 from .evaluate import compute_metrics, format_metrics, metric_names
+from .inspect_data import analyse
+from .report import write_report
 from .model import (
     autocast_dtype,
     head_parameter_names,
@@ -36,6 +38,7 @@ from .model import (
     max_positions,
     resolve_model,
     save_run,
+    use_fast_dropout,
     write_json,
 )
 
@@ -117,7 +120,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UsageError(f"--metric-for-best-model {cfg.metric_for_best_model}: evaluation does not produce it; choose one of {', '.join(names)}")
     if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
         raise UsageError("--early-stopping-patience/--eval-steps need a validation split; pass --validation FILE or a --split with a validation share")
-    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code)
+    # On CPU, PyTorch's fused attention (SDPA) with dropout trained 2x slower than the plain
+    # matmul attention for MiniLM (benchmarks/RESULTS.md); prediction keeps SDPA, faster there.
+    attn = "eager" if accelerator.device.type == "cpu" else None
+    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn)
+    if accelerator.device.type == "cpu":
+        use_fast_dropout(model)  # same dropout, a cheaper mask (see FastDropout)
     limit = max_positions(model.config, tokenizer)
     if cfg.max_length is not None and cfg.max_length > limit:
         raise UsageError(f"--max-length {cfg.max_length}: the model accepts at most {limit} tokens; pass --max-length {limit} or less")
@@ -125,6 +133,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     for note in info.notes:
         say(f"textfit: {note}")
+    data_report = analyse(splits, tokenizer, max_length, lambda i: info.label_names[i])
+    for p in data_report["problems"]:
+        say(f"textfit: {p['level']}: {p['message']}")
     for name, s in splits.items():
         counts = np.bincount(s.labels, minlength=len(info.label_names))
         say(f"textfit: {name}: {len(s.labels)} rows ({', '.join(f'{n} {c}' for n, c in zip(info.label_names, counts))})")
@@ -150,13 +161,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         head = head_parameter_names(model)
         for n, p in model.named_parameters():
             p.requires_grad = n in head
+    if cfg.freeze_word_embeddings:
+        # Half of a small encoder's parameters: its dense gradient, clipping and AdamW update
+        # cost a fifth of each step, while fine-tuning hardly moves it.
+        model.get_input_embeddings().weight.requires_grad = False
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
+    # per-tensor AdamW took 40% of the step for MiniLM.
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=accelerator.device.type in ("cpu", "cuda"))
     model, optimizer, train_dl, *dls = accelerator.prepare(model, optimizer, train_dl, *eval_dls.values())
     eval_dls = dict(zip(eval_dls, dls))
 
@@ -166,6 +183,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     eval_every = cfg.eval_steps or steps_per_epoch
+    log_every = cfg.logging_steps or max(1, min(50, total_steps // 25))
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
     say(f"textfit: {total_steps} steps of {global_batch} examples ({total_steps / steps_per_epoch:.2f} epochs), "
         f"learning rate {cfg.learning_rate:g} with {warmup} warmup steps, evaluation every {eval_every} steps")
@@ -189,10 +207,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     bad_evals, step, epoch, stop = 0, 0, 0, False
     window_loss = torch.zeros((), device=accelerator.device)
     window_n, window_samples, window_t = 0, 0, time.time()
+    # Throughput of the loop itself (evaluation time excluded): samples, real and padded tokens.
+    real_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    padded_tokens, samples, eval_seconds, loop_start = 0, 0, 0.0, time.time()
     bar = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True, mininterval=1.0)
 
     def run_eval() -> None:
-        nonlocal bad_evals, stop
+        nonlocal bad_evals, stop, eval_seconds
+        t_eval = time.time()
         loss, probs, labels = evaluate_loop(model, eval_dls["validation"], accelerator, len(eval_sets["validation"]))
         m = compute_metrics(labels, probs.argmax(-1), info.label_names)
         m["loss"] = loss
@@ -212,6 +234,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
                 stop = True
                 say(f"textfit: early stopping at step {step}: no better {cfg.metric_for_best_model} for {bad_evals} evaluations")
+        eval_seconds += time.time() - t_eval
 
     model.train()
     try:
@@ -229,12 +252,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 window_loss += loss.detach()
                 window_n += 1
                 window_samples += batch["input_ids"].shape[0] * accelerator.num_processes
+                samples += batch["input_ids"].shape[0]
+                padded_tokens += batch["input_ids"].numel()
+                real_tokens += batch["attention_mask"].sum()
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
                 step += 1
                 bar.update(1)
-                if step % cfg.logging_steps == 0 or step == total_steps:
+                if step % log_every == 0 or step == total_steps:
                     # One sync point per logging window, not per step.
                     mean_loss = accelerator.reduce(window_loss, "mean").item() / window_n
                     rate = window_samples / (time.time() - window_t)
@@ -249,6 +275,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     break
             epoch += 1
         bar.close()
+        loop_seconds = time.time() - loop_start - eval_seconds
+        totals = accelerator.reduce(torch.tensor([samples, padded_tokens, int(real_tokens)], device=accelerator.device), "sum").tolist()
+        stats = {"seconds": round(loop_seconds, 3), "samples": totals[0], "samples_per_second": totals[0] / loop_seconds,
+                 "real_tokens": totals[2], "padded_tokens": totals[1], "padding_share": 1 - totals[2] / max(1, totals[1]),
+                 "real_tokens_per_second": totals[2] / loop_seconds}
+        say(f"textfit: trained {stats['samples']} samples in {loop_seconds:.1f}s ({stats['samples_per_second']:.1f} samples/s, "
+            f"{stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding)")
         if "validation" in eval_dls and (not history or history[-1]["step"] != step):
             run_eval()
         if cfg.load_best_model_at_end and best["state"] is not None and best["step"] != step:
@@ -259,10 +292,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if "validation" in eval_dls:  # the final weights are the best or the last evaluated ones
             metrics["validation"] = best["metrics"] if best["state"] is not None else dict(last)
             say(format_metrics(metrics["validation"], f"\nvalidation ({len(eval_sets['validation'])} rows)"))
-        for name in [n for n in eval_dls if n != "validation"]:
+        # The report shows the test split when there is one, else the validation split.
+        report_split = "test" if "test" in eval_dls else "validation" if "validation" in eval_dls else None
+        report_probs = None
+        for name in [n for n in eval_dls if n != "validation" or n == report_split]:
             loss, probs, labels = evaluate_loop(model, eval_dls[name], accelerator, len(eval_sets[name]))
-            metrics[name] = {**compute_metrics(labels, probs.argmax(-1), info.label_names), "loss": loss}
-            say(format_metrics(metrics[name], f"\n{name} ({len(labels)} rows)"))
+            if name == report_split:
+                report_probs = probs
+            if name != "validation":
+                metrics[name] = {**compute_metrics(labels, probs.argmax(-1), info.label_names), "loss": loss}
+                say(format_metrics(metrics[name], f"\n{name} ({len(labels)} rows)"))
         log({"step": step, "final": {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()}})
 
         accelerator.wait_for_everyone()
@@ -280,16 +319,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "max_length": max_length,
                 "seed": cfg.seed,
                 "data_fingerprint": info.fingerprint,
+                "data_warnings": [p["message"] for p in data_report["problems"]],
                 "steps": step,
                 "best_step": best["step"],
                 "train_seconds": round(time.time() - t_start, 2),
+                "train_stats": stats,
                 "precision": mixed if mixed != "no" else "fp32",
                 "num_processes": accelerator.num_processes,
                 "versions": _versions(),
                 "metrics": {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()},
             }
+            if report_split:
+                rs = splits[report_split]
+                write_report(tmp, rs.texts, rs.pairs, np.array(rs.labels), report_probs, info.label_names, metrics[report_split],
+                             tmp / "log.jsonl", f"{report_split} split", cfg.metric_for_best_model)
             save_run(tmp, accelerator.unwrap_model(model), tokenizer, manifest)
             write_json(tmp / "metrics.json", metrics)
+            write_json(tmp / "data_report.json", data_report)
             write_json(tmp / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
             (tmp / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
             if out.exists():
@@ -303,7 +349,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if log_file and not log_file.closed:
                 log_file.close()
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"folder": str(out), "metrics": metrics, "history": history, "steps": step}
+    return {"folder": str(out), "metrics": metrics, "history": history, "steps": step, "train_stats": stats}
 
 
 def _yaml(d: dict[str, Any]) -> str:
