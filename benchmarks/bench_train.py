@@ -154,13 +154,13 @@ def main() -> None:
     p.add_argument("--model", default=None, help="default: the packaged all-MiniLM-L6-v2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--sst2-samples", type=int, default=2000)
-    p.add_argument("--imdb-samples", type=int, default=600)
-    p.add_argument("--eval-samples", type=int, default=0, help="SST-2: first N dev rows (0: all 872); IMDb: 400 unless set")
+    p.add_argument("--imdb-samples", type=int, default=500)
+    p.add_argument("--eval-samples", type=int, default=0, help="SST-2: first N dev rows (0: all 872); IMDb: 300 held-out reviews unless set")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=0, help="default: 32 for SST-2, 16 for IMDb")
+    p.add_argument("--lr", type=float, default=0, help="default: 1e-4 for SST-2, 2e-4 for IMDb")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-length", type=int, default=0, help="default: 128 for SST-2, 512 for IMDb")
+    p.add_argument("--max-length", type=int, default=0, help="default: 128 for SST-2, 256 for IMDb")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train", default=None, help=argparse.SUPPRESS)
     p.add_argument("--eval", default=None, help=argparse.SUPPRESS)
@@ -187,13 +187,15 @@ def main() -> None:
     rows = []
     for name in a.data.split(","):
         n_train = a.sst2_samples if name == "sst2" else a.imdb_samples
-        n_eval = a.eval_samples or (0 if name == "sst2" else 400)
-        max_length = a.max_length or (128 if name == "sst2" else 512)
+        n_eval = a.eval_samples or (0 if name == "sst2" else 300)
+        max_length = a.max_length or (128 if name == "sst2" else 256)
+        batch_size = a.batch_size or (32 if name == "sst2" else 16)
+        lr = a.lr or (1e-4 if name == "sst2" else 2e-4)
         paths = prepare(name, n_train, n_eval, a.seed, tmp)
         flops, fl = model_flops(a.model, paths["train"], max_length, a.epochs)
         for variant in a.variants.split(","):
             cmd = [sys.executable, __file__, "--worker", variant, "--train", paths["train"], "--eval", paths["eval"], "--model", a.model,
-                   "--max-length", str(max_length), "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--epochs", str(a.epochs), "--seed", str(a.seed)]
+                   "--max-length", str(max_length), "--batch-size", str(batch_size), "--lr", str(lr), "--epochs", str(a.epochs), "--seed", str(a.seed)]
             t = time.time()
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"})
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -209,7 +211,8 @@ def main() -> None:
             r["peak_share"] = r["tflops"] / peaks["bf16" if r["precision"] == "bf16" else "fp32"]
             rows.append(r)
             print(f"  done {name}/{variant}: {r['samples_per_second']:.1f} samples/s, accuracy {r['accuracy']:.4f} ({r['wall']:.0f}s)", flush=True)
-        print(f"{name}: {n_train} train rows, max length {max_length}, {fl['non_embedding_params'] / 1e6:.1f}M non-embedding params, "
+        print(f"{name}: {n_train} train rows, {n_eval or 'all'} eval rows, batch {batch_size}, lr {lr:g}, {a.epochs:g} epoch(s), max length {max_length}, "
+              f"{fl['non_embedding_params'] / 1e6:.1f}M non-embedding params, "
               f"{fl['real_tokens']:.0f} real tokens per run")
 
     print()

@@ -56,7 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.run)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
-    clf = Classifier.load(args.run, precision=args.precision)
+    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend)
     probs = clf.predict_proba(split.texts, split.pairs, args.batch_size)
     m = compute_metrics(split.labels, probs.argmax(-1), clf.labels)
     out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
@@ -103,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text")
     if manifest.get("text_pair_column") is not None and args.texts and not args.text_pair:
         raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
-    clf = Classifier.load(args.run, precision=args.precision)
+    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend)
     if args.texts:
         for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
             if args.json:
@@ -152,6 +152,34 @@ def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
     stdout.write("\n")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .model import read_manifest
+    from .serve import Limits, serve
+
+    read_manifest(args.run)
+    if args.backend == "onnx":
+        from .predict import Classifier
+
+        Classifier.load(args.run, backend="onnx", quantize=args.quantize)  # fail now, with the fix, if there is no export
+    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_texts=args.max_texts,
+                    timeout_s=args.timeout)
+    serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ParityError, export_onnx
+    from .model import read_manifest
+
+    read_manifest(args.run)
+    try:
+        export_onnx(args.run, args.output, args.quantize)
+    except ParityError as e:
+        print(f"textfit: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options; flags given here override it")
     for name, f in FIELDS.items():
@@ -178,6 +206,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="utf-8", help="encoding of the file (default: utf-8)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto uses bf16 where the hardware supports it")
+    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the linear layers (CPU)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="onnx runs RUN/onnx/ (see 'textfit export') with onnxruntime")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -207,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="label column of the file (default: the run's, then detected)")
     p.add_argument("--output", help="folder for metrics.json (default: RUN/eval-<data name>)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="an HTTP server (FastAPI) with a page to try the model")
+    _add_run_flags(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-batch", type=int, default=32, help="texts per model call when requests are batched together (default: 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to fill a batch (default: 5)")
+    p.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 429 (default: 1024)")
+    p.add_argument("--max-texts", type=int, default=128, help="texts in one request before 413 (default: 128)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before 504 (default: 30)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a run to ONNX (optionally int8), checking parity with PyTorch")
+    p.add_argument("run", help="a run folder written by 'textfit train'")
+    p.add_argument("--format", required=True, choices=["onnx"], help="export format")
+    p.add_argument("--quantize", choices=["int8"], help="also write a dynamic int8 model (model.int8.onnx)")
+    p.add_argument("--output", help="folder to write (default: RUN/onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="label texts given as arguments, in a file, or typed at a prompt")
     _add_run_flags(p)

@@ -33,22 +33,69 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, model: Any, tokenizer: Any, manifest: dict[str, Any], precision: str = "auto", device: str | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+    """A trained run ready to predict: a PyTorch model, or an ONNX Runtime session of its export."""
+
+    def __init__(self, model: Any, tokenizer: Any, manifest: dict[str, Any], precision: str = "auto", device: str | None = None,
+                 quantize: str | None = None):
         self.tokenizer = tokenizer
         self.manifest = manifest
-        self.dtype = autocast_dtype(precision, self.device)
-        self.labels: list[str] = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.max_length: int = int(manifest.get("max_length", 512))
         self.pairs: bool = manifest.get("text_pair_column") is not None
+        self.onnx = not isinstance(model, torch.nn.Module)
+        if self.onnx:  # an onnxruntime.InferenceSession
+            self.model, self.device, self.dtype = model, torch.device("cpu"), None
+            self.input_names = [i.name for i in model.get_inputs()]
+            names = manifest["label_names"]
+            self.labels: list[str] = list(names)
+            return
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.dtype = autocast_dtype(precision, self.device)
+        if quantize == "int8":
+            # Dynamic int8 quantization of the linear layers (CPU): int8 weights, fp32 activations.
+            if self.device.type != "cpu":
+                raise UsageError("--quantize int8 runs on the CPU only")
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            self.dtype = None
+        elif quantize is not None:
+            raise UsageError(f"--quantize {quantize}: the only choice is int8")
+        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     @classmethod
-    def load(cls, run: str | Path, precision: str = "auto", device: str | None = None) -> "Classifier":
+    def load(cls, run: str | Path, precision: str = "auto", device: str | None = None, quantize: str | None = None,
+             backend: str = "torch") -> "Classifier":
+        if backend == "onnx":
+            return cls.load_onnx(run, quantize)
+        if backend != "torch":
+            raise UsageError(f"--backend {backend}: choose torch or onnx")
         model, tokenizer, manifest = load_run(run)
-        return cls(model, tokenizer, manifest, precision, device)
+        return cls(model, tokenizer, manifest, precision, device, quantize)
 
-    def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+    @classmethod
+    def load_onnx(cls, run: str | Path, quantize: str | None = None) -> "Classifier":
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        from .model import read_manifest
+
+        manifest = read_manifest(run)
+        folder = Path(run) / "onnx"
+        path = folder / ("model.int8.onnx" if quantize == "int8" else "model.onnx")
+        if not path.is_file():
+            flag = " --quantize int8" if quantize == "int8" else ""
+            raise UsageError(f"{run}: no {path.name} in {folder}; run 'textfit export {run} --format onnx{flag}' first")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return cls(session, AutoTokenizer.from_pretrained(str(folder)), manifest)
+
+    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.onnx:
+            feed = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
+            return torch.from_numpy(self.model.run(["logits"], feed)[0])
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self.model(**batch).logits.float().cpu()
+
+    def predict_logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
         if self.pairs and pairs is None:
@@ -67,11 +114,12 @@ class Classifier:
                 ix = order[s : s + batch_size]
                 batch = collate([{**{k: v[i] for k, v in enc.items()}, "index": int(i)} for i in ix])
                 index = batch.pop("index")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                    logits = self.model(**batch).logits
-                out[index.numpy()] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                out[index.numpy()] = self._logits(batch).numpy()
         return out
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        logits = self.predict_logits(texts, pairs, batch_size)
+        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[Prediction]:
         """Always a list of Prediction records, one per text, in the input order."""

@@ -1,0 +1,118 @@
+"""Prediction speed: textfit against transformers.pipeline("text-classification"), same run, same texts.
+
+    python benchmarks/bench_predict.py                 # fine-tunes a quick SST-2 run first
+    python benchmarks/bench_predict.py --run runs/sst2 # or uses a run you have
+
+For SST-2 dev and the IMDb sample: texts/s for a batch job, the median latency of one short
+text, and label agreement with fp32 PyTorch (textfit's path with --precision fp32, which agrees
+with the pipeline). Rows: the pipeline as the tutorials call it (one text at a time), the
+pipeline with batch_size=32, textfit fp32, textfit's default (bf16 autocast where supported),
+and textfit with dynamic int8 quantization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def texts_for(name: str, n: int, seed: int) -> list[str]:
+    import pandas as pd
+
+    if name == "sst2":
+        return pd.read_csv(SHARED / "sst2/dev.tsv", sep="\t", quoting=3)["sentence"].astype(str).tolist()[: n or None]
+    df = pd.read_csv(SHARED / "imdb/IMDB Dataset.csv").sample(frac=1.0, random_state=seed)
+    return df["review"].astype(str).tolist()[: n or None]
+
+
+def quick_run(folder: str) -> str:
+    from textfit import TrainConfig, train
+
+    r = train(TrainConfig(train=str(SHARED / "sst2/train.tsv"), validation=str(SHARED / "sst2/dev.tsv"), max_train_samples=2000,
+                          epochs=1, label_names="negative,positive", output=folder))
+    return r["folder"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", default=None, help="a textfit run folder (default: fine-tune the packaged model on 2000 SST-2 rows)")
+    p.add_argument("--data", default="sst2,imdb")
+    p.add_argument("--imdb-samples", type=int, default=500)
+    p.add_argument("--latency-reps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=42)
+    a = p.parse_args()
+
+    import numpy as np
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging
+
+    from textfit import Classifier
+
+    logging.set_verbosity_error()
+    run = a.run or quick_run(tempfile.mkdtemp() + "/run")
+    ref = Classifier.load(run, precision="fp32")
+    max_length = ref.max_length
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; run {run}, max length {max_length}")
+    pipe = pipeline("text-classification", model=run, device=0 if torch.cuda.is_available() else -1)
+    label_of = {name: i for i, name in enumerate(ref.labels)}
+
+    def via_pipe(batch_size):
+        def f(texts):
+            out = pipe(texts, batch_size=batch_size, truncation=True, max_length=max_length)
+            return np.array([label_of[o["label"]] for o in out])
+        return f
+
+    variants = {
+        "pipeline (one at a time)": via_pipe(1),
+        "pipeline batch_size=32": via_pipe(32),
+        "textfit fp32": lambda t: ref.predict_proba(t).argmax(-1),
+        "textfit default": (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run)),
+        "textfit int8": (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, quantize="int8")),
+    }
+    default_dtype = Classifier.load(run).dtype
+    short = "a gripping , beautifully acted film ."
+    rows = []
+    for name in a.data.split(","):
+        texts = texts_for(name, a.imdb_samples if name == "imdb" else 0, a.seed)
+        truth = ref.predict_proba(texts).argmax(-1)  # fp32 PyTorch labels
+        for vname, fn in variants.items():
+            fn(texts[:8])  # warm up
+            t = time.perf_counter()
+            labels = fn(texts)
+            rate = len(texts) / (time.perf_counter() - t)
+            lat = []
+            for _ in range(a.latency_reps if name == "sst2" else 0):
+                t1 = time.perf_counter()
+                fn([short])
+                lat.append(time.perf_counter() - t1)
+            rows.append({"data": name, "variant": vname, "rate": rate, "latency": statistics.median(lat) * 1000 if lat else None,
+                         "agree": float((labels == truth).mean()), "n": len(texts)})
+            print(f"  done {name} / {vname}: {rate:.1f} texts/s", flush=True)
+
+    print(f"\ntextfit default precision here: {default_dtype or 'fp32'}")
+    head = f"{'data':<5} {'variant':<26} {'texts':>6} {'texts/s':>9} {'x pipeline':>10} {'x pipe b32':>10} {'latency ms':>10} {'agree fp32':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        base = next(x for x in rows if x["data"] == r["data"] and x["variant"] == "pipeline (one at a time)")
+        b32 = next(x for x in rows if x["data"] == r["data"] and x["variant"] == "pipeline batch_size=32")
+        lat = f"{r['latency']:.1f}" if r["latency"] is not None else "-"
+        print(f"{r['data']:<5} {r['variant']:<26} {r['n']:>6} {r['rate']:>9.1f} {r['rate'] / base['rate']:>10.2f} {r['rate'] / b32['rate']:>10.2f} "
+              f"{lat:>10} {100 * r['agree']:>9.2f}%")
+    print("\nlatency: median time to classify one short text; agree fp32: share of labels equal to textfit fp32 (PyTorch fp32).")
+
+
+if __name__ == "__main__":
+    main()

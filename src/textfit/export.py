@@ -1,0 +1,118 @@
+"""`textfit export RUN --format onnx [--quantize int8]`: an ONNX model that proves parity first.
+
+    result = export_onnx("runs/sst2", quantize="int8")
+    Classifier.load("runs/sst2", backend="onnx", quantize="int8").predict(["a gripping film"])
+
+Writes RUN/onnx/ (or --output): model.onnx (and model.int8.onnx, dynamic int8 weights from
+onnxruntime's quantizer), the tokenizer, config.json and textfit.json beside it. Before the
+folder is put in place, the ONNX model runs on a sample of texts of many lengths, padded in
+batches, and its logits are compared with PyTorch's fp32: the largest difference and the label
+agreement are printed, and the export is refused when they fail the bounds below.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .model import load_run, write_json
+
+MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
+MIN_AGREE_FP32 = 1.0
+MIN_AGREE_INT8 = 0.95  # on the parity sample, whose random token texts sit near the boundary more than real data
+
+SAMPLE = [
+    "a gripping , beautifully acted film .", "dull .", "The room was spotless and the staff were lovely.",
+    "I would not recommend this hotel to anyone; the service was slow, the food cold, and the bill wrong.",
+    "It's fine.", "Not bad at all, actually quite good!", "the plot makes no sense and the acting is wooden throughout",
+    "房间很干净，服务也很好。", "An uneven but often moving story about a family that falls apart and, slowly, finds its way back.",
+]
+
+
+class ParityError(Exception):
+    """The exported model does not reproduce PyTorch's outputs."""
+
+
+def _sample(tokenizer: Any, max_length: int, n_random: int = 48, seed: int = 0) -> list[str]:
+    """The fixed sentences, plus texts of random tokens with lengths up to max_length."""
+    rng = random.Random(seed)
+    vocab = [t for t in tokenizer.get_vocab() if t.isalpha() and t.isascii() and len(t) > 2]
+    texts = list(SAMPLE)
+    for _ in range(n_random):
+        n = rng.choice([3, 8, 20, 60, max_length])
+        texts.append(" ".join(rng.choice(vocab) for _ in range(n)))
+    return texts
+
+
+def export_onnx(run: str, output: str | None = None, quantize: str | None = None, opset: int = 17) -> dict[str, Any]:
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification
+
+    from .predict import Classifier
+
+    if quantize not in (None, "int8"):
+        raise UsageError(f"--quantize {quantize}: the only choice is int8")
+    model, tokenizer, manifest = load_run(run)
+    # The plain attention exports to standard ONNX ops and traces without data-dependent branches.
+    model = AutoModelForSequenceClassification.from_pretrained(run, use_safetensors=True, attn_implementation="eager").eval()
+    out = Path(output) if output else Path(run) / "onnx"
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else [])
+        example = tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
+        args = tuple(example[n] for n in names)
+        axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on Python conditions; parity below is the real check
+            torch.onnx.export(model, args, str(tmp / "model.onnx"), input_names=names, output_names=["logits"],
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+        files = ["model.onnx"]
+        if quantize == "int8":
+            import logging
+
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on every call
+            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8, per_channel=True)
+            files.append("model.int8.onnx")
+        tokenizer.save_pretrained(tmp)
+        model.config.save_pretrained(tmp)
+        write_json(tmp / "textfit.json", {**manifest, "exported_from": str(run), "onnx_opset": opset})
+
+        # Parity: PyTorch fp32 against each ONNX file, on texts of many lengths, in padded batches.
+        ref = Classifier(model, tokenizer, manifest, precision="fp32", device="cpu")
+        texts = _sample(tokenizer, ref.max_length)
+        pairs = [t[::-1] for t in texts] if ref.pairs else None
+        want = ref.predict_logits(texts, pairs, batch_size=16)
+        report = {}
+        for f in files:
+            sess = ort.InferenceSession(str(tmp / f), providers=["CPUExecutionProvider"])
+            got = Classifier(sess, tokenizer, manifest, precision="fp32", device="cpu").predict_logits(texts, pairs, batch_size=16)
+            diff = float(np.abs(got - want).max())
+            agree = float((got.argmax(-1) == want.argmax(-1)).mean())
+            report[f] = {"max_logit_diff": diff, "label_agreement": agree, "texts": len(texts)}
+            ok = (diff <= MAX_DIFF_FP32 and agree >= MIN_AGREE_FP32) if f == "model.onnx" else agree >= MIN_AGREE_INT8
+            print(f"textfit: parity {f}: max |logit difference| {diff:.2e}, label agreement {100 * agree:.1f}% on {len(texts)} texts "
+                  f"({'ok' if ok else 'FAILED'})")
+            if not ok:
+                raise ParityError(f"{f} does not reproduce the PyTorch model (max logit difference {diff:.3g}, "
+                                  f"label agreement {100 * agree:.1f}%); nothing was written")
+        write_json(tmp / "parity.json", report)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"textfit: exported {', '.join(files)} to {out}")
+    return {"folder": str(out), "files": files, "parity": report}

@@ -1,0 +1,68 @@
+"""The page at / in headless Chromium: type a text, click, see a bar per class."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_rows, write_csv
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")
+
+
+def test_page_classifies_a_text_in_a_real_browser(tiny_model, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from textfit import Classifier, TrainConfig, train
+
+    run = train(TrainConfig(data=str(write_csv(tmp_path / "r.csv", make_rows(120))), model=tiny_model, output=str(tmp_path / "run"),
+                            epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False))["folder"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "textfit", "serve", run, "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=900,700"):
+        opts.add_argument(flag)
+    driver = None
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "server did not start"
+                time.sleep(0.25)
+        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+        driver.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(driver, 20).until(lambda d: "labels:" in d.find_element(By.ID, "meta").text)
+        driver.find_element(By.ID, "text").send_keys("the film was good and lovely")
+        driver.find_element(By.ID, "go").click()
+        WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result .row")) == 2)
+        rows = driver.find_elements(By.CSS_SELECTOR, "#result .row")
+        shown = [r.find_element(By.CLASS_NAME, "label").text for r in rows]
+        want = Classifier.load(run).predict(["the film was good and lovely"])[0]
+        assert shown[0] == want.label and sorted(shown) == ["negative", "positive"]
+        assert rows[0].find_element(By.CLASS_NAME, "pct").text == f"{100 * want.score:.1f}%"
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        assert (tmp_path / "page.png").stat().st_size > 5000
+    finally:
+        if driver:
+            driver.quit()
+        server.terminate()
+        server.wait(30)
