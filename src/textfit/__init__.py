@@ -10,13 +10,7 @@ __version__ = "0.1.0"
 from .config import TrainConfig, load_config  # noqa: E402
 from .errors import UsageError  # noqa: E402
 from .predict import Classifier, Prediction  # noqa: E402
-
-
-def train(cfg: TrainConfig) -> dict:
-    """Fine-tune, evaluate and save a run (see textfit.train.train)."""
-    from .train import train as _train
-
-    return _train(cfg)
+from .train import train  # noqa: E402  (bound after the submodule, so textfit.train stays the function)
 
 
 __all__ = ["Classifier", "Prediction", "TrainConfig", "UsageError", "load_config", "train", "__version__"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import FIELDS, load_config
-from .errors import UsageError
+from .errors import Interrupted, UsageError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -196,7 +196,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         elif kind.startswith("float"):
             typ = float
         alias = {"epochs": ["--num-train-epochs"], "batch_size": ["--per-device-train-batch-size"], "output": ["--output-dir"]}.get(name, [])
-        p.add_argument(flag, *alias, dest=name, type=typ, default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(), help=help_text)
+        extra = {"nargs": "?", "const": f.metadata["optional_const"]} if "optional_const" in f.metadata else {}
+        p.add_argument(flag, *alias, dest=name, type=typ, default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(), help=help_text, **extra)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"textfit: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"textfit: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("textfit: interrupted", file=sys.stderr)
         return 130

@@ -62,6 +62,11 @@ class TrainConfig:
     early_stopping_patience: int | None = _f(None, "stop after this many evaluations without improvement")
     load_best_model_at_end: bool = _f(True, "restore the best evaluated weights before saving")
     seed: int = _f(42, "random seed: two runs with the same seed are identical")
+    # checkpoints and reproducibility
+    save_steps: int | None = _f(None, "write a checkpoint-STEP folder into the run folder every N optimizer steps")
+    save_total_limit: int | None = _f(None, "keep only the newest K checkpoints")
+    resume: str | None = _f(None, "continue from the latest complete checkpoint of --output (--resume), or from PATH (--resume PATH)", optional_const="latest")
+    deterministic: bool = _f(False, "use PyTorch's deterministic algorithms (slower on some GPUs)")
     # output
     output: str | None = _f(None, "run folder (default: runs/<data name>, numbered if it exists)")
     overwrite: bool = _f(False, "replace an existing run folder")
@@ -117,7 +122,7 @@ def _check(cfg: TrainConfig) -> None:
     for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
-    for name in ("max_length", "logging_steps", "max_steps", "eval_steps", "max_train_samples", "early_stopping_patience"):
+    for name in ("max_length", "logging_steps", "max_steps", "eval_steps", "max_train_samples", "early_stopping_patience", "save_steps", "save_total_limit"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     if cfg.epochs <= 0:

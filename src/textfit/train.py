@@ -15,7 +15,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import DEFAULT_MAX_LENGTH, TrainConfig
 from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
-from .errors import UsageError
+from .errors import Interrupted, UsageError
 from .evaluate import compute_metrics, format_metrics, metric_names
 from .inspect_data import analyse
 from .report import write_report
 from .model import (
+    MANIFEST,
     autocast_dtype,
     head_parameter_names,
     load_for_training,
@@ -47,9 +51,15 @@ def output_folder(cfg: TrainConfig) -> Path:
     """The run folder: --output, else runs/<data name>, numbered when that exists."""
     if cfg.output:
         out = Path(cfg.output)
+        if cfg.resume is not None:
+            if (out / MANIFEST).exists():
+                raise UsageError(f"--resume: {out} holds a finished run; pass another --output")
+            return out
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
             raise UsageError(f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, or another --output")
         return out
+    if cfg.resume is not None:
+        raise UsageError("--resume needs --output: the run folder that holds the checkpoints")
     name = Path((cfg.data or cfg.train or "run").rstrip("/")).stem.replace(" ", "_").replace("/", "_") or "run"
     out, n = Path("runs") / name, 1
     while out.exists():
@@ -99,6 +109,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers import get_linear_schedule_with_warmup
 
     t_start = time.time()
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     precision = cfg.precision
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     amp = autocast_dtype(precision, torch.device(device_type))
@@ -107,7 +120,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # Accelerate keeps its state per process, so start from a clean one (the process group stays).
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    # cpu=True on a machine without a GPU: Accelerate then runs torchrun/accelerate-launch
+    # processes as one gloo group (MULTI_CPU) instead of independent single processes.
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps, cpu=device_type == "cpu")
     say = accelerator.print
     set_seed(cfg.seed)
 
@@ -150,10 +165,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     collate = make_collate(tokenizer)
     train_ds = dataset("train")
     sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate)
+    # Each loader has a generator of its own: starting an iteration then never draws from the
+    # global RNG that dropout uses, so a resumed run replays the same dropout masks.
+    def generator() -> torch.Generator:
+        return torch.Generator().manual_seed(cfg.seed)
+
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, generator=generator())
     eval_sets = {n: dataset(n) for n in ("validation", "test") if n in splits}
     eval_dls = {
-        n: torch.utils.data.DataLoader(ds, batch_sampler=LengthGroupedBatches(ds.lengths, cfg.eval_batch_size, cfg.seed, shuffle=False), collate_fn=collate)
+        n: torch.utils.data.DataLoader(ds, batch_sampler=LengthGroupedBatches(ds.lengths, cfg.eval_batch_size, cfg.seed, shuffle=False),
+                                       collate_fn=collate, generator=generator())
         for n, ds in eval_sets.items()
     }
 
@@ -188,11 +209,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     say(f"textfit: {total_steps} steps of {global_batch} examples ({total_steps / steps_per_epoch:.2f} epochs), "
         f"learning rate {cfg.learning_rate:g} with {warmup} warmup steps, evaluation every {eval_every} steps")
 
-    # 3. The run is written into a temporary folder, renamed into place at the end.
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    # 3. The run is written into a temporary folder, renamed into place at the end; with
+    # checkpoints, into the run folder itself, whose textfit.json is written last.
+    resume_from = resolve_resume(cfg.resume, out) if cfg.resume is not None else None
+    persistent = cfg.save_steps is not None or resume_from is not None
+    tmp = out if persistent else out.parent / f".{out.name}.tmp-{os.getpid()}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if not persistent:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None and (tmp / "log.jsonl").exists():  # drop what the lost steps logged
+            keep = [line for line in (tmp / "log.jsonl").read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= int(resume_from.name.split("-")[1])]
+            (tmp / "log.jsonl").write_text("".join(x + "\n" for x in keep), encoding="utf-8")
     log_file = open(tmp / "log.jsonl", "a", encoding="utf-8") if accelerator.is_main_process else None
 
     def log(record: dict[str, Any]) -> None:
@@ -204,7 +233,37 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     best: dict[str, Any] = {"score": -math.inf, "step": None, "metrics": None, "state": None}
     last: dict[str, Any] = {}  # the latest validation metrics
     history: list[dict[str, Any]] = []
-    bad_evals, step, epoch, stop = 0, 0, 0, False
+    bad_evals, step, epoch, stop, batches_in_epoch = 0, 0, 0, False, 0
+    if resume_from is not None:
+        state, best_weights = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        step, epoch, batches_in_epoch, bad_evals = state["step"], state["epoch"], state["batches_in_epoch"], state["bad_evals"]
+        history[:] = state["history"]
+        last.update(state["last"])
+        best.update(score=state["best_score"], step=state["best_step"], metrics=state["best_metrics"])
+        if cfg.load_best_model_at_end and state["best_step"] is not None:
+            current = accelerator.unwrap_model(model).state_dict()
+            best["state"] = best_weights if best_weights is not None else {k: v.detach().to("cpu", copy=True) for k, v in current.items()}
+        say(f"textfit: resumed from {resume_from} (step {step}, epoch {epoch}, batch {batches_in_epoch})")
+
+    def checkpoint() -> Path | None:
+        """Save the complete training state as out/checkpoint-STEP (main process writes)."""
+        accelerator.wait_for_everyone()
+        path = None
+        if accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            state = {"step": step, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "bad_evals": bad_evals, "history": history,
+                     "last": last, "best_score": best["score"], "best_step": best["step"], "best_metrics": best["metrics"], "seed": cfg.seed}
+            keep_best = best["state"] if best["state"] is not None and best["step"] != step else None
+            path = save_checkpoint(out, step, accelerator.unwrap_model(model), optimizer, scheduler, state, keep_best, cfg.save_total_limit)
+        accelerator.wait_for_everyone()
+        return path
+
+    # SIGTERM and Ctrl-C end training at the next step boundary, after a checkpoint.
+    interrupted = {"signum": 0}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda n, _f: interrupted.update(signum=n))
     window_loss = torch.zeros((), device=accelerator.device)
     window_n, window_samples, window_t = 0, 0, time.time()
     # Throughput of the loop itself (evaluation time excluded): samples, real and padded tokens.
@@ -239,8 +298,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.train()
     try:
         while step < total_steps and not stop:
+            # After a resume, the first epoch skips the batches already trained on.
+            loader = accelerator.skip_first_batches(train_dl, batches_in_epoch) if batches_in_epoch else train_dl
+            # Accelerate's loaders count their own iterations and pass that count to the batch
+            # sampler as the epoch: set it, or a resumed run would replay epoch 0's order.
+            loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            for batch in train_dl:
+            for batch in loader:
+                batches_in_epoch += 1
                 batch.pop("index")
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
@@ -271,9 +336,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     window_n, window_samples, window_t = 0, 0, time.time()
                 if "validation" in eval_dls and step % eval_every == 0:
                     run_eval()
+                signum = interrupted["signum"]
+                if accelerator.num_processes > 1:  # every process stops at the same step
+                    signum = int(accelerator.reduce(torch.tensor(signum, device=accelerator.device), "max"))
+                if signum:
+                    path = checkpoint()
+                    raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in {path or out}; "
+                                      f"continue with: textfit train ... --output {out} --resume", signum)
+                if cfg.save_steps and step % cfg.save_steps == 0:
+                    checkpoint()
                 if step >= total_steps or stop:
                     break
-            epoch += 1
+            else:
+                epoch, batches_in_epoch = epoch + 1, 0
+                continue
+            if step < total_steps and not stop:  # stopped mid-epoch only to end training
+                epoch, batches_in_epoch = epoch + 1, 0
         bar.close()
         loop_seconds = time.time() - loop_start - eval_seconds
         totals = accelerator.reduce(torch.tensor([samples, padded_tokens, int(real_tokens)], device=accelerator.device), "sum").tolist()
@@ -333,21 +411,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 rs = splits[report_split]
                 write_report(tmp, rs.texts, rs.pairs, np.array(rs.labels), report_probs, info.label_names, metrics[report_split],
                              tmp / "log.jsonl", f"{report_split} split", cfg.metric_for_best_model)
-            save_run(tmp, accelerator.unwrap_model(model), tokenizer, manifest)
             write_json(tmp / "metrics.json", metrics)
             write_json(tmp / "data_report.json", data_report)
             write_json(tmp / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
             (tmp / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
-            if out.exists():
-                shutil.rmtree(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out)
+            save_run(tmp, accelerator.unwrap_model(model), tokenizer, manifest)  # textfit.json last: the run is complete
+            if not persistent:
+                if out.exists():
+                    shutil.rmtree(out)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, out)
             say(f"textfit: saved the run to {out}")
         accelerator.wait_for_everyone()
     finally:
-        if accelerator.is_main_process and tmp.exists():
-            if log_file and not log_file.closed:
-                log_file.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if log_file and not log_file.closed:
+            log_file.close()
+        if accelerator.is_main_process and not persistent and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return {"folder": str(out), "metrics": metrics, "history": history, "steps": step, "train_stats": stats}
 
