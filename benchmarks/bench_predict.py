@@ -7,7 +7,7 @@ For SST-2 dev and the IMDb sample: texts/s for a batch job, the median latency o
 text, and label agreement with fp32 PyTorch (textfit's path with --precision fp32, which agrees
 with the pipeline). Rows: the pipeline as the tutorials call it (one text at a time), the
 pipeline with batch_size=32, textfit fp32, textfit's default (bf16 autocast where supported),
-and textfit with dynamic int8 quantization.
+textfit with PyTorch's dynamic int8 quantization, and the ONNX export (fp32 and int8) on onnxruntime.
 """
 
 from __future__ import annotations
@@ -81,6 +81,11 @@ def main() -> None:
         "textfit default": (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run)),
         "textfit int8": (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, quantize="int8")),
     }
+    from textfit.export import export_onnx
+
+    export_onnx(run, quantize="int8")
+    variants["textfit onnx fp32"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, backend="onnx"))
+    variants["textfit onnx int8"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, backend="onnx", quantize="int8"))
     default_dtype = Classifier.load(run).dtype
     short = "a gripping , beautifully acted film ."
     rows = []

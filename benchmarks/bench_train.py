@@ -154,7 +154,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="default: the packaged all-MiniLM-L6-v2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--sst2-samples", type=int, default=2000)
-    p.add_argument("--imdb-samples", type=int, default=500)
+    p.add_argument("--imdb-samples", type=int, default=1000)
     p.add_argument("--eval-samples", type=int, default=0, help="SST-2: first N dev rows (0: all 872); IMDb: 300 held-out reviews unless set")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=0, help="default: 32 for SST-2, 16 for IMDb")

@@ -172,3 +172,12 @@ def test_shared_data_sets_load():
     splits, info = load_data(cfg(data=str(SHARED / "chnsenticorp/ChnSentiCorp_htl_all.csv")))
     assert (info.text_column, info.label_column) == ("1", "0")
     assert sum(len(s.texts) for s in splits.values()) == 7765  # one empty review left out
+
+
+def test_hub_data_set_fails_fast_offline():
+    import time
+
+    t = time.time()
+    with pytest.raises(UsageError, match=r"--data glue mrpc: not a local file or folder, and the hub data set could not be loaded"):
+        load_data(cfg(data="glue mrpc"))
+    assert time.time() - t < 15

@@ -92,6 +92,29 @@ def test_freeze_backbone_changes_only_the_head(tiny_model, data, tmp_path):
     assert not torch.equal(before["pooler.dense.weight"], after["bert.pooler.dense.weight"])
 
 
+def test_frozen_backbone_trains_from_cached_features(tiny_model, data, tmp_path):
+    """Later epochs run only the head on cached vectors: a small fraction of the first epoch."""
+    from transformers import AutoModel
+
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "c"), freeze_backbone=True, **{**FAST, "epochs": 4}))
+    log = [json.loads(x) for x in (Path(r["folder"]) / "log.jsonl").read_text().splitlines()]
+    features = next(x["features_seconds"] for x in log if "features_seconds" in x)
+    epochs = [x["seconds"] for x in log if "epoch_end" in x]
+    assert len(epochs) == 4 and features > 0
+    after = load_file(Path(r["folder"]) / "model.safetensors")
+    before = AutoModel.from_pretrained(tiny_model).state_dict()
+    assert torch.equal(before["encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
+    assert not torch.equal(before["pooler.dense.weight"], after["bert.pooler.dense.weight"])
+    # The saved model, run as a whole, gives the metrics the cached head reported.
+    clf = Classifier.load(r["folder"], precision="fp32")
+    from textfit.data import load_data
+
+    splits, _ = load_data(TrainConfig(data=str(data)))
+    probs = clf.predict_proba(splits["test"].texts)
+    acc = float((probs.argmax(-1) == splits["test"].labels).mean())
+    assert acc == pytest.approx(r["metrics"]["test"]["accuracy"])
+
+
 def test_word_embeddings_frozen_by_default(tiny_model, data, tmp_path):
     from transformers import AutoModel
 

@@ -214,22 +214,24 @@ def _load_frames(cfg: TrainConfig, headerless: bool | None) -> tuple[dict[str, t
 def _load_hub(cfg: TrainConfig) -> tuple[dict[str, tuple[pd.DataFrame, str, int]], str]:
     import datasets
 
-    name = cfg.data
+    name, config = cfg.data, cfg.data_config
+    if " " in name.strip() and config is None:  # "glue mrpc", as load_dataset("glue", "mrpc")
+        name, config = name.split(None, 1)
     if not _hub_reachable():
         # The hub cache may still hold it: try offline before giving up.
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
-        obj = datasets.load_dataset(name, cfg.data_config)
+        obj = datasets.load_dataset(name, config)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(
-            f"--data {name}: not a local file or folder, and the hub data set could not be loaded ({first[:200]}); "
+            f"--data {cfg.data}: not a local file or folder, and the hub data set could not be loaded ({first[:200]}); "
             "check the name and your connection, or pass a local file"
         ) from None
     frames = {k: (df, src, 0) for k, (df, src) in _frames_from_datasets(obj, name).items()}
     if not frames:
         raise UsageError(f"--data {name}: the data set has no train, validation or test split")
-    return frames, f"{name}:{cfg.data_config or ''}:" + ":".join(getattr(d, "_fingerprint", "") for d in getattr(obj, "values", lambda: [obj])())
+    return frames, f"{name}:{config or ''}:" + ":".join(getattr(d, "_fingerprint", "") for d in getattr(obj, "values", lambda: [obj])())
 
 
 # ---------------------------------------------------------------- columns

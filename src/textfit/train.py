@@ -32,6 +32,7 @@ from .config import DEFAULT_MAX_LENGTH, TrainConfig
 from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
 from .errors import Interrupted, UsageError
 from .evaluate import compute_metrics, format_metrics, metric_names
+from .frozen import CachedHead, FeatureDataset, encode_features, head_function
 from .inspect_data import analyse
 from .report import write_report
 from .model import (
@@ -40,6 +41,7 @@ from .model import (
     head_parameter_names,
     load_for_training,
     max_positions,
+    register_attention,
     resolve_model,
     save_run,
     use_fast_dropout,
@@ -136,8 +138,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
         raise UsageError("--early-stopping-patience/--eval-steps need a validation split; pass --validation FILE or a --split with a validation share")
     # On CPU, PyTorch's fused attention (SDPA) with dropout trained 2x slower than the plain
-    # matmul attention for MiniLM (benchmarks/RESULTS.md); prediction keeps SDPA, faster there.
-    attn = "eager" if accelerator.device.type == "cpu" else None
+    # matmul attention for MiniLM, whose dropout we make cheaper too (cpu_training_attention,
+    # benchmarks/RESULTS.md); prediction keeps SDPA, faster there.
+    attn = register_attention() if accelerator.device.type == "cpu" else None
     model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn)
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)  # same dropout, a cheaper mask (see FastDropout)
@@ -195,7 +198,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
     # per-tensor AdamW took 40% of the step for MiniLM.
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=accelerator.device.type in ("cpu", "cuda"))
-    model, optimizer, train_dl, *dls = accelerator.prepare(model, optimizer, train_dl, *eval_dls.values())
+    # Frozen backbone: encode every text once; the loop then trains the head on cached vectors.
+    fn = head_function(model) if cfg.freeze_backbone and accelerator.num_processes == 1 else None
+    trainable = model
+    if fn is not None:
+        t_feat = time.time()
+        model.to(accelerator.device)
+        feats = {n: encode_features(model, dl, accelerator.device, amp) for n, dl in [("train", train_dl), *eval_dls.items()]}
+        train_ds = FeatureDataset(feats["train"], splits["train"].labels)
+        sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
+        train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, generator=generator())
+        eval_dls = {n: torch.utils.data.DataLoader(FeatureDataset(feats[n], splits[n].labels), batch_size=cfg.eval_batch_size, generator=generator())
+                    for n in eval_dls}
+        trainable = CachedHead(model, fn)
+        feature_seconds = time.time() - t_feat
+        say(f"textfit: frozen backbone: encoded {sum(len(f) for f in feats.values())} texts once in {feature_seconds:.1f}s; "
+            "the head trains on the cached vectors")
+    trainable, optimizer, train_dl, *dls = accelerator.prepare(trainable, optimizer, train_dl, *eval_dls.values())
+
+    def hf_model() -> Any:
+        """The Hugging Face model itself (unwrapped from DDP and from the cached-head wrapper)."""
+        m = accelerator.unwrap_model(trainable)
+        return m.model if isinstance(m, CachedHead) else m
+
     eval_dls = dict(zip(eval_dls, dls))
 
     # The schedule counts optimizer steps of this process (its shard of the batches).
@@ -235,13 +260,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     bad_evals, step, epoch, stop, batches_in_epoch = 0, 0, 0, False, 0
     if resume_from is not None:
-        state, best_weights = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        state, best_weights = load_checkpoint(resume_from, hf_model(), optimizer, scheduler)
         step, epoch, batches_in_epoch, bad_evals = state["step"], state["epoch"], state["batches_in_epoch"], state["bad_evals"]
         history[:] = state["history"]
         last.update(state["last"])
         best.update(score=state["best_score"], step=state["best_step"], metrics=state["best_metrics"])
         if cfg.load_best_model_at_end and state["best_step"] is not None:
-            current = accelerator.unwrap_model(model).state_dict()
+            current = hf_model().state_dict()
             best["state"] = best_weights if best_weights is not None else {k: v.detach().to("cpu", copy=True) for k, v in current.items()}
         say(f"textfit: resumed from {resume_from} (step {step}, epoch {epoch}, batch {batches_in_epoch})")
 
@@ -254,7 +279,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             state = {"step": step, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "bad_evals": bad_evals, "history": history,
                      "last": last, "best_score": best["score"], "best_step": best["step"], "best_metrics": best["metrics"], "seed": cfg.seed}
             keep_best = best["state"] if best["state"] is not None and best["step"] != step else None
-            path = save_checkpoint(out, step, accelerator.unwrap_model(model), optimizer, scheduler, state, keep_best, cfg.save_total_limit)
+            path = save_checkpoint(out, step, hf_model(), optimizer, scheduler, state, keep_best, cfg.save_total_limit)
         accelerator.wait_for_everyone()
         return path
 
@@ -274,7 +299,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def run_eval() -> None:
         nonlocal bad_evals, stop, eval_seconds
         t_eval = time.time()
-        loss, probs, labels = evaluate_loop(model, eval_dls["validation"], accelerator, len(eval_sets["validation"]))
+        loss, probs, labels = evaluate_loop(trainable, eval_dls["validation"], accelerator, len(eval_sets["validation"]))
         m = compute_metrics(labels, probs.argmax(-1), info.label_names)
         m["loss"] = loss
         last.update(m)
@@ -286,7 +311,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if score > best["score"]:
             best.update(score=score, step=step, metrics=m, state=None)
             if cfg.load_best_model_at_end:
-                best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in hf_model().state_dict().items()}
             bad_evals = 0
         else:
             bad_evals += 1
@@ -295,7 +320,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 say(f"textfit: early stopping at step {step}: no better {cfg.metric_for_best_model} for {bad_evals} evaluations")
         eval_seconds += time.time() - t_eval
 
-    model.train()
+    trainable.train()
+    if fn is not None:
+        log({"step": step, "features_seconds": round(feature_seconds, 3)})
+    epoch_start = time.time()
     try:
         while step < total_steps and not stop:
             # After a resume, the first epoch skips the batches already trained on.
@@ -307,19 +335,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for batch in loader:
                 batches_in_epoch += 1
                 batch.pop("index")
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                with accelerator.accumulate(trainable):
+                    loss = trainable(**batch).loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        accelerator.clip_grad_norm_(trainable.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 window_loss += loss.detach()
                 window_n += 1
-                window_samples += batch["input_ids"].shape[0] * accelerator.num_processes
-                samples += batch["input_ids"].shape[0]
-                padded_tokens += batch["input_ids"].numel()
-                real_tokens += batch["attention_mask"].sum()
+                window_samples += batch["labels"].shape[0] * accelerator.num_processes
+                samples += batch["labels"].shape[0]
+                if "attention_mask" in batch:  # (cached features have no tokens)
+                    padded_tokens += batch["attention_mask"].numel()
+                    real_tokens += batch["attention_mask"].sum()
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
@@ -346,9 +375,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if cfg.save_steps and step % cfg.save_steps == 0:
                     checkpoint()
                 if step >= total_steps or stop:
+                    log({"epoch_end": epoch, "step": step, "seconds": round(time.time() - epoch_start, 3)})
                     break
             else:
-                epoch, batches_in_epoch = epoch + 1, 0
+                log({"epoch_end": epoch, "step": step, "seconds": round(time.time() - epoch_start, 3)})
+                epoch, batches_in_epoch, epoch_start = epoch + 1, 0, time.time()
                 continue
             if step < total_steps and not stop:  # stopped mid-epoch only to end training
                 epoch, batches_in_epoch = epoch + 1, 0
@@ -364,7 +395,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             run_eval()
         if cfg.load_best_model_at_end and best["state"] is not None and best["step"] != step:
             say(f"textfit: restoring the best weights (step {best['step']}, {cfg.metric_for_best_model} {sign * best['score']:.4f})")
-            accelerator.unwrap_model(model).load_state_dict(best["state"])
+            hf_model().load_state_dict(best["state"])
 
         metrics: dict[str, Any] = {}
         if "validation" in eval_dls:  # the final weights are the best or the last evaluated ones
@@ -374,7 +405,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         report_split = "test" if "test" in eval_dls else "validation" if "validation" in eval_dls else None
         report_probs = None
         for name in [n for n in eval_dls if n != "validation" or n == report_split]:
-            loss, probs, labels = evaluate_loop(model, eval_dls[name], accelerator, len(eval_sets[name]))
+            loss, probs, labels = evaluate_loop(trainable, eval_dls[name], accelerator, len(eval_sets[name]))
             if name == report_split:
                 report_probs = probs
             if name != "validation":
@@ -415,7 +446,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             write_json(tmp / "data_report.json", data_report)
             write_json(tmp / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
             (tmp / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
-            save_run(tmp, accelerator.unwrap_model(model), tokenizer, manifest)  # textfit.json last: the run is complete
+            save_run(tmp, hf_model(), tokenizer, manifest)  # textfit.json last: the run is complete
             if not persistent:
                 if out.exists():
                     shutil.rmtree(out)

@@ -1,0 +1,80 @@
+"""Frozen backbone, trained fast: encode every text once, then train the head from the cache.
+
+    fn = head_function(model)                   # None: this architecture's head is not known here
+    feats = encode_features(model, loader, device, dtype)
+    head = CachedHead(model, fn)                 # head(features=..., labels=...) -> .loss, .logits
+
+With `--freeze-backbone` the encoder's output for a text never changes, so the first epoch
+computes the [CLS] vector of every text once (inference mode, no dropout in the frozen encoder)
+and every later step runs only the head (pooler and classifier) on cached vectors: epochs after
+the first cost a small fraction of the first. The head modules are the model's own, so saving
+the model saves the trained head.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The classification head as a function of the first token's final hidden state."""
+    base = model.base_model
+    kind = getattr(model.config, "model_type", "")
+    if hasattr(base, "pooler") and hasattr(model, "classifier") and hasattr(model, "dropout"):  # BERT family
+        pooler = base.pooler
+        if pooler is None:
+            return lambda h: model.classifier(model.dropout(h))
+        return lambda h: model.classifier(model.dropout(pooler(h[:, None, :])))
+    if kind == "distilbert":
+        return lambda h: model.classifier(model.dropout(F.relu(model.pre_classifier(h))))
+    if kind in ("roberta", "xlm-roberta", "camembert", "electra"):  # their heads read hidden[:, 0] themselves
+        return lambda h: model.classifier(h[:, None, :])
+    return None
+
+
+class CachedHead(nn.Module):
+    """The model's head over cached features, with the loss the model would compute."""
+
+    def __init__(self, model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = self.fn(features)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def encode_features(model: Any, loader: Any, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    """The first token's final hidden state for every example, in dataset order (fp32, on the CPU)."""
+    model.eval()
+    rows: dict[int, torch.Tensor] = {}
+    with torch.inference_mode():
+        for batch in loader:
+            index = batch.pop("index")
+            batch.pop("labels", None)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                hidden = model.base_model(**batch).last_hidden_state[:, 0]
+            for i, h in zip(index.tolist(), hidden.float().cpu()):
+                rows[i] = h
+    model.train()
+    return torch.stack([rows[i] for i in range(len(rows))])
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    def __init__(self, features: torch.Tensor, labels: list[int]):
+        self.features, self.labels = features, labels
+        self.lengths = [1] * len(labels)  # one vector per example: nothing to pad
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"features": self.features[i], "labels": self.labels[i], "index": i}
