@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .config import DEFAULT_MAX_LENGTH, TrainConfig
+from .config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
 from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
 from .errors import Interrupted, UsageError
 from .evaluate import compute_metrics, format_metrics, metric_names
@@ -197,7 +197,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ]
     # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
     # per-tensor AdamW took 40% of the step for MiniLM.
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=accelerator.device.type in ("cpu", "cuda"))
+    n_params = sum(p.numel() for p in model.parameters())
+    lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else SMALL_MODEL_LR if n_params < SMALL_MODEL_PARAMS else LARGE_MODEL_LR)
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=accelerator.device.type in ("cpu", "cuda"))
     # Frozen backbone: encode every text once; the loop then trains the head on cached vectors.
     fn = head_function(model) if cfg.freeze_backbone and accelerator.num_processes == 1 else None
     trainable = model
@@ -232,7 +234,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log_every = cfg.logging_steps or max(1, min(50, total_steps // 25))
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
     say(f"textfit: {total_steps} steps of {global_batch} examples ({total_steps / steps_per_epoch:.2f} epochs), "
-        f"learning rate {cfg.learning_rate:g} with {warmup} warmup steps, evaluation every {eval_every} steps")
+        f"learning rate {lr:g}{'' if cfg.learning_rate else ' (default for this model size)'} with {warmup} warmup steps, evaluation every {eval_every} steps")
 
     # 3. The run is written into a temporary folder, renamed into place at the end; with
     # checkpoints, into the run folder itself, whose textfit.json is written last.
@@ -387,10 +389,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         loop_seconds = time.time() - loop_start - eval_seconds
         totals = accelerator.reduce(torch.tensor([samples, padded_tokens, int(real_tokens)], device=accelerator.device), "sum").tolist()
         stats = {"seconds": round(loop_seconds, 3), "samples": totals[0], "samples_per_second": totals[0] / loop_seconds,
-                 "real_tokens": totals[2], "padded_tokens": totals[1], "padding_share": 1 - totals[2] / max(1, totals[1]),
+                 "real_tokens": totals[2], "padded_tokens": totals[1], "padding_share": 1 - totals[2] / totals[1] if totals[1] else 0.0,
                  "real_tokens_per_second": totals[2] / loop_seconds}
-        say(f"textfit: trained {stats['samples']} samples in {loop_seconds:.1f}s ({stats['samples_per_second']:.1f} samples/s, "
-            f"{stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding)")
+        tokens = f", {stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding" if totals[1] else " on cached features"
+        say(f"textfit: trained {stats['samples']} samples in {loop_seconds:.1f}s ({stats['samples_per_second']:.1f} samples/s{tokens})")
         if "validation" in eval_dls and (not history or history[-1]["step"] != step):
             run_eval()
         if cfg.load_best_model_at_end and best["state"] is not None and best["step"] != step:
