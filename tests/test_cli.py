@@ -79,3 +79,12 @@ def test_errors_are_one_line_with_exit_2(tiny_model, tmp_path, args, match):
     assert len(lines) == 1 and lines[0].startswith("textfit: error:") and match in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_predict_a_plain_list_of_texts(cli_run):
+    texts = cli_run / "plain.txt.csv"
+    texts.write_text("the film was good and lovely\nawful terrible room\n", encoding="utf-8")
+    r = run_cli("predict", str(cli_run / "run"), "--input", str(texts), "--output", str(cli_run / "plain.jsonl"))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (cli_run / "plain.jsonl").read_text().splitlines()]
+    assert [x["text"] for x in rows] == ["the film was good and lovely", "awful terrible room"]

@@ -92,11 +92,14 @@ def _decode(path: str, raw: bytes, encoding: str) -> str:
 
 
 def _first_rows_are_data(df: pd.DataFrame, known: set[str]) -> bool:
-    """Guess whether a delimited file has no header row: its first row holds no known
-    column name and repeats a value seen further down its column (like a label)."""
+    """Guess whether a delimited file has no header row: its first row holds no known column
+    name and either the file has one column (a list of texts) or the row repeats a value seen
+    further down its column (like a label)."""
     first = [str(v).strip().lower() for v in df.iloc[0]]
     if any(v in known for v in first):
         return False
+    if df.shape[1] == 1:  # a plain list of texts, one per line
+        return True
     body = df.iloc[1:201]
     return any(str(df.iloc[0, j]) in set(body.iloc[:, j].astype(str)) for j in range(df.shape[1]))
 
