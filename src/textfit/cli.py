@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-batch", type=int, default=32, help="texts per model call when requests are batched together (default: 32)")
+    p.add_argument("--max-batch", type=int, default=128, help="texts per model call when requests are batched together (default: 128)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to fill a batch (default: 5)")
     p.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 429 (default: 1024)")
     p.add_argument("--max-texts", type=int, default=128, help="texts in one request before 413 (default: 128)")
