@@ -153,14 +153,8 @@ def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .model import read_manifest
     from .serve import Limits, serve
 
-    read_manifest(args.run)
-    if args.backend == "onnx":
-        from .predict import Classifier
-
-        Classifier.load(args.run, backend="onnx", quantize=args.quantize)  # fail now, with the fix, if there is no export
     limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_texts=args.max_texts,
                     timeout_s=args.timeout)
     serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend)
@@ -169,9 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import ParityError, export_onnx
-    from .model import read_manifest
 
-    read_manifest(args.run)
     try:
         export_onnx(args.run, args.output, args.quantize)
     except ParityError as e:

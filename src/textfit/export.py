@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .model import load_run, write_json
+from .model import quiet_transformers, read_manifest, write_json
 
 MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
 MIN_AGREE_FP32 = 1.0
@@ -53,13 +53,15 @@ def _sample(tokenizer: Any, max_length: int, n_random: int = 48, seed: int = 0) 
 
 def export_onnx(run: str, output: str | None = None, quantize: str | None = None, opset: int = 17) -> dict[str, Any]:
     import onnxruntime as ort
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .predict import Classifier
 
     if quantize not in (None, "int8"):
         raise UsageError(f"--quantize {quantize}: the only choice is int8")
-    model, tokenizer, manifest = load_run(run)
+    manifest = read_manifest(run)
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(run)
     # The plain attention exports to standard ONNX ops and traces without data-dependent branches.
     model = AutoModelForSequenceClassification.from_pretrained(run, use_safetensors=True, attn_implementation="eager").eval()
     out = Path(output) if output else Path(run) / "onnx"

@@ -198,7 +198,7 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 def cpu_training_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers' eager attention, with `fast_dropout` on the attention probabilities.
+    """transformers' eager attention, with `drop_mask` dropout on the attention probabilities.
 
     Registered with transformers' AttentionInterface as "textfit_cpu" and used to train on CPUs:
     there PyTorch's SDPA trained 2x slower than these matmuls, and the library's dropout on the

@@ -48,8 +48,7 @@ class Classifier:
         if self.onnx:  # an onnxruntime.InferenceSession
             self.model, self.device, self.dtype = model, torch.device("cpu"), None
             self.input_names = [i.name for i in model.get_inputs()]
-            names = manifest["label_names"]
-            self.labels: list[str] = list(names)
+            self.labels: list[str] = list(manifest["label_names"])
             return
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()

@@ -71,7 +71,6 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.waiting = 0  # texts queued, not yet taken
         self.task: asyncio.Task | None = None
-        self.calls = 0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -114,7 +113,6 @@ class Batcher:
             try:
                 # One worker thread: the event loop keeps accepting requests meanwhile.
                 probs = await loop.run_in_executor(None, self.clf.predict_proba, texts, pairs, 64)
-                self.calls += 1
             except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
                 for j in jobs:
                     if not j.future.done():

@@ -195,10 +195,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
-    # per-tensor AdamW took 40% of the step for MiniLM.
     n_params = sum(p.numel() for p in model.parameters())
     lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else SMALL_MODEL_LR if n_params < SMALL_MODEL_PARAMS else LARGE_MODEL_LR)
+    # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
+    # per-tensor AdamW took 40% of the step for MiniLM.
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=accelerator.device.type in ("cpu", "cuda"))
     # Frozen backbone: encode every text once; the loop then trains the head on cached vectors.
     fn = head_function(model) if cfg.freeze_backbone and accelerator.num_processes == 1 else None
@@ -240,16 +240,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # checkpoints, into the run folder itself, whose textfit.json is written last.
     resume_from = resolve_resume(cfg.resume, out) if cfg.resume is not None else None
     persistent = cfg.save_steps is not None or resume_from is not None
-    tmp = out if persistent else out.parent / f".{out.name}.tmp-{os.getpid()}"
+    work = out if persistent else out.parent / f".{out.name}.tmp-{os.getpid()}"
     if accelerator.is_main_process:
         if not persistent:
-            shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True, exist_ok=True)
-        if resume_from is not None and (tmp / "log.jsonl").exists():  # drop what the lost steps logged
-            keep = [line for line in (tmp / "log.jsonl").read_text(encoding="utf-8").splitlines()
+            shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None and (work / "log.jsonl").exists():  # drop what the lost steps logged
+            keep = [line for line in (work / "log.jsonl").read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= int(resume_from.name.split("-")[1])]
-            (tmp / "log.jsonl").write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-    log_file = open(tmp / "log.jsonl", "a", encoding="utf-8") if accelerator.is_main_process else None
+            (work / "log.jsonl").write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    log_file = open(work / "log.jsonl", "a", encoding="utf-8") if accelerator.is_main_process else None
 
     def log(record: dict[str, Any]) -> None:
         if log_file:
@@ -377,14 +377,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if cfg.save_steps and step % cfg.save_steps == 0:
                     checkpoint()
                 if step >= total_steps or stop:
-                    log({"epoch_end": epoch, "step": step, "seconds": round(time.time() - epoch_start, 3)})
                     break
-            else:
-                log({"epoch_end": epoch, "step": step, "seconds": round(time.time() - epoch_start, 3)})
-                epoch, batches_in_epoch, epoch_start = epoch + 1, 0, time.time()
-                continue
-            if step < total_steps and not stop:  # stopped mid-epoch only to end training
-                epoch, batches_in_epoch = epoch + 1, 0
+            log({"epoch_end": epoch, "step": step, "seconds": round(time.time() - epoch_start, 3)})
+            epoch, batches_in_epoch, epoch_start = epoch + 1, 0, time.time()
         bar.close()
         loop_seconds = time.time() - loop_start - eval_seconds
         totals = accelerator.reduce(torch.tensor([samples, padded_tokens, int(real_tokens)], device=accelerator.device), "sum").tolist()
@@ -442,18 +437,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             }
             if report_split:
                 rs = splits[report_split]
-                write_report(tmp, rs.texts, rs.pairs, np.array(rs.labels), report_probs, info.label_names, metrics[report_split],
-                             tmp / "log.jsonl", f"{report_split} split", cfg.metric_for_best_model)
-            write_json(tmp / "metrics.json", metrics)
-            write_json(tmp / "data_report.json", data_report)
-            write_json(tmp / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
-            (tmp / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
-            save_run(tmp, hf_model(), tokenizer, manifest)  # textfit.json last: the run is complete
+                write_report(work, rs.texts, rs.pairs, np.array(rs.labels), report_probs, info.label_names, metrics[report_split],
+                             work / "log.jsonl", f"{report_split} split", cfg.metric_for_best_model)
+            write_json(work / "metrics.json", metrics)
+            write_json(work / "data_report.json", data_report)
+            write_json(work / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
+            (work / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
+            save_run(work, hf_model(), tokenizer, manifest)  # textfit.json last: the run is complete
             if not persistent:
                 if out.exists():
                     shutil.rmtree(out)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, out)
+                os.replace(work, out)
             say(f"textfit: saved the run to {out}")
         accelerator.wait_for_everyone()
     finally:
@@ -461,8 +456,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             signal.signal(signum, handler)
         if log_file and not log_file.closed:
             log_file.close()
-        if accelerator.is_main_process and not persistent and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if accelerator.is_main_process and not persistent and work.exists():
+            shutil.rmtree(work, ignore_errors=True)
     return {"folder": str(out), "metrics": metrics, "history": history, "steps": step, "train_stats": stats}
 
 
