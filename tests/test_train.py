@@ -135,7 +135,7 @@ def test_early_stopping_and_best_checkpoint(tiny_model, data, tmp_path):
 
 
 def test_unknown_metric_is_an_error_at_start(tiny_model, data, tmp_path):
-    with pytest.raises(UsageError, match=r"--metric-for-best-model f2: evaluation does not produce it; choose one of loss, accuracy"):
+    with pytest.raises(UsageError, match=r"--metric-for-best-model f2: evaluation does not produce it for a classification task; choose one of loss, accuracy"):
         train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "m"), metric_for_best_model="f2"))
     assert not (tmp_path / "m").exists()
 

@@ -34,6 +34,9 @@ class TrainConfig:
     text_column: str | None = _f(None, "text column: a name, or a 0-based index for headerless files (default: detected)")
     text_pair_column: str | None = _f(None, "second text column for sentence-pair tasks (default: detected)")
     label_column: str | None = _f(None, "label column: a name or a 0-based index (default: detected)")
+    task: str = _f("auto", "classification, multi-label (a list of labels per row), regression (a number per row), or auto: "
+                   "lists of labels are multi-label, non-integer numbers are regression, anything else classification")
+    label_separator: str | None = _f(None, "multi-label labels written as one string, e.g. 'sports|politics': the separator (default: JSON lists, or ',')")
     encoding: str = _f("utf-8", "text encoding of the data files, e.g. gb18030 or latin-1")
     split: str = _f("80,10,10", "train,validation,test percentages used when a split is missing")
     max_train_samples: int | None = _f(None, "train on a seeded random sample of this many rows (quick runs)")
@@ -42,7 +45,17 @@ class TrainConfig:
     max_length: int | None = _f(None, "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their longest text")
     trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
     freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
+    lora: int | None = _f(None, "train LoRA adapters of this rank (PEFT) on the attention and a fully trained head, instead of every weight")
+    lora_alpha: float | None = _f(None, "LoRA scaling alpha (default: twice the rank)")
+    lora_dropout: float = _f(0.1, "dropout on the LoRA adapters' input")
     freeze_word_embeddings: bool = _f(True, "keep the input word-embedding matrix fixed: a fifth faster per step on CPU for MiniLM, same accuracy (see benchmarks/RESULTS.md)")
+    # long texts
+    truncation: str = _f("head", "what a text longer than --max-length keeps: head (its first tokens), tail (its last), "
+                         "or head+tail (the first quarter of the budget from the start, the rest from the end; best on IMDb)")
+    long_text: str = _f("truncate", "truncate (one --truncation cut per text) or window: overlapping windows of --max-length tokens "
+                        "cover the whole text; training uses every window, prediction pools the windows' logits")
+    stride: int | None = _f(None, "tokens shared by consecutive windows with --long-text window (default: a quarter of --max-length)")
+    window_pool: str = _f("mean", "how --long-text window combines a text's window logits: mean or max")
     # optimisation
     learning_rate: float | None = _f(None, "peak learning rate of AdamW (default: 1.5e-4 for models under 50M parameters such as MiniLM, 3e-5 for larger ones such as BERT-base, 1e-3 with --freeze-backbone)")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
@@ -54,14 +67,21 @@ class TrainConfig:
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --epochs)")
     batch_size: int = _f(16, "training batch size per process")
     eval_batch_size: int = _f(64, "evaluation and prediction batch size")
+    class_weights: str = _f("none", "weights of the classes in the loss: none, auto (inversely proportional to their frequency in "
+                            "the training split), or one number per class in label order, e.g. 1,2.5")
+    tune_threshold: bool = _f(False, "binary classification: choose the decision threshold on the positive class's probability that "
+                              "maximises --metric-for-best-model on the validation split, and store it with the model "
+                              "(multi-label runs always tune one threshold per label)")
     precision: str = _f("auto", "auto (bf16 where the hardware supports it), bf16, fp16 or fp32")
     # evaluation and checkpoints
     eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: at the end of each epoch)")
     logging_steps: int | None = _f(None, "log loss and learning rate every N optimizer steps (default: about 25 points per run, at most every 50 steps)")
-    metric_for_best_model: str = _f("accuracy", "validation metric that picks the best checkpoint and drives early stopping")
+    metric_for_best_model: str | None = _f(None, "validation metric that picks the best checkpoint and drives early stopping "
+                                           "(default: accuracy; f1_micro for multi-label; pearson for regression)")
     early_stopping_patience: int | None = _f(None, "stop after this many evaluations without improvement")
     load_best_model_at_end: bool = _f(True, "restore the best evaluated weights before saving")
     seed: int = _f(42, "random seed: two runs with the same seed are identical")
+    seeds: str | None = _f(None, "train once per seed, e.g. 1,2,3, into OUTPUT/seed-N, and report every metric's mean and standard deviation")
     # checkpoints and reproducibility
     save_steps: int | None = _f(None, "write a checkpoint-STEP folder into the run folder every N optimizer steps")
     save_total_limit: int | None = _f(None, "keep only the newest K checkpoints")
@@ -136,11 +156,37 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError("--warmup-ratio: must be in [0, 1)")
     if cfg.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise UsageError(f"--precision: '{cfg.precision}' is not one of auto, bf16, fp16, fp32")
+    choices = {"task": ("auto", "classification", "multi-label", "regression"), "truncation": ("head", "tail", "head+tail"),
+               "long_text": ("truncate", "window"), "window_pool": ("mean", "max")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise UsageError(f"--{name.replace('_', '-')}: '{getattr(cfg, name)}' is not one of {', '.join(allowed)}")
+    if cfg.lora is not None and cfg.lora < 1:
+        raise UsageError("--lora: the rank must be at least 1, e.g. --lora 8")
+    if cfg.lora is not None and cfg.freeze_backbone:
+        raise UsageError("--lora and --freeze-backbone both given: LoRA already trains only adapters and the head; use one of them")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise UsageError("--lora-dropout: must be in [0, 1)")
+    if cfg.stride is not None and cfg.stride < 0:
+        raise UsageError("--stride: must be 0 or more")
+    parse_seeds(cfg.seeds)
     if cfg.data is None and cfg.train is None:
         raise UsageError("no data: pass --data FILE (or a folder or hub id), or --train FILE")
     if cfg.data is not None and cfg.train is not None:
         raise UsageError("--data and --train both given: use one of them")
     split_percentages(cfg.split)
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    if text is None:
+        return []
+    try:
+        seeds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text}: expected distinct integers separated by commas, e.g. 1,2,3")
+    return seeds
 
 
 def split_percentages(text: str) -> tuple[float, float, float]:

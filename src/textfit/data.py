@@ -48,6 +48,7 @@ class Split:
     unit: str = "line"
     dropped: list[int] = field(default_factory=list)  # rows left out for an empty text
     raw_labels: list[str] = field(default_factory=list)  # labels as written, before normalising
+    task: str = "classification"  # or "multi-label" (labels: tuples of names) or "regression" (floats)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class DataInfo:
     fingerprint: str
     notes: list[str] = field(default_factory=list)
     split_rows: dict[str, list[int]] = field(default_factory=dict)
+    task: str = "classification"
+    label_separator: str | None = None
 
 
 # ---------------------------------------------------------------- reading
@@ -357,6 +360,61 @@ def _normalise_labels(labels: list[Any]) -> list[Any]:
     return out
 
 
+def _is_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray)) or (isinstance(v, str) and v.strip().startswith("[") and v.strip().endswith("]"))
+
+
+def detect_task(cfg_task: str, labels: list[Any], separator: str | None) -> str:
+    """The task the user asked for, or for 'auto': lists of labels (or a --label-separator) are
+    multi-label, numbers that are not all integers are regression, the rest classification."""
+    if cfg_task != "auto":
+        return cfg_task
+    if separator is not None or (labels and all(_is_list(v) for v in labels)):
+        return "multi-label"
+    numbers = []
+    for v in labels:
+        try:
+            numbers.append(float(v))
+        except (TypeError, ValueError):
+            return "classification"
+    return "regression" if any(not math.isfinite(x) or not x.is_integer() for x in numbers) else "classification"
+
+
+def label_set(v: Any, separator: str | None, where: str) -> tuple[str, ...]:
+    """One multi-label value as a sorted tuple of names: a list, a JSON list, or a separated string."""
+    import json
+
+    if isinstance(v, str) and v.strip().startswith("["):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            raise UsageError(f"{where}: label {v!r} is not a valid JSON list; write it like [\"a\", \"b\"] or pass --label-separator") from None
+    if isinstance(v, (list, tuple, np.ndarray)):
+        items = [str(x).strip() for x in v]
+    else:
+        items = [x.strip() for x in str(v).split(separator or ",")]
+    return tuple(sorted({x for x in items if x}))
+
+
+def to_number(v: Any, where: str) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x):
+        raise UsageError(f"{where}: label {v!r} is not a number, and this is a regression task; fix the row, or pass --task classification")
+    return x
+
+
+def task_labels(split: Split, task: str, separator: str | None) -> list[Any]:
+    """The labels of a split read for its task (tuples of names, floats, or normalised classes)."""
+    if task == "multi-label":
+        return [label_set(v, separator, f"{split.source} {split.unit} {r}") for v, r in zip(split.labels, split.rows)]
+    if task == "regression":
+        return [to_number(v, f"{split.source} {split.unit} {r}") for v, r in zip(split.labels, split.rows)]
+    return _normalise_labels(split.labels)
+
+
 def label_order(train_labels: list[Any]) -> list[Any]:
     """A stable order: integers ascending, strings alphabetically."""
     return sorted(set(train_labels), key=lambda v: (isinstance(v, str), v))
@@ -424,9 +482,15 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         splits[name] = _to_split(df, src, first_line, text, pair, label)
         if splits[name].dropped:
             notes.append(f"{src}: left out {len(splits[name].dropped)} rows with an empty text ({_rows_text(splits[name].dropped, splits[name].unit)})")
-        splits[name].raw_labels = [str(v) for v in splits[name].labels]
-        splits[name].labels = _normalise_labels(splits[name].labels)
-
+    task = detect_task(cfg.task, splits["train"].labels, cfg.label_separator)
+    for name, s in splits.items():
+        s.raw_labels = [str(v) for v in s.labels]
+        s.labels = task_labels(s, task, cfg.label_separator)
+        s.task = task
+    if task != cfg.task:
+        notes.append(f"task: {task} (from the labels; --task to choose)")
+    if task != "classification":
+        return splits, (text, pair, label), notes, fingerprint
     # Integers and strings of integers are one label type across splits.
     kinds = {name: any(isinstance(v, str) for v in s.labels) for name, s in splits.items()}
     if len(set(kinds.values())) > 1:
@@ -438,6 +502,19 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
 def label_problems(splits: dict[str, Split]) -> list[str]:
     """Label problems that make training meaningless, as one-line messages (empty: none)."""
     train = splits["train"]
+    if train.task == "regression":
+        return [] if len(set(train.labels)) > 1 else [f"{train.source}: every training row has the value {train.labels[0]!r}; regression needs varied targets"]
+    if train.task == "multi-label":
+        known = {x for v in train.labels for x in v}
+        if not known:
+            return [f"{train.source}: no training row has a label; a multi-label classifier needs labelled examples"]
+        for s in splits.values():
+            unseen = [(r, x) for r, v in zip(s.rows, s.labels) for x in v if x not in known]
+            if unseen:
+                r, x = unseen[0]
+                return [f"{s.source}: label {x!r} ({s.unit} {r}) never appears in the training data "
+                        f"(labels there: {', '.join(sorted(known))}); remove it or add training examples"]
+        return []
     order = label_order(train.labels)
     problems = []
     if len(order) < 2:
@@ -489,7 +566,13 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
     problems = label_problems(splits)
     if problems:
         raise UsageError(problems[0])
-    order = label_order(splits["train"].labels)
+    task = splits["train"].task
+    if task == "multi-label":
+        order = sorted({x for v in splits["train"].labels for x in v})
+    elif task == "regression":
+        order = [str(label)]
+    else:
+        order = label_order(splits["train"].labels)
     splits = carve_splits(splits, cfg, notes)
     train = splits["train"]
 
@@ -501,8 +584,11 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
         names = given
     to_id = {v: i for i, v in enumerate(order)}
     for s in splits.values():
-        s.labels = [to_id[v] for v in s.labels]
-    if len(set(train.labels)) < 2:
+        if task == "multi-label":
+            s.labels = [[1.0 if n in v else 0.0 for n in order] for v in s.labels]
+        elif task == "classification":
+            s.labels = [to_id[v] for v in s.labels]
+    if task == "classification" and len(set(train.labels)) < 2:
         raise UsageError(f"{train.source}: the training sample has a single class; raise --max-train-samples")
     info = DataInfo(
         text_column=str(text),
@@ -513,6 +599,8 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
         fingerprint=fingerprint,
         notes=notes,
         split_rows={n: list(map(int, s.rows)) for n, s in splits.items()},
+        task=task,
+        label_separator=cfg.label_separator,
     )
     return splits, info
 
@@ -524,6 +612,88 @@ def encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length
     """Token ids per example, truncated to max_length and not padded (padding is per batch)."""
     out = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
     return {k: v for k, v in out.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+@dataclass(frozen=True)
+class LongText:
+    """How a text longer than max_length is read; stored in the run's manifest so that
+    evaluation, prediction and the server read texts the way training did."""
+
+    truncation: str = "head"  # head, tail or head+tail
+    mode: str = "truncate"  # truncate or window
+    stride: int | None = None  # tokens shared by consecutive windows
+    pool: str = "mean"  # how window logits become a text's logits
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> "LongText":
+        d = manifest.get("long_text") or {}
+        return cls(d.get("truncation", "head"), d.get("mode", "truncate"), d.get("stride"), d.get("pool", "mean"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"truncation": self.truncation, "mode": self.mode, "stride": self.stride, "pool": self.pool}
+
+
+def _special_counts(tokenizer: Any) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a single text ([CLS] and [SEP]: 1, 1)."""
+    with_special = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(plain) + 1):
+        if with_special[start : start + len(plain)] == plain:
+            return start, len(with_special) - start - len(plain)
+    return 0, 0
+
+
+def head_tail_split(budget: int) -> tuple[int, int]:
+    """First and last tokens kept by head+tail: a quarter from the start, the rest from the end
+    (128 + 382 for BERT's 510, the best truncation on IMDb in Sun et al., 2019)."""
+    head = round(budget * 128 / 510)
+    return head, budget - head
+
+
+def encode_long(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int, long: LongText) -> tuple[dict[str, list[list[int]]], list[int]]:
+    """Token ids per example and the text each example comes from: one example per text, cut
+    as `long.truncation` says, or with `long.mode == "window"` overlapping windows of
+    max_length tokens (the tokenizer's own overflow with a stride) that cover every token."""
+    if long.mode == "truncate" and long.truncation == "head":
+        return encode(tokenizer, texts, pairs, max_length), list(range(len(texts)))
+    if pairs is not None:
+        raise UsageError("--truncation tail/head+tail and --long-text window work on single texts, not sentence pairs; use the default --truncation head")
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    if long.mode == "window":
+        stride = long.stride if long.stride is not None else max_length // 4
+        if stride >= max_length - 2:
+            raise UsageError(f"--stride {stride}: must be smaller than --max-length {max_length} minus the special tokens")
+        out = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True, padding=False)
+        return {k: v for k, v in out.items() if k in keys}, list(out["overflow_to_sample_mapping"])
+    before, after = _special_counts(tokenizer)
+    full = tokenizer(texts, padding=False)  # no truncation: cut below
+    budget = max_length - before - after
+    head, tail = (0, budget) if long.truncation == "tail" else head_tail_split(budget)
+    enc: dict[str, list[list[int]]] = {k: [] for k in keys if k in full}
+    for i in range(len(texts)):
+        ids = full["input_ids"][i]
+        if len(ids) <= max_length:
+            keep = list(range(len(ids)))
+        else:
+            body = range(before, len(ids) - after)
+            keep = list(range(before)) + list(body[:head]) + list(body[len(body) - tail :]) + list(range(len(ids) - after, len(ids)))
+        for k in enc:
+            row = full[k][i]
+            enc[k].append([row[j] for j in keep])
+    return enc, list(range(len(texts)))
+
+
+def pool_windows(logits: np.ndarray, doc: list[int] | np.ndarray, n_docs: int, how: str) -> np.ndarray:
+    """A text's logits from its windows' logits (mean or max); identity when one example is one text."""
+    doc = np.asarray(doc)
+    if len(doc) == n_docs and (doc == np.arange(n_docs)).all():
+        return logits
+    out = np.full((n_docs, logits.shape[1]), -np.inf if how == "max" else 0.0, dtype=np.float32)
+    if how == "max":
+        np.maximum.at(out, doc, logits)
+        return out
+    np.add.at(out, doc, logits)
+    return out / np.bincount(doc, minlength=n_docs)[:, None]
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -641,6 +811,17 @@ def read_for_run(path: str, manifest: dict[str, Any], encoding: str = "utf-8", t
         pair = pick(text_pair_column, "--text-pair-column", manifest.get("text_pair_column"), [PAIR_OF.get(str(text).lower(), "")], True)
     split = _to_split(df, source, first_line, text, pair, label)
     if not labels:
+        return split
+    task = manifest.get("task", "classification")
+    if task != "classification":
+        split.labels = task_labels(split, task, manifest.get("label_separator"))
+        if task == "multi-label":
+            names = manifest["label_names"]
+            unseen = [(r, x) for r, v in zip(split.rows, split.labels) for x in v if x not in names]
+            if unseen:
+                r, x = unseen[0]
+                raise UsageError(f"{source}: label {x!r} ({split.unit} {r}) is not one the model knows ({', '.join(names)}); remove it or check --label-column")
+            split.labels = [[1.0 if n in v else 0.0 for n in names] for v in split.labels]
         return split
     values = manifest["label_values"]
     split.labels = _normalise_labels(split.labels)

@@ -40,8 +40,16 @@ def analyse(splits: dict[str, Split], tokenizer: Any | None, max_length: int | N
 
     train = splits["train"]
     for name, s in splits.items():
-        counts = Counter(label_name(v) for v in s.labels)
-        info: dict[str, Any] = {"rows": len(s.texts), "labels": dict(sorted(counts.items()))}
+        if s.task == "regression":  # values, not classes: their range instead of counts
+            counts: Counter = Counter()
+            info: dict[str, Any] = {"rows": len(s.texts), "labels": {}, "values": {"min": float(min(s.labels)), "mean": float(np.mean(s.labels)),
+                                                                                    "max": float(max(s.labels))}}
+        elif s.task == "multi-label":  # how often each label occurs
+            counts = Counter(x for v in s.labels for x in (label_name(v) or ("(none)",)))
+            info = {"rows": len(s.texts), "labels": dict(sorted(counts.items()))}
+        else:
+            counts = Counter(label_name(v) for v in s.labels)
+            info = {"rows": len(s.texts), "labels": dict(sorted(counts.items()))}
         if counts:
             info["imbalance_ratio"] = round(max(counts.values()) / min(counts.values()), 3)
         report["splits"][name] = info
@@ -52,7 +60,7 @@ def analyse(splits: dict[str, Split], tokenizer: Any | None, max_length: int | N
         for i in range(len(s.texts)):
             seen[_key(s, i)].append(i)
         dupes = sum(len(ix) - 1 for ix in seen.values())
-        conflicts = [ix for ix in seen.values() if len({s.labels[i] for i in ix}) > 1]
+        conflicts = [ix for ix in seen.values() if len({str(label_name(s.labels[i])) for i in ix}) > 1]
         info["duplicate_rows"] = dupes
         info["conflicting_duplicates"] = len(conflicts)
         if dupes:
@@ -128,7 +136,8 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     limit = max_positions(AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code), tokenizer)
-    report = analyse(splits, tokenizer, min(cfg.max_length or DEFAULT_MAX_LENGTH, limit))
+    label_name = (lambda v: v) if splits["train"].task != "classification" else str  # multi-label: tuples of names already
+    report = analyse(splits, tokenizer, min(cfg.max_length or DEFAULT_MAX_LENGTH, limit), label_name)
     report["notes"] = notes
     report["model"] = cfg.model or "all-MiniLM-L6-v2 (packaged)"
     return report

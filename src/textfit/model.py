@@ -81,13 +81,24 @@ def max_positions(config: Any, tokenizer: Any) -> int:
     return min(limit, tok) if tok and tok < 1_000_000 else limit
 
 
-def load_for_training(path: str, label_names: list[str], trust_remote_code: bool = False, attn_implementation: str | None = None) -> tuple[Any, Any]:
+PROBLEM_TYPES = {"classification": "single_label_classification", "multi-label": "multi_label_classification", "regression": "regression"}
+
+
+def run_task(manifest: dict[str, Any]) -> str:
+    """classification, multi-label or regression (runs of textfit 0.1 wrote single_label_classification)."""
+    task = manifest.get("task", "classification")
+    return {v: k for k, v in PROBLEM_TYPES.items()}.get(task, task)
+
+
+def load_for_training(path: str, label_names: list[str], trust_remote_code: bool = False, attn_implementation: str | None = None,
+                      task: str = "classification") -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
+        problem_type=PROBLEM_TYPES[task],
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={n: i for i, n in enumerate(label_names)},

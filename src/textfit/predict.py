@@ -4,9 +4,11 @@
     clf.predict(["a gripping film", "dull"])   # [Prediction(label='1', score=0.97, scores={...}), ...]
     clf.predict_proba(texts)                   # numpy array (n, num_labels)
 
-Texts are tokenized once, sorted by length so that each batch pads to almost nothing,
-run under `torch.inference_mode` (bf16 autocast where the hardware supports it), and
-returned in the input order.
+Texts are tokenized once (cut, or split into windows, as the run was trained), sorted by
+length so that each batch pads to almost nothing, run under `torch.inference_mode` (bf16
+autocast where the hardware supports it), and returned in the input order. The run's task
+decides what a prediction is: the best class (or the class past a tuned threshold), every
+label over its threshold (multi-label), or a value (regression).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import encode, make_collate
+from .data import LongText, encode_long, make_collate, pool_windows
 from .errors import UsageError
-from .model import autocast_dtype, load_run
+from .evaluate import decide, scores_from_logits
+from .model import autocast_dtype, load_run, run_task
 
 
 AMP_MIN_TOKENS = 512  # batches smaller than this (padded tokens) skip autocast
@@ -28,11 +31,25 @@ AMP_MIN_TOKENS = 512  # batches smaller than this (padded tokens) skip autocast
 
 @dataclass(frozen=True)
 class Prediction:
-    """The predicted label, its probability, and every class's probability."""
+    """The predicted label, its probability, and every class's probability.
+
+    Multi-label runs: `labels` holds every label over its threshold (`label` is them joined
+    by commas, `score` the highest probability). Regression runs: `value` is the prediction
+    (and `score` too)."""
 
     label: str
     score: float
     scores: dict[str, float]
+    labels: tuple[str, ...] | None = None
+    value: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"label": self.label, "score": self.score, "probabilities": self.scores}
+        if self.labels is not None:
+            d["labels"] = list(self.labels)
+        if self.value is not None:
+            d = {"value": self.value}
+        return d
 
 
 class Classifier:
@@ -44,6 +61,9 @@ class Classifier:
         self.manifest = manifest
         self.max_length: int = int(manifest.get("max_length", 512))
         self.pairs: bool = manifest.get("text_pair_column") is not None
+        self.task = run_task(manifest)
+        self.long = LongText.from_manifest(manifest)
+        self.threshold = manifest.get("threshold")
         self.onnx = not isinstance(model, torch.nn.Module)
         if self.onnx:  # an onnxruntime.InferenceSession
             self.model, self.device, self.dtype = model, torch.device("cpu"), None
@@ -65,12 +85,16 @@ class Classifier:
 
     @classmethod
     def load(cls, run: str | Path, precision: str = "auto", device: str | None = None, quantize: str | None = None,
-             backend: str = "torch") -> "Classifier":
+             backend: str = "torch", adapter: bool = False) -> "Classifier":
+        """`adapter=True` (a LoRA run): the base model with the saved adapter, not the merged weights."""
         if backend == "onnx":
             return cls.load_onnx(run, quantize)
         if backend != "torch":
             raise UsageError(f"--backend {backend}: choose torch or onnx")
-        model, tokenizer, manifest = load_run(run)
+        if adapter:
+            model, tokenizer, manifest = load_adapter(run)
+        else:
+            model, tokenizer, manifest = load_run(run)
         return cls(model, tokenizer, manifest, precision, device, quantize)
 
     @classmethod
@@ -108,28 +132,65 @@ class Classifier:
             raise UsageError(f"{len(texts)} texts but {len(pairs)} second texts; give one second text per text")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        enc = encode(self.tokenizer, list(texts), None if pairs is None else list(pairs), self.max_length)
+        enc, doc = encode_long(self.tokenizer, list(texts), None if pairs is None else list(pairs), self.max_length, self.long)
         lengths = np.array([len(x) for x in enc["input_ids"]])
         order = np.argsort(-lengths, kind="stable")
         collate = make_collate(self.tokenizer)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, len(order), batch_size):
                 ix = order[s : s + batch_size]
                 batch = collate([{**{k: v[i] for k, v in enc.items()}, "index": int(i)} for i in ix])
                 index = batch.pop("index")
                 out[index.numpy()] = self._logits(batch).numpy()
-        return out
+        return pool_windows(out, doc, len(texts), self.long.pool)
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        logits = self.predict_logits(texts, pairs, batch_size)
-        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        """Class probabilities (softmax), one probability per label (multi-label, sigmoid), or
+        for regression the predicted values (n, 1)."""
+        scores = scores_from_logits(self.predict_logits(texts, pairs, batch_size), self.task)
+        return scores[:, None] if self.task == "regression" else scores
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Class ids, 0/1 per label, or values: the run's decision, thresholds included."""
+        return decide(scores[:, 0] if self.task == "regression" else scores, self.task, self.threshold)
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[Prediction]:
         """Always a list of Prediction records, one per text, in the input order."""
         probs = self.predict_proba(texts, pairs, batch_size)
+        chosen = self.decide(probs)
         preds = []
-        for row in probs:
-            best = int(row.argmax())
-            preds.append(Prediction(self.labels[best], float(row[best]), {n: float(p) for n, p in zip(self.labels, row)}))
+        for row, c in zip(probs, chosen):
+            scores = {n: float(p) for n, p in zip(self.labels, row)}
+            if self.task == "regression":
+                preds.append(Prediction(f"{float(c):.4g}", float(c), scores, value=float(c)))
+            elif self.task == "multi-label":
+                on = tuple(n for n, x in zip(self.labels, c) if x)
+                preds.append(Prediction(",".join(on), float(row.max()), scores, labels=on))
+            else:
+                preds.append(Prediction(self.labels[int(c)], float(row[int(c)]), scores))
         return preds
+
+
+def load_adapter(run: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """A LoRA run as trained: its base model with the adapter (and trained head) from RUN/adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .model import PROBLEM_TYPES, default_model_path, quiet_transformers, read_manifest, resolve_model
+
+    manifest = read_manifest(run)
+    lora = manifest.get("lora")
+    if not lora or not (Path(run) / lora["adapter"]).is_dir():
+        raise UsageError(f"--adapter: {run} was not trained with --lora (no adapter folder); load it without --adapter")
+    quiet_transformers()
+    base_path = lora.get("base_model_path") or default_model_path()
+    if not Path(base_path).is_dir():
+        base_path = resolve_model(manifest["base_model"])
+    names = manifest["label_names"]
+    base = AutoModelForSequenceClassification.from_pretrained(
+        base_path, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        problem_type=PROBLEM_TYPES[run_task(manifest)], ignore_mismatched_sizes=True, use_safetensors=True)
+    model = PeftModel.from_pretrained(base, str(Path(run) / lora["adapter"]))
+    model.config = base.config  # the Classifier reads id2label from it
+    return model.eval(), AutoTokenizer.from_pretrained(str(run)), manifest

