@@ -24,10 +24,11 @@ from .errors import Interrupted, UsageError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .train import train, train_seeds
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    train(load_config(getattr(args, "config", None), overrides))
+    cfg = load_config(getattr(args, "config", None), overrides)
+    train_seeds(cfg) if cfg.seeds else train(cfg)
     return 0
 
 
@@ -49,22 +50,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import read_for_run
-    from .evaluate import compute_metrics, format_metrics
+    from .evaluate import format_metrics, task_metrics
     from .model import read_manifest, write_json
     from .predict import Classifier
     from .report import write_report
 
     manifest = read_manifest(args.run)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
-    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend)
+    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
     probs = clf.predict_proba(split.texts, split.pairs, args.batch_size)
-    m = compute_metrics(split.labels, probs.argmax(-1), clf.labels)
+    scores = probs[:, 0] if clf.task == "regression" else probs
+    m = task_metrics(clf.task, np.array(split.labels), scores, clf.labels, clf.threshold)
     out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})
-    write_report(out, split.texts, split.pairs, np.array(split.labels), probs, clf.labels, m, None, args.data)
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
-    print(f"textfit: wrote metrics.json, report.html, confusion_matrix.png/.csv and misclassified.csv to {out}")
+    if clf.task == "classification":
+        write_report(out, split.texts, split.pairs, np.array(split.labels), probs, clf.labels, m, None, args.data, threshold=clf.threshold)
+        print(f"textfit: wrote metrics.json, report.html, confusion_matrix.png/.csv and misclassified.csv to {out}")
+    else:
+        print(f"textfit: wrote metrics.json to {out}")
     return 0
 
 
@@ -80,7 +85,8 @@ def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
             for r in rows:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         else:
-            flat = [{k: v for k, v in r.items() if k != "probabilities"} | {f"prob_{n}": s for n, s in r["probabilities"].items()} for r in rows]
+            flat = [{k: (",".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"}
+                    | {f"prob_{n}": s for n, s in r.get("probabilities", {}).items()} for r in rows]
             w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["text", "label", "score"], delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
             w.writeheader()
             w.writerows(flat)
@@ -103,13 +109,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text")
     if manifest.get("text_pair_column") is not None and args.texts and not args.text_pair:
         raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
-    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend)
+    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
     if args.texts:
         for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
             if args.json:
-                print(json.dumps({"text": text, "label": pred.label, "score": pred.score, "probabilities": pred.scores}, ensure_ascii=False))
+                print(json.dumps({"text": text, **pred.as_dict()}, ensure_ascii=False))
             else:
-                print(f"{pred.label}\t{pred.score:.4f}\t{text}")
+                print(f"{_shown(pred)}\t{text}")
     if args.input:
         split = read_for_run(args.input, manifest, args.encoding, args.text_column, args.text_pair_column, labels=False)
         preds = clf.predict(split.texts, split.pairs, args.batch_size)
@@ -118,7 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             row: dict[str, Any] = {"text": split.texts[i]}
             if split.pairs is not None:
                 row["text_pair"] = split.pairs[i]
-            rows.append(row | {"label": pred.label, "score": pred.score, "probabilities": pred.scores})
+            rows.append(row | pred.as_dict())
         _write_predictions(args.output, rows)
         print(f"textfit: wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     if args.interactive:
@@ -148,8 +154,18 @@ def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
                 break
             pair = [second.rstrip("\n")]
         pred = clf.predict([text], pair)[0]
-        stdout.write(("" if tty else "\n") + f"{pred.label} ({pred.score:.4f})\n")
+        shown = _shown(pred).replace("\t", " (") + ")" if pred.value is None else _shown(pred)
+        stdout.write(("" if tty else "\n") + f"{shown}\n")
     stdout.write("\n")
+
+
+def _shown(pred: Any) -> str:
+    """A prediction on one line: label and probability, the labels over their thresholds, or the value."""
+    if pred.value is not None:
+        return f"{pred.value:.4f}"
+    if pred.labels is not None:
+        return f"{pred.label or '(no label)'}\t{pred.score:.4f}"
+    return f"{pred.label}\t{pred.score:.4f}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -157,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_texts=args.max_texts,
                     timeout_s=args.timeout)
-    serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend)
+    serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter)
     return 0
 
 
@@ -201,6 +217,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto uses bf16 where the hardware supports it")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the linear layers (CPU)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="onnx runs RUN/onnx/ (see 'textfit export') with onnxruntime")
+    p.add_argument("--adapter", action="store_true", help="LoRA runs: the base model with the saved adapter instead of the merged weights")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,7 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills `predict RUN TEXT...` before it reads the flags: texts after a flag come back here.
+    if extra and getattr(args, "command", None) == "predict" and not any(e.startswith("-") for e in extra):
+        args.texts = list(args.texts) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except UsageError as e:

@@ -77,11 +77,12 @@ class TrainConfig:
     eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: at the end of each epoch)")
     logging_steps: int | None = _f(None, "log loss and learning rate every N optimizer steps (default: about 25 points per run, at most every 50 steps)")
     metric_for_best_model: str | None = _f(None, "validation metric that picks the best checkpoint and drives early stopping "
-                                           "(default: accuracy; f1_micro for multi-label; pearson for regression)")
+                                           "(default: accuracy; f1_micro for multi-label; mse for regression)")
     early_stopping_patience: int | None = _f(None, "stop after this many evaluations without improvement")
     load_best_model_at_end: bool = _f(True, "restore the best evaluated weights before saving")
     seed: int = _f(42, "random seed: two runs with the same seed are identical")
-    seeds: str | None = _f(None, "train once per seed, e.g. 1,2,3, into OUTPUT/seed-N, and report every metric's mean and standard deviation")
+    seeds: str | None = _f(None, "train once per seed, e.g. 1,2,3, into OUTPUT/seed-N, on the same data split, and report every metric's mean and standard deviation")
+    split_seed: int | None = _f(None, "seed of the validation/test split made from the training data and of --max-train-samples (default: --seed; with --seeds, the first seed)")
     # checkpoints and reproducibility
     save_steps: int | None = _f(None, "write a checkpoint-STEP folder into the run folder every N optimizer steps")
     save_total_limit: int | None = _f(None, "keep only the newest K checkpoints")

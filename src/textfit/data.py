@@ -32,7 +32,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".p
 TEXT_NAMES = ["text", "sentence", "review", "content", "sentence1", "#1 string", "premise", "question1", "question", "document"]
 PAIR_OF = {"sentence1": "sentence2", "#1 string": "#2 string", "premise": "hypothesis", "question1": "question2", "question": "sentence"}
 EMPTY_TEXT_TOLERANCE = 0.001  # more empty texts than this share of a file is an error, fewer are dropped
-LABEL_NAMES = ["label", "labels", "sentiment", "quality", "class", "target"]
+LABEL_NAMES = ["label", "labels", "sentiment", "quality", "class", "target", "score", "rating"]
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
 
 
@@ -314,11 +314,12 @@ def _rows_text(rows: list[int], unit: str) -> str:
     return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > 5 else ''}"
 
 
-def _to_split(df: pd.DataFrame, source: str, first_line: int, text: Any, pair: Any, label: Any) -> Split:
+def _to_split(df: pd.DataFrame, source: str, first_line: int, text: Any, pair: Any, label: Any, empty_labels: bool = False) -> Split:
+    """Rows of a frame as a Split; `empty_labels`: an empty label cell is allowed (a multi-label row with no label)."""
     unit = "line" if first_line else "row"
     rows = [i + first_line for i in range(len(df))]
     labels = list(df[label]) if label is not None else [None] * len(df)
-    bad = [rows[i] for i, v in enumerate(labels) if label is not None and _missing(v)]
+    bad = [rows[i] for i, v in enumerate(labels) if label is not None and not empty_labels and not _is_list(v) and _missing(v)]
     if bad:
         raise UsageError(f"{source}: {len(bad)} rows have no label in column {label!r} ({_rows_text(bad, unit)}); fill them in or remove those rows")
     texts = ["" if _missing(v) else str(v) for v in df[text]]
@@ -391,6 +392,8 @@ def label_set(v: Any, separator: str | None, where: str) -> tuple[str, ...]:
             raise UsageError(f"{where}: label {v!r} is not a valid JSON list; write it like [\"a\", \"b\"] or pass --label-separator") from None
     if isinstance(v, (list, tuple, np.ndarray)):
         items = [str(x).strip() for x in v]
+    elif _missing(v):
+        items = []
     else:
         items = [x.strip() for x in str(v).split(separator or ",")]
     return tuple(sorted({x for x in items if x}))
@@ -456,6 +459,7 @@ def _take(split: Split, ix: np.ndarray | list[int]) -> Split:
         split.unit,
         dropped=split.dropped,
         raw_labels=[split.raw_labels[i] for i in ix] if split.raw_labels else [],
+        task=split.task,
     )
 
 
@@ -479,7 +483,7 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         if name == "test" and all(_missing(v) or str(v).strip() == "-1" for v in df[label]):
             notes.append(f"{src}: test labels are hidden (-1), so there is no test evaluation")
             continue
-        splits[name] = _to_split(df, src, first_line, text, pair, label)
+        splits[name] = _to_split(df, src, first_line, text, pair, label, cfg.task == "multi-label" or cfg.label_separator is not None)
         if splits[name].dropped:
             notes.append(f"{src}: left out {len(splits[name].dropped)} rows with an empty text ({_rows_text(splits[name].dropped, splits[name].unit)})")
     task = detect_task(cfg.task, splits["train"].labels, cfg.label_separator)
@@ -538,6 +542,10 @@ def label_problems(splits: dict[str, Split]) -> list[str]:
     return problems
 
 
+def split_seed(cfg: TrainConfig) -> int:
+    return cfg.split_seed if cfg.split_seed is not None else cfg.seed
+
+
 def carve_splits(splits: dict[str, Split], cfg: TrainConfig, notes: list[str]) -> dict[str, Split]:
     """Make the missing validation (and test) split from train, stratified and seeded; then
     take the --max-train-samples sample."""
@@ -546,16 +554,16 @@ def carve_splits(splits: dict[str, Split], cfg: TrainConfig, notes: list[str]) -
     need = ("validation" not in splits, "test" not in splits and "validation" not in splits)
     if need[0] or need[1]:
         fractions = split_percentages(cfg.split)
-        tr_ix, va_ix, te_ix = _stratified(train.labels, fractions, cfg.seed, need)
+        tr_ix, va_ix, te_ix = _stratified(train.labels, fractions, split_seed(cfg), need)
         if need[0] and len(va_ix):
             splits["validation"] = _take(train, va_ix)
         if need[1] and len(te_ix):
             splits["test"] = _take(train, te_ix)
         splits["train"] = train = _take(train, tr_ix)
         made = [n for n, want in zip(("validation", "test"), need) if want]
-        notes.append(f"made a stratified {'/'.join(made)} split from {train.source} (--split {cfg.split}, seed {cfg.seed})")
+        notes.append(f"made a stratified {'/'.join(made)} split from {train.source} (--split {cfg.split}, seed {split_seed(cfg)})")
     if cfg.max_train_samples and cfg.max_train_samples < len(train.texts):
-        rng = np.random.default_rng(cfg.seed)
+        rng = np.random.default_rng(split_seed(cfg))
         splits["train"] = _take(train, np.sort(rng.permutation(len(train.texts))[: cfg.max_train_samples]))
     return splits
 
@@ -809,18 +817,20 @@ def read_for_run(path: str, manifest: dict[str, Any], encoding: str = "utf-8", t
     pair = None
     if manifest.get("text_pair_column") is not None or text_pair_column is not None:
         pair = pick(text_pair_column, "--text-pair-column", manifest.get("text_pair_column"), [PAIR_OF.get(str(text).lower(), "")], True)
-    split = _to_split(df, source, first_line, text, pair, label)
+    task = manifest.get("task", "classification")
+    split = _to_split(df, source, first_line, text, pair, label, task == "multi-label")
     if not labels:
         return split
-    task = manifest.get("task", "classification")
-    if task != "classification":
+    if task not in ("classification", "single_label_classification"):
         split.labels = task_labels(split, task, manifest.get("label_separator"))
         if task == "multi-label":
             names = manifest["label_names"]
             unseen = [(r, x) for r, v in zip(split.rows, split.labels) for x in v if x not in names]
             if unseen:
                 r, x = unseen[0]
-                raise UsageError(f"{source}: label {x!r} ({split.unit} {r}) is not one the model knows ({', '.join(names)}); remove it or check --label-column")
+                sep = manifest.get("label_separator") or ","
+                raise UsageError(f"{source}: label {x!r} ({split.unit} {r}) is not one the model knows ({', '.join(names)}); "
+                                 f"write a row's labels as a JSON list or separated by {sep!r}, and check --label-column")
             split.labels = [[1.0 if n in v else 0.0 for n in names] for v in split.labels]
         return split
     values = manifest["label_values"]

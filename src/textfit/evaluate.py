@@ -29,7 +29,7 @@ REGRESSION_METRICS = ["pearson", "spearman", "mse", "mae"]
 
 
 def default_metric(task: str) -> str:
-    return {"classification": "accuracy", "multi-label": "f1_micro", "regression": "pearson"}[task]
+    return {"classification": "accuracy", "multi-label": "f1_micro", "regression": "mse"}[task]
 
 
 def metric_names(num_labels: int, task: str = "classification") -> list[str]:

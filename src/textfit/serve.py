@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import UsageError
@@ -194,8 +195,17 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
             return error(504, f"no answer within {limits.timeout_s:g} s")
         except UsageError as e:
             return error(422, str(e))
-        out = [sorted(({"label": clf.labels[k], "score": float(p[k])} for k in range(len(p))), key=lambda d: -d["score"]) for p in probs]
+        out = [scored(p, c) for p, c in zip(probs, clf.decide(probs))]
         return out[0] if single else out
+
+    def scored(p: Any, chosen: Any) -> list[dict[str, Any]]:
+        """Every class with its score, the predicted one first (it is the most probable one unless a
+        tuned threshold decides); multi-label: the labels over their thresholds first; regression: the value."""
+        if clf.task == "regression":
+            return [{"label": clf.labels[0], "score": float(p[0])}]
+        rows = [{"label": clf.labels[k], "score": float(p[k])} for k in range(len(p))]
+        on = set(np.flatnonzero(chosen)) if clf.task == "multi-label" else {int(chosen)}
+        return sorted(rows, key=lambda d: (clf.labels.index(d["label"]) not in on, -d["score"]))
 
     @app.get("/health")
     async def health():
@@ -209,7 +219,8 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
 
     @app.get("/info")
     async def info():
-        return {"run": run, "base_model": clf.manifest.get("base_model"), "labels": clf.labels, "max_length": clf.max_length,
+        return {"run": run, "base_model": clf.manifest.get("base_model"), "task": clf.task, "labels": clf.labels, "threshold": clf.threshold,
+                "long_text": clf.long.to_dict(), "max_length": clf.max_length,
                 "pairs": clf.pairs, "precision": str(clf.dtype or "fp32").replace("torch.", ""), "max_batch": limits.max_batch,
                 "max_texts_per_request": limits.max_texts, "textfit_version": clf.manifest.get("textfit_version")}
 
@@ -221,10 +232,10 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
 
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, precision: str = "auto",
-          quantize: str | None = None, backend: str = "torch") -> None:
+          quantize: str | None = None, backend: str = "torch", adapter: bool = False) -> None:
     import uvicorn
 
-    clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend)
+    clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend, adapter=adapter)
     app = create_app(clf, limits, run)
     print(f"textfit: serving {run} on http://{host}:{port} (page at /, API docs at /docs)", flush=True)
     # uvicorn answers SIGTERM by refusing new connections and finishing the requests in flight.

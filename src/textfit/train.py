@@ -149,6 +149,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    if cfg.seeds:
+        return train_seeds(cfg)
     t_start = time.time()
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -237,6 +239,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for n, ds in eval_sets.items()
     }
 
+    if task == "regression":
+        start_at_mean(model, float(np.mean(splits["train"].labels)))
     if cfg.lora:
         model = add_lora(model, cfg)
     elif cfg.freeze_backbone:
@@ -550,6 +554,45 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return {"folder": str(out), "metrics": metrics, "history": history, "steps": step, "train_stats": stats}
 
 
+def train_seeds(cfg: TrainConfig) -> dict[str, Any]:
+    """--seeds: one run per seed into OUTPUT/seed-N, all on the same data split (--split-seed,
+    default the first seed); writes OUTPUT/seeds.json with each metric's mean and standard deviation."""
+    import dataclasses
+
+    from .config import parse_seeds
+
+    seeds = parse_seeds(cfg.seeds)
+    base = output_folder(dataclasses.replace(cfg, seeds=None))
+    if cfg.resume is not None:
+        raise UsageError("--resume with --seeds: resume one seed's run with --output OUTPUT/seed-N --seed N")
+    if base.exists() and cfg.overwrite:
+        shutil.rmtree(base)
+    runs = []
+    for seed in seeds:
+        print(f"textfit: seed {seed} ({len(runs) + 1} of {len(seeds)})", flush=True)
+        sub = dataclasses.replace(cfg, seed=seed, seeds=None, split_seed=cfg.split_seed if cfg.split_seed is not None else seeds[0],
+                                  output=str(base / f"seed-{seed}"))
+        runs.append(train(sub))
+    summary: dict[str, Any] = {"seeds": seeds, "runs": [r["folder"] for r in runs], "metrics": {}}
+    lines = [f"\n{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation"]
+    for split in runs[0]["metrics"]:
+        if split.endswith("_untuned"):
+            continue
+        rows = {}
+        for key, value in runs[0]["metrics"][split].items():
+            if key in ("n", "per_class") or not isinstance(value, (int, float)):
+                continue
+            values = [float(r["metrics"][split][key]) for r in runs]
+            rows[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "values": values}
+        summary["metrics"][split] = rows
+        shown = [k for k in ("accuracy", "f1", "f1_micro", "f1_macro", "pearson", "spearman", "loss") if k in rows]
+        lines.append(f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in shown))
+    write_json(base / "seeds.json", summary)
+    print("\n".join(lines))
+    print(f"textfit: wrote {base / 'seeds.json'}")
+    return summary
+
+
 def label_namer(task: str, names: list[str]):
     """What a label of the loaded data shows as: a class name, the tuple of a row's labels, or the value."""
     if task == "multi-label":
@@ -569,6 +612,17 @@ def describe_labels(task: str, labels: list[Any], names: list[str]) -> str:
     return ", ".join(f"{n} {c}" for n, c in zip(names, counts))
 
 
+def start_at_mean(model: Any, mean: float) -> None:
+    """Regression: the output layer's bias starts at the mean target, so training learns the
+    variation around it instead of first spending its steps (or collapsing) on the offset."""
+    head = head_parameter_names(model)
+    for name, module in reversed(list(model.named_modules())):
+        if isinstance(module, torch.nn.Linear) and module.out_features == 1 and f"{name}.weight" in head and module.bias is not None:
+            with torch.no_grad():
+                module.bias.fill_(mean)
+            return
+
+
 def add_lora(model: Any, cfg: TrainConfig) -> Any:
     """Wrap the model with PEFT LoRA adapters of rank cfg.lora; the head (classifier and pooler)
     is trained fully and saved with them."""
@@ -576,6 +630,9 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
 
     head = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(model)})
     kw = dict(task_type=TaskType.SEQ_CLS, r=cfg.lora, lora_alpha=cfg.lora_alpha or 2 * cfg.lora, lora_dropout=cfg.lora_dropout, modules_to_save=head)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft calls a renamed transformers API
     try:
         return get_peft_model(model, LoraConfig(**kw))
     except ValueError:  # an architecture PEFT has no default target modules for: every linear layer
