@@ -258,6 +258,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for _, p in params)
+    say(f"textfit: trainable parameters: {n_trainable / 1e6:.2f}M of {n_params / 1e6:.1f}M"
+        + (f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""))
     lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else SMALL_MODEL_LR if n_params < SMALL_MODEL_PARAMS else LARGE_MODEL_LR)
     # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
     # per-tensor AdamW took 40% of the step for MiniLM.
