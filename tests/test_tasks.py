@@ -253,3 +253,17 @@ def test_seeds_report_mean_and_std_on_one_split(tiny_model, tmp_path):
     assert splits[0] == splits[1] == splits[2]  # the same data; only training varies
     seeds = [json.loads((tmp_path / "runs" / f"seed-{s}" / "textfit.json").read_text())["seed"] for s in (1, 2, 3)]
     assert seeds == [1, 2, 3]
+
+
+def test_multi_label_run_exports_to_onnx_and_predicts_the_same(ml_run, tmp_path):
+    from textfit.export import export_onnx
+
+    result = export_onnx(ml_run["folder"], str(tmp_path / "onnx"))
+    assert result["parity"]["model.onnx"]["label_agreement"] == 1.0
+    texts = ["the food was very good and the staff fine", "the room and the bed", "the place was very fine"]
+    torch_preds = Classifier.load(ml_run["folder"], precision="fp32").predict(texts)
+    import shutil
+
+    shutil.copytree(tmp_path / "onnx", Path(ml_run["folder"]) / "onnx", dirs_exist_ok=True)
+    onnx_preds = Classifier.load(ml_run["folder"], backend="onnx").predict(texts)
+    assert [p.labels for p in onnx_preds] == [p.labels for p in torch_preds]

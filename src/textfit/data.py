@@ -561,7 +561,8 @@ def carve_splits(splits: dict[str, Split], cfg: TrainConfig, notes: list[str]) -
             splits["test"] = _take(train, te_ix)
         splits["train"] = train = _take(train, tr_ix)
         made = [n for n, want in zip(("validation", "test"), need) if want]
-        notes.append(f"made a stratified {'/'.join(made)} split from {train.source} (--split {cfg.split}, seed {split_seed(cfg)})")
+        kind = "random" if train.task == "regression" else "stratified"
+        notes.append(f"made a {kind} {'/'.join(made)} split from {train.source} (--split {cfg.split}, seed {split_seed(cfg)})")
     if cfg.max_train_samples and cfg.max_train_samples < len(train.texts):
         rng = np.random.default_rng(split_seed(cfg))
         splits["train"] = _take(train, np.sort(rng.permutation(len(train.texts))[: cfg.max_train_samples]))

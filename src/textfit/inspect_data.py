@@ -152,7 +152,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{'rows':<{width}}  " + "  ".join(f"{report['splits'][n]['rows']:>10}" for n in names))
     for label in labels:
         lines.append(f"{label:<{width}}  " + "  ".join(f"{report['splits'][n]['labels'].get(label, 0):>10}" for n in names))
-    lines.append(f"{'imbal.':<{width}}  " + "  ".join(f"{report['splits'][n].get('imbalance_ratio', 0):>10.2f}" for n in names))
+    if all("values" in report["splits"][n] for n in names):  # regression: the range of the targets
+        for key in ("min", "mean", "max"):
+            lines.append(f"{'value ' + key:<{width}}  " + "  ".join(f"{report['splits'][n]['values'][key]:>10.3g}" for n in names))
+    else:
+        lines.append(f"{'imbal.':<{width}}  " + "  ".join(f"{report['splits'][n].get('imbalance_ratio', 0):>10.2f}" for n in names))
     if all("tokens" in report["splits"][n] for n in names):
         for key in ("p50", "p95", "max"):
             lines.append(f"{'tok ' + key:<{width}}  " + "  ".join(f"{report['splits'][n]['tokens'][key]:>10}" for n in names))
