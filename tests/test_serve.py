@@ -173,6 +173,13 @@ def test_onnx_export_parity_and_backend(runs, tmp_path):
     run = runs["single"]
     r = export_onnx(run, quantize="int8")
     assert r["files"] == ["model.onnx", "model.int8.onnx"]
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(Path(r["folder"]) / "model.int8.onnx")).graph.node]
+    layers = json.loads((Path(run) / "config.json").read_text())["num_hidden_layers"]
+    # Every weight matrix of the encoder (query, key, value, output, two feed-forward) is int8; the
+    # attention's own products (scores, weighted values) multiply activations and stay MatMul.
+    assert ops.count("MatMulNBits") == 6 * layers and ops.count("MatMul") == 2 * layers
     assert r["parity"]["model.onnx"]["max_logit_diff"] < 1e-3 and r["parity"]["model.onnx"]["label_agreement"] == 1.0
     texts = [t for t, _ in make_rows(40, seed=3)]
     torch_labels = [p.label for p in Classifier.load(run, precision="fp32").predict(texts)]
