@@ -267,3 +267,22 @@ def test_multi_label_run_exports_to_onnx_and_predicts_the_same(ml_run, tmp_path)
     shutil.copytree(tmp_path / "onnx", Path(ml_run["folder"]) / "onnx", dirs_exist_ok=True)
     onnx_preds = Classifier.load(ml_run["folder"], backend="onnx").predict(texts)
     assert [p.labels for p in onnx_preds] == [p.labels for p in torch_preds]
+
+
+def test_joined_label_strings_are_detected_as_multi_label(tmp_path):
+    from textfit.data import load_data
+
+    rows = [(r["text"], "|".join(r["labels"])) for r in multi_label_rows(80, seed=2)]
+    data = write_csv(tmp_path / "joined.csv", rows, header=["text", "labels"])
+    splits, info = load_data(TrainConfig(data=str(data)))
+    assert info.task == "multi-label" and info.label_separator == "|" and info.label_names == ["food", "room", "staff"]
+    assert any("separated by '|'; pass --task classification to keep them whole" in n for n in info.notes)
+    # Kept whole when asked: every combination is a class of its own (and an empty cell an error).
+    with pytest.raises(UsageError, match="rows have no label in column 'labels'"):
+        load_data(TrainConfig(data=str(data), task="classification"))
+    data = write_csv(tmp_path / "joined.csv", [r for r in rows if r[1]], header=["text", "labels"])
+    _, info = load_data(TrainConfig(data=str(data), task="classification"))
+    assert info.task == "classification" and "food|room" in info.label_names
+    # Plain class names with no separator stay single-label.
+    _, info = load_data(TrainConfig(data=str(write_csv(tmp_path / "plain.csv", make_rows(40)))))
+    assert info.task == "classification" and info.label_separator is None

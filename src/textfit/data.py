@@ -319,9 +319,8 @@ def _to_split(df: pd.DataFrame, source: str, first_line: int, text: Any, pair: A
     unit = "line" if first_line else "row"
     rows = [i + first_line for i in range(len(df))]
     labels = list(df[label]) if label is not None else [None] * len(df)
-    bad = [rows[i] for i, v in enumerate(labels) if label is not None and not empty_labels and not _is_list(v) and _missing(v)]
-    if bad:
-        raise UsageError(f"{source}: {len(bad)} rows have no label in column {label!r} ({_rows_text(bad, unit)}); fill them in or remove those rows")
+    if label is not None and not empty_labels:
+        check_labels_present(source, rows, labels, label, unit)
     texts = ["" if _missing(v) else str(v) for v in df[text]]
     pairs = None if pair is None else ["" if _missing(v) else str(v) for v in df[pair]]
     empty = [i for i in range(len(texts)) if not texts[i].strip() or (pairs is not None and not pairs[i].strip())]
@@ -336,6 +335,12 @@ def _to_split(df: pd.DataFrame, source: str, first_line: int, text: Any, pair: A
     split = _take(split, [i for i in range(len(texts)) if i not in set(empty)])
     split.dropped = bad
     return split
+
+
+def check_labels_present(source: str, rows: list[int], labels: list[Any], column: Any, unit: str) -> None:
+    bad = [r for r, v in zip(rows, labels) if not _is_list(v) and _missing(v)]
+    if bad:
+        raise UsageError(f"{source}: {len(bad)} rows have no label in column {column!r} ({_rows_text(bad, unit)}); fill them in or remove those rows")
 
 
 def _normalise_labels(labels: list[Any]) -> list[Any]:
@@ -365,12 +370,33 @@ def _is_list(v: Any) -> bool:
     return isinstance(v, (list, tuple, np.ndarray)) or (isinstance(v, str) and v.strip().startswith("[") and v.strip().endswith("]"))
 
 
+SEPARATORS = (",", "|", ";")
+
+
+def guess_separator(labels: list[Any]) -> str | None:
+    """The separator of multi-label cells written as strings ('joy,love'): one that appears in at
+    least a tenth of the labels, whose parts also appear as labels on their own."""
+    strings = [v.strip() for v in labels if isinstance(v, str)]
+    if len(strings) < len(labels) or not strings:
+        return None
+    for sep in SEPARATORS:
+        joined = [v for v in strings if sep in v]
+        if len(joined) < 0.1 * len(strings):
+            continue
+        alone = {v for v in strings if sep not in v}
+        parts = {p.strip() for v in joined for p in v.split(sep) if p.strip()}
+        if parts and len(parts & alone) >= 0.8 * len(parts):
+            return sep
+    return None
+
+
 def detect_task(cfg_task: str, labels: list[Any], separator: str | None) -> str:
-    """The task the user asked for, or for 'auto': lists of labels (or a --label-separator) are
-    multi-label, numbers that are not all integers are regression, the rest classification."""
+    """The task the user asked for, or for 'auto': lists of labels, a --label-separator, or
+    strings joined by a separator whose parts are labels too are multi-label; numbers that are
+    not all integers are regression; the rest classification."""
     if cfg_task != "auto":
         return cfg_task
-    if separator is not None or (labels and all(_is_list(v) for v in labels)):
+    if separator is not None or (labels and all(_is_list(v) for v in labels)) or guess_separator(labels):
         return "multi-label"
     numbers = []
     for v in labels:
@@ -483,13 +509,24 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         if name == "test" and all(_missing(v) or str(v).strip() == "-1" for v in df[label]):
             notes.append(f"{src}: test labels are hidden (-1), so there is no test evaluation")
             continue
-        splits[name] = _to_split(df, src, first_line, text, pair, label, cfg.task == "multi-label" or cfg.label_separator is not None)
+        # Empty label cells are checked once the task is known: a multi-label row may have no label.
+        splits[name] = _to_split(df, src, first_line, text, pair, label, empty_labels=True)
         if splits[name].dropped:
             notes.append(f"{src}: left out {len(splits[name].dropped)} rows with an empty text ({_rows_text(splits[name].dropped, splits[name].unit)})")
-    task = detect_task(cfg.task, splits["train"].labels, cfg.label_separator)
+    train_labels = [v for v in splits["train"].labels if _is_list(v) or not _missing(v)]
+    task = detect_task(cfg.task, train_labels, cfg.label_separator)
+    if task != "multi-label":
+        for s in splits.values():
+            check_labels_present(s.source, s.rows, s.labels, label, s.unit)
+    separator = cfg.label_separator
+    if task == "multi-label" and separator is None and not all(_is_list(v) for v in train_labels):
+        separator = guess_separator(train_labels)
+        if separator is not None and cfg.task == "auto":
+            notes.append(f"labels like {next(v for v in train_labels if separator in str(v))!r} read as several labels "
+                         f"separated by {separator!r}; pass --task classification to keep them whole")
     for name, s in splits.items():
         s.raw_labels = [str(v) for v in s.labels]
-        s.labels = task_labels(s, task, cfg.label_separator)
+        s.labels = task_labels(s, task, separator)
         s.task = task
     if task != cfg.task:
         notes.append(f"task: {task} (from the labels; --task to choose)")
@@ -609,7 +646,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
         notes=notes,
         split_rows={n: list(map(int, s.rows)) for n, s in splits.items()},
         task=task,
-        label_separator=cfg.label_separator,
+        label_separator=cfg.label_separator or (guess_separator(train.raw_labels) if task == "multi-label" else None),
     )
     return splits, info
 
