@@ -130,12 +130,15 @@ def bench_lora(folder: Path, a: argparse.Namespace) -> None:
     common = ["--train", files["train"], "--test", files["test"], "--split", "90,10,0", "--epochs", "1", "--seed", "42"]
     configs = {
         "full fine-tuning": [],
-        "lora r=8, default lr": ["--lora", "8"],
+        "lora r=8, lr 1.5e-4": ["--lora", "8", "--learning-rate", "1.5e-4"],
         "lora r=8, lr 1e-3": ["--lora", "8", "--learning-rate", "1e-3"],
-        "lora r=16, lr 1e-3": ["--lora", "16", "--learning-rate", "1e-3"],
+        "lora r=8 (default lr 2e-3)": ["--lora", "8"],
+        "lora r=16 (default lr 2e-3)": ["--lora", "16"],
     }
     if a.model:
         common += ["--model", a.model]
+    if a.lora_samples:
+        common += ["--max-train-samples", str(a.lora_samples)]
     rows = []
     for name, flags in configs.items():
         r = run(common + flags, folder / f"lora-{len(rows)}")
@@ -144,8 +147,23 @@ def bench_lora(folder: Path, a: argparse.Namespace) -> None:
         size = sum(f.stat().st_size for f in (folder / f"lora-{len(rows)}" / "adapter").glob("*")) / 2**20 if "lora" in name else None
         rows.append([name, r["metrics"]["test"]["accuracy"], round(stats["samples_per_second"], 1), round(r["peak_rss_gb"], 2), trainable,
                      f"{size:.1f} MiB" if size else "-"])
-    table(f"SST-2: {a.sst2_train} training sentences, test on dev (872); {a.model or 'MiniLM'}, 1 epoch",
+    table(f"SST-2: {a.lora_samples or a.sst2_train} training sentences, test on dev (872); {a.model or 'MiniLM'}, 1 epoch",
           ["training", "test acc", "samples/s", "peak RSS GiB", "trainable", "adapter"], rows)
+
+
+def random_bert_base(folder: Path) -> str:
+    """BERT-base's shape (12 layers, hidden 768) with random weights and MiniLM's tokenizer (the same
+    30,522-token uncased vocabulary): the memory and speed of a larger model, offline."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from textfit.model import default_model_path
+
+    torch.manual_seed(0)
+    BertModel(BertConfig()).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(folder)
+    return str(folder)
 
 
 def bench_seeds(folder: Path, a: argparse.Namespace) -> None:
@@ -167,10 +185,14 @@ def main() -> None:
     p.add_argument("--minority", type=float, default=0.1, help="share of negatives in the imbalanced SST-2 sample")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     p.add_argument("--mrpc-epochs", type=float, default=1)
-    p.add_argument("--model", help="model for the LoRA experiment (default: the packaged MiniLM)")
+    p.add_argument("--model", help="model for the LoRA experiment (default: the packaged MiniLM); 'random-bert-base' builds a "
+                   "randomly initialised BERT-base (110M parameters, MiniLM's vocabulary) to measure memory and speed, not accuracy")
+    p.add_argument("--lora-samples", type=int, help="train the LoRA experiment on this many sentences")
     a = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = Path(tempfile.mkdtemp(prefix="textfit-bench-"))
+    if a.model == "random-bert-base":
+        a.model = random_bert_base(folder / "random-bert-base")
     for name in (["long", "weights", "lora", "seeds"] if a.experiment == "all" else [a.experiment]):
         {"long": bench_long, "weights": bench_weights, "lora": bench_lora, "seeds": bench_seeds}[name](folder, a)
 

@@ -57,7 +57,7 @@ class TrainConfig:
     stride: int | None = _f(None, "tokens shared by consecutive windows with --long-text window (default: a quarter of --max-length)")
     window_pool: str = _f("mean", "how --long-text window combines a text's window logits: mean or max")
     # optimisation
-    learning_rate: float | None = _f(None, "peak learning rate of AdamW (default: 1.5e-4 for models under 50M parameters such as MiniLM, 3e-5 for larger ones such as BERT-base, 1e-3 with --freeze-backbone)")
+    learning_rate: float | None = _f(None, "peak learning rate of AdamW (default: 1.5e-4 for models under 50M parameters such as MiniLM, 3e-5 for larger ones such as BERT-base, 1e-3 with --freeze-backbone, 2e-3 with --lora)")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = _f(0.1, "share of the steps used for linear warmup")
     warmup_steps: int = _f(0, "warmup steps (overrides --warmup-ratio when > 0)")
@@ -101,6 +101,7 @@ DEFAULT_MAX_LENGTH = 256
 SMALL_MODEL_PARAMS = 50e6  # below this, the default learning rate is SMALL_MODEL_LR, else LARGE_MODEL_LR
 SMALL_MODEL_LR, LARGE_MODEL_LR = 1.5e-4, 3e-5
 FROZEN_LR = 1e-3  # the default with --freeze-backbone: only the head learns
+LORA_LR = 2e-3  # the default with --lora: on SST-2, MiniLM's adapters reached 0.52 / 0.74 / 0.77 at 1.5e-4 / 1e-3 / 2e-3 (benchmarks/RESULTS.md)
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 

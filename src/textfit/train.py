@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
+from .config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, LORA_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
 from .data import EncodedDataset, LengthGroupedBatches, LongText, encode_long, load_data, make_collate, pool_windows
 from .errors import Interrupted, UsageError
 from .evaluate import (
@@ -261,7 +261,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     n_trainable = sum(p.numel() for _, p in params)
     say(f"textfit: trainable parameters: {n_trainable / 1e6:.2f}M of {n_params / 1e6:.1f}M"
         + (f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""))
-    lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else SMALL_MODEL_LR if n_params < SMALL_MODEL_PARAMS else LARGE_MODEL_LR)
+    lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else
+                               SMALL_MODEL_LR if n_params < SMALL_MODEL_PARAMS else LARGE_MODEL_LR)
     # The fused kernel updates all parameters in one pass: on a 2-core CPU the default
     # per-tensor AdamW took 40% of the step for MiniLM.
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=accelerator.device.type in ("cpu", "cuda"))
