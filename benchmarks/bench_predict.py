@@ -84,8 +84,11 @@ def main() -> None:
     from textfit.export import export_onnx
 
     export_onnx(run, quantize="int8")
+    export_onnx(run, output=str(Path(run) / "onnx-dynamic"), quantize="int8-dynamic")
     variants["textfit onnx fp32"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, backend="onnx"))
     variants["textfit onnx int8"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, backend="onnx", quantize="int8"))
+    dynamic = Classifier.load_onnx(run, quantize="int8-dynamic", folder=Path(run) / "onnx-dynamic")
+    variants["textfit onnx int8-dynamic"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(dynamic)
     default_dtype = Classifier.load(run).dtype
     short = "a gripping , beautifully acted film ."
     rows = []

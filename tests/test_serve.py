@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_rows, write_csv
+from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, train
 from textfit.serve import Limits, create_app
 
@@ -194,3 +194,17 @@ def test_onnx_export_parity_and_backend(runs, tmp_path):
     with TestClient(create_app(onnx, Limits(), run)) as c:
         got = c.post("/predict", json={"inputs": texts[:5]}).json()
         assert [g[0]["label"] for g in got] == torch_labels[:5]
+
+
+def test_onnx_dynamic_int8_export(runs, tmp_path):
+    from textfit.export import export_onnx
+
+    run = runs["single"]
+    r = export_onnx(run, output=str(tmp_path / "onnx"), quantize="int8-dynamic")
+    assert r["files"] == ["model.onnx", "model.int8-dynamic.onnx"] and r["parity"]["model.int8-dynamic.onnx"]["label_agreement"] >= 0.95
+    texts = [t for t, _ in make_rows(40, seed=3)]
+    torch_labels = [p.label for p in Classifier.load(run, precision="fp32").predict(texts)]
+    got = [p.label for p in Classifier.load_onnx(run, quantize="int8-dynamic", folder=tmp_path / "onnx").predict(texts)]
+    assert sum(a == b for a, b in zip(got, torch_labels)) >= 0.9 * len(texts)
+    r = run_cli("predict", run, "--backend", "onnx", "--quantize", "int8-dynamic", "a text")
+    assert r.returncode == 2 and "no model.int8-dynamic.onnx" in r.stderr and "--quantize int8-dynamic' first" in r.stderr

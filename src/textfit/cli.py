@@ -215,7 +215,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="utf-8", help="encoding of the file (default: utf-8)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto uses bf16 where the hardware supports it")
-    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the linear layers (CPU)")
+    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], help="with --backend onnx: the int8 (weight-only) or int8-dynamic export; "
+                   "with PyTorch: dynamic int8 quantization of the linear layers (CPU)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="onnx runs RUN/onnx/ (see 'textfit export') with onnxruntime")
     p.add_argument("--adapter", action="store_true", help="LoRA runs: the base model with the saved adapter instead of the merged weights")
 
@@ -262,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run to ONNX (optionally int8), checking parity with PyTorch")
     p.add_argument("run", help="a run folder written by 'textfit train'")
     p.add_argument("--format", required=True, choices=["onnx"], help="export format")
-    p.add_argument("--quantize", choices=["int8"], help="also write a dynamic int8 model (model.int8.onnx)")
+    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], help="also write an int8 model: int8 = weight-only int8 "
+                   "(model.int8.onnx, closest to fp32), int8-dynamic = int8 weights and activations (model.int8-dynamic.onnx, faster)")
     p.add_argument("--output", help="folder to write (default: RUN/onnx)")
     p.set_defaults(func=cmd_export)
 

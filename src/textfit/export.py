@@ -1,11 +1,12 @@
-"""`textfit export RUN --format onnx [--quantize int8]`: an ONNX model that proves parity first.
+"""`textfit export RUN --format onnx [--quantize int8|int8-dynamic]`: an ONNX model that proves parity first.
 
     result = export_onnx("runs/sst2", quantize="int8")
     Classifier.load("runs/sst2", backend="onnx", quantize="int8").predict(["a gripping film"])
 
 Writes RUN/onnx/ (or --output): model.onnx (and model.int8.onnx: every encoder matrix product's
 weights in int8, block-wise with one scale per 128 values, activations kept in fp32: onnxruntime's
-MatMulNBits), the tokenizer, config.json and textfit.json beside it. Before the
+MatMulNBits; or model.int8-dynamic.onnx: onnxruntime's dynamic quantization, faster on CPUs with
+int8 instructions and a little less faithful), the tokenizer, config.json and textfit.json beside it. Before the
 folder is put in place, the ONNX model runs on a sample of texts of many lengths, padded in
 batches, and its logits are compared with PyTorch's fp32: the largest difference and the label
 agreement are printed, and the export is refused when they fail the bounds below.
@@ -53,6 +54,7 @@ def _sample(tokenizer: Any, max_length: int, n_random: int = 48, seed: int = 0) 
 
 
 INT8_BLOCK = 128
+ONNX_FILES = {"int8": "model.int8.onnx", "int8-dynamic": "model.int8-dynamic.onnx"}  # --quantize: the file it writes
 
 
 def quantize_int8(src: Path, dst: Path, block_size: int = INT8_BLOCK) -> None:
@@ -100,8 +102,8 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
 
     from .predict import Classifier
 
-    if quantize not in (None, "int8"):
-        raise UsageError(f"--quantize {quantize}: the only choice is int8")
+    if quantize not in (None, *ONNX_FILES):
+        raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
     manifest = read_manifest(run)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(run)
@@ -124,8 +126,16 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
         files = ["model.onnx"]
         if quantize == "int8":
-            quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
-            files.append("model.int8.onnx")
+            quantize_int8(tmp / "model.onnx", tmp / ONNX_FILES["int8"])
+            files.append(ONNX_FILES["int8"])
+        if quantize == "int8-dynamic":
+            import logging
+
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on every call
+            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / ONNX_FILES["int8-dynamic"]), weight_type=QuantType.QInt8, per_channel=True)
+            files.append(ONNX_FILES["int8-dynamic"])
         tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
         write_json(tmp / "textfit.json", {**manifest, "exported_from": str(run), "onnx_opset": opset})

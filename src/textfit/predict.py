@@ -73,14 +73,14 @@ class Classifier:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.dtype = autocast_dtype(precision, self.device)
-        if quantize == "int8":
-            # Dynamic int8 quantization of the linear layers (CPU): int8 weights, fp32 activations.
+        if quantize in ("int8", "int8-dynamic"):
+            # PyTorch's dynamic int8 quantization of the linear layers (CPU): int8 weights and activations.
             if self.device.type != "cpu":
                 raise UsageError("--quantize int8 runs on the CPU only")
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
             self.dtype = None
         elif quantize is not None:
-            raise UsageError(f"--quantize {quantize}: the only choice is int8")
+            raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     @classmethod
@@ -98,17 +98,20 @@ class Classifier:
         return cls(model, tokenizer, manifest, precision, device, quantize)
 
     @classmethod
-    def load_onnx(cls, run: str | Path, quantize: str | None = None) -> "Classifier":
+    def load_onnx(cls, run: str | Path, quantize: str | None = None, folder: str | Path | None = None) -> "Classifier":
+        """The export in RUN/onnx (or `folder`): model.onnx, or the int8 file that `quantize` names."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
+        from .export import ONNX_FILES
         from .model import read_manifest
 
         manifest = read_manifest(run)
-        folder = Path(run) / "onnx"
-        path = folder / ("model.int8.onnx" if quantize == "int8" else "model.onnx")
+        folder = Path(folder) if folder is not None else Path(run) / "onnx"
+
+        path = folder / ONNX_FILES.get(quantize or "", "model.onnx")
         if not path.is_file():
-            flag = " --quantize int8" if quantize == "int8" else ""
+            flag = f" --quantize {quantize}" if quantize else ""
             raise UsageError(f"{run}: no {path.name} in {folder}; run 'textfit export {run} --format onnx{flag}' first")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return cls(session, AutoTokenizer.from_pretrained(str(folder)), manifest)
