@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import socket
 import subprocess
@@ -18,16 +20,14 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")
 
 
-def test_page_classifies_a_text_in_a_real_browser(tiny_model, tmp_path):
+@contextlib.contextmanager
+def page(run: str, tmp_path: Path):
+    """`textfit serve RUN` on a free port and a headless Chromium on its page."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from textfit import Classifier, TrainConfig, train
-
-    run = train(TrainConfig(data=str(write_csv(tmp_path / "r.csv", make_rows(120))), model=tiny_model, output=str(tmp_path / "run"),
-                            epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False))["folder"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -51,18 +51,55 @@ def test_page_classifies_a_text_in_a_real_browser(tiny_model, tmp_path):
         driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
         driver.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(driver, 20).until(lambda d: "labels:" in d.find_element(By.ID, "meta").text)
-        driver.find_element(By.ID, "text").send_keys("the film was good and lovely")
-        driver.find_element(By.ID, "go").click()
-        WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result .row")) == 2)
-        rows = driver.find_elements(By.CSS_SELECTOR, "#result .row")
+        yield driver
+    finally:
+        if driver:
+            driver.quit()
+        server.terminate()
+        server.wait(30)
+
+
+def classify(driver, text: str, rows: int) -> list:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.ID, "text").send_keys(text)
+    driver.find_element(By.ID, "go").click()
+    WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result .row")) == rows)
+    return driver.find_elements(By.CSS_SELECTOR, "#result .row")
+
+
+def test_page_classifies_a_text_in_a_real_browser(tiny_model, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from textfit import Classifier, TrainConfig, train
+
+    run = train(TrainConfig(data=str(write_csv(tmp_path / "r.csv", make_rows(120))), model=tiny_model, output=str(tmp_path / "run"),
+                            epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False))["folder"]
+    with page(run, tmp_path) as driver:
+        rows = classify(driver, "the film was good and lovely", 2)
         shown = [r.find_element(By.CLASS_NAME, "label").text for r in rows]
         want = Classifier.load(run).predict(["the film was good and lovely"])[0]
         assert shown[0] == want.label and sorted(shown) == ["negative", "positive"]
         assert rows[0].find_element(By.CLASS_NAME, "pct").text == f"{100 * want.score:.1f}%"
         driver.save_screenshot(str(tmp_path / "page.png"))
         assert (tmp_path / "page.png").stat().st_size > 5000
-    finally:
-        if driver:
-            driver.quit()
-        server.terminate()
-        server.wait(30)
+
+
+def test_page_marks_every_label_over_its_threshold(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from test_tasks import multi_label_rows
+    from textfit import Classifier, TrainConfig, train
+
+    data = tmp_path / "topics.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in multi_label_rows(160)), encoding="utf-8")
+    run = train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=4, batch_size=8))["folder"]
+    text = "the dinner was fine and the waiter very good"
+    with page(run, tmp_path) as driver:
+        rows = classify(driver, text, 3)
+        marked = {r.find_element(By.CLASS_NAME, "label").text for r in rows if "best" in r.get_attribute("class").split()}
+        assert marked == set(Classifier.load(run).predict([text])[0].labels) == {"food", "staff"}
+        assert "multi-label · labels: food, room, staff" in driver.find_element(By.ID, "meta").text
+        driver.save_screenshot(str(tmp_path / "multi.png"))
+        assert (tmp_path / "multi.png").stat().st_size > 5000
