@@ -194,7 +194,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{f.metadata['help']} (default: {default})"
+        help_text = f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})"
         if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
             continue
@@ -205,7 +205,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             typ = float
         alias = {"epochs": ["--num-train-epochs"], "batch_size": ["--per-device-train-batch-size"], "output": ["--output-dir"]}.get(name, [])
         extra = {"nargs": "?", "const": f.metadata["optional_const"]} if "optional_const" in f.metadata else {}
-        p.add_argument(flag, *alias, dest=name, type=typ, default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(), help=help_text, **extra)
+        p.add_argument(flag, *alias, dest=name, type=typ, default=argparse.SUPPRESS, metavar={"long_text": "MODE"}.get(name, name.split("_")[-1].upper()), help=help_text, **extra)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:

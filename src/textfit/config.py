@@ -35,7 +35,8 @@ class TrainConfig:
     text_pair_column: str | None = _f(None, "second text column for sentence-pair tasks (default: detected)")
     label_column: str | None = _f(None, "label column: a name or a 0-based index (default: detected)")
     task: str = _f("auto", "classification, multi-label (a list of labels per row), regression (a number per row), or auto: "
-                   "lists of labels are multi-label, non-integer numbers are regression, anything else classification")
+                   "lists of labels (or labels joined by , | or ; whose parts are labels too) are multi-label, "
+                   "non-integer numbers are regression, anything else classification")
     label_separator: str | None = _f(None, "multi-label labels written as one string, e.g. 'sports|politics': the separator (default: JSON lists, or ',')")
     encoding: str = _f("utf-8", "text encoding of the data files, e.g. gb18030 or latin-1")
     split: str = _f("80,10,10", "train,validation,test percentages used when a split is missing")
