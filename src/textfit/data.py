@@ -27,6 +27,7 @@ import torch
 
 from .config import TrainConfig, split_percentages
 from .errors import UsageError
+from .model import run_task
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 TEXT_NAMES = ["text", "sentence", "review", "content", "sentence1", "#1 string", "premise", "question1", "question", "document"]
@@ -49,6 +50,7 @@ class Split:
     dropped: list[int] = field(default_factory=list)  # rows left out for an empty text
     raw_labels: list[str] = field(default_factory=list)  # labels as written, before normalising
     task: str = "classification"  # or "multi-label" (labels: tuples of names) or "regression" (floats)
+    label_separator: str | None = None  # multi-label cells written as strings: what separates the labels
 
 
 @dataclass
@@ -390,21 +392,25 @@ def guess_separator(labels: list[Any]) -> str | None:
     return None
 
 
-def detect_task(cfg_task: str, labels: list[Any], separator: str | None) -> str:
-    """The task the user asked for, or for 'auto': lists of labels, a --label-separator, or
-    strings joined by a separator whose parts are labels too are multi-label; numbers that are
-    not all integers are regression; the rest classification."""
+def detect_task(cfg_task: str, labels: list[Any], separator: str | None) -> tuple[str, str | None]:
+    """The task and, for multi-label cells written as strings, their separator: the task the user
+    asked for, or for 'auto': lists of labels, a --label-separator, or strings joined by a
+    separator whose parts are labels too are multi-label; numbers that are not all integers are
+    regression; the rest classification."""
+    lists = bool(labels) and all(_is_list(v) for v in labels)
+    if separator is None and cfg_task in ("auto", "multi-label") and not lists:
+        separator = guess_separator(labels)
     if cfg_task != "auto":
-        return cfg_task
-    if separator is not None or (labels and all(_is_list(v) for v in labels)) or guess_separator(labels):
-        return "multi-label"
+        return cfg_task, separator if cfg_task == "multi-label" else None
+    if separator is not None or lists:
+        return "multi-label", separator
     numbers = []
     for v in labels:
         try:
             numbers.append(float(v))
         except (TypeError, ValueError):
-            return "classification"
-    return "regression" if any(not math.isfinite(x) or not x.is_integer() for x in numbers) else "classification"
+            return "classification", None
+    return "regression" if any(not math.isfinite(x) or not x.is_integer() for x in numbers) else "classification", None
 
 
 def label_set(v: Any, separator: str | None, where: str) -> tuple[str, ...]:
@@ -442,6 +448,11 @@ def task_labels(split: Split, task: str, separator: str | None) -> list[Any]:
     if task == "regression":
         return [to_number(v, f"{split.source} {split.unit} {r}") for v, r in zip(split.labels, split.rows)]
     return _normalise_labels(split.labels)
+
+
+def multi_hot(labels: list[tuple[str, ...]], names: list[str]) -> list[list[float]]:
+    """Each row's set of labels as 0/1 per name, in the order of `names`."""
+    return [[1.0 if n in v else 0.0 for n in names] for v in labels]
 
 
 def label_order(train_labels: list[Any]) -> list[Any]:
@@ -486,6 +497,7 @@ def _take(split: Split, ix: np.ndarray | list[int]) -> Split:
         dropped=split.dropped,
         raw_labels=[split.raw_labels[i] for i in ix] if split.raw_labels else [],
         task=split.task,
+        label_separator=split.label_separator,
     )
 
 
@@ -514,20 +526,17 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         if splits[name].dropped:
             notes.append(f"{src}: left out {len(splits[name].dropped)} rows with an empty text ({_rows_text(splits[name].dropped, splits[name].unit)})")
     train_labels = [v for v in splits["train"].labels if _is_list(v) or not _missing(v)]
-    task = detect_task(cfg.task, train_labels, cfg.label_separator)
+    task, separator = detect_task(cfg.task, train_labels, cfg.label_separator)
     if task != "multi-label":
         for s in splits.values():
             check_labels_present(s.source, s.rows, s.labels, label, s.unit)
-    separator = cfg.label_separator
-    if task == "multi-label" and separator is None and not all(_is_list(v) for v in train_labels):
-        separator = guess_separator(train_labels)
-        if separator is not None and cfg.task == "auto":
-            notes.append(f"labels like {next(v for v in train_labels if separator in str(v))!r} read as several labels "
-                         f"separated by {separator!r}; pass --task classification to keep them whole")
+    if separator is not None and cfg.label_separator is None and cfg.task == "auto":
+        notes.append(f"labels like {next(v for v in train_labels if separator in str(v))!r} read as several labels "
+                     f"separated by {separator!r}; pass --task classification to keep them whole")
     for name, s in splits.items():
         s.raw_labels = [str(v) for v in s.labels]
         s.labels = task_labels(s, task, separator)
-        s.task = task
+        s.task, s.label_separator = task, separator
     if task != cfg.task:
         notes.append(f"task: {task} (from the labels; --task to choose)")
     if task != "classification":
@@ -631,7 +640,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
     to_id = {v: i for i, v in enumerate(order)}
     for s in splits.values():
         if task == "multi-label":
-            s.labels = [[1.0 if n in v else 0.0 for n in order] for v in s.labels]
+            s.labels = multi_hot(s.labels, order)
         elif task == "classification":
             s.labels = [to_id[v] for v in s.labels]
     if task == "classification" and len(set(train.labels)) < 2:
@@ -646,7 +655,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], DataInfo]:
         notes=notes,
         split_rows={n: list(map(int, s.rows)) for n, s in splits.items()},
         task=task,
-        label_separator=cfg.label_separator or (guess_separator(train.raw_labels) if task == "multi-label" else None),
+        label_separator=train.label_separator,
     )
     return splits, info
 
@@ -678,6 +687,10 @@ class LongText:
     def to_dict(self) -> dict[str, Any]:
         return {"truncation": self.truncation, "mode": self.mode, "stride": self.stride, "pool": self.pool}
 
+    def window_stride(self, max_length: int) -> int:
+        """Tokens shared by consecutive windows: --stride, else a quarter of the window."""
+        return self.stride if self.stride is not None else max_length // 4
+
 
 def _special_counts(tokenizer: Any) -> tuple[int, int]:
     """How many special tokens the tokenizer puts before and after a single text ([CLS] and [SEP]: 1, 1)."""
@@ -706,7 +719,7 @@ def encode_long(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_l
         raise UsageError("--truncation tail/head+tail and --long-text window work on single texts, not sentence pairs; use the default --truncation head")
     keys = ("input_ids", "attention_mask", "token_type_ids")
     if long.mode == "window":
-        stride = long.stride if long.stride is not None else max_length // 4
+        stride = long.window_stride(max_length)
         if stride >= max_length - 2:
             raise UsageError(f"--stride {stride}: must be smaller than --max-length {max_length} minus the special tokens")
         out = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True, padding=False)
@@ -855,11 +868,11 @@ def read_for_run(path: str, manifest: dict[str, Any], encoding: str = "utf-8", t
     pair = None
     if manifest.get("text_pair_column") is not None or text_pair_column is not None:
         pair = pick(text_pair_column, "--text-pair-column", manifest.get("text_pair_column"), [PAIR_OF.get(str(text).lower(), "")], True)
-    task = manifest.get("task", "classification")
+    task = run_task(manifest)
     split = _to_split(df, source, first_line, text, pair, label, task == "multi-label")
     if not labels:
         return split
-    if task not in ("classification", "single_label_classification"):
+    if task != "classification":
         split.labels = task_labels(split, task, manifest.get("label_separator"))
         if task == "multi-label":
             names = manifest["label_names"]
@@ -869,7 +882,7 @@ def read_for_run(path: str, manifest: dict[str, Any], encoding: str = "utf-8", t
                 sep = manifest.get("label_separator") or ","
                 raise UsageError(f"{source}: label {x!r} ({split.unit} {r}) is not one the model knows ({', '.join(names)}); "
                                  f"write a row's labels as a JSON list or separated by {sep!r}, and check --label-column")
-            split.labels = [[1.0 if n in v else 0.0 for n in names] for v in split.labels]
+            split.labels = multi_hot(split.labels, names)
         return split
     values = manifest["label_values"]
     split.labels = _normalise_labels(split.labels)

@@ -2,7 +2,7 @@
 
     fn = head_function(model)                   # None: this architecture's head is not known here
     feats = encode_features(model, loader, device, dtype)
-    head = CachedHead(model, fn)                 # head(features=..., labels=...) -> .loss, .logits
+    head = CachedHead(model, fn)                 # head(features=...) -> .logits
 
 With `--freeze-backbone` the encoder's output for a text never changes, so the first epoch
 computes the [CLS] vector of every text once (inference mode, no dropout in the frozen encoder)
@@ -37,18 +37,16 @@ def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
 
 
 class CachedHead(nn.Module):
-    """The model's head over cached features, with the loss the model would compute."""
+    """The model's head over cached features; the training loop computes the task's loss."""
 
     def __init__(self, model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
         self.model, self.fn = model, fn
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
+    def forward(self, features: torch.Tensor) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        logits = self.fn(features)
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(logits=self.fn(features))
 
 
 def encode_features(model: Any, loader: Any, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:

@@ -12,10 +12,12 @@ safetensors only: nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -23,6 +25,14 @@ from torch import nn
 from .errors import UsageError
 
 MANIFEST = "textfit.json"
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """PEFT calls a transformers API that v5 renamed; its FutureWarning tells a user nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def quiet_transformers() -> None:

