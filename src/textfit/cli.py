@@ -24,11 +24,10 @@ from .errors import Interrupted, UsageError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train, train_seeds
+    from .train import train
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    cfg = load_config(getattr(args, "config", None), overrides)
-    train_seeds(cfg) if cfg.seeds else train(cfg)
+    train(load_config(getattr(args, "config", None), overrides))  # with --seeds, one run per seed
     return 0
 
 
@@ -59,8 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
     clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
     probs = clf.predict_proba(split.texts, split.pairs, args.batch_size)
-    scores = probs[:, 0] if clf.task == "regression" else probs
-    m = task_metrics(clf.task, np.array(split.labels), scores, clf.labels, clf.threshold)
+    m = task_metrics(clf.task, np.array(split.labels), probs, clf.labels, clf.threshold)
     out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})

@@ -65,12 +65,13 @@ def compute_metrics(y_true: Any, y_pred: Any, label_names: list[str]) -> dict[st
 
 
 def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities (softmax, or sigmoid per label) or, for regression, the value itself."""
+    """Probabilities (softmax, or sigmoid per label) or, for regression, the value itself:
+    always one row per text, one column per label (regression: one column)."""
     import torch
 
     t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     if task == "regression":
-        return t[:, 0].numpy()
+        return t.numpy()
     return (torch.sigmoid(t) if task == "multi-label" else torch.softmax(t, dim=-1)).numpy()
 
 
@@ -80,7 +81,7 @@ def decide(scores: np.ndarray, task: str, threshold: float | list[float] | None 
     A binary classifier's threshold applies to the positive class's probability; a
     multi-label model has one threshold per label (0.5 where none was tuned)."""
     if task == "regression":
-        return scores
+        return scores[:, 0]
     if task == "multi-label":
         t = np.full(scores.shape[1], 0.5) if threshold is None else np.asarray(threshold)
         return (scores >= t).astype(int)
@@ -97,7 +98,7 @@ def task_metrics(task: str, y_true: Any, scores: np.ndarray, label_names: list[s
     if task == "regression":
         from scipy.stats import pearsonr, spearmanr
 
-        y, v = y_true.astype(float), np.asarray(scores, dtype=float)
+        y, v = y_true.astype(float), decide(scores, task).astype(float)
         constant = len(y) < 2 or np.std(y) == 0 or np.std(v) == 0  # correlation undefined: report 0
         return {"n": int(len(y)), "mse": float(np.mean((y - v) ** 2)), "mae": float(np.mean(np.abs(y - v))),
                 "pearson": 0.0 if constant else float(pearsonr(y, v)[0]), "spearman": 0.0 if constant else float(spearmanr(y, v)[0])}

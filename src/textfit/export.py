@@ -87,11 +87,7 @@ def agreement(clf: Any, got: np.ndarray, want: np.ndarray) -> float:
     of a multi-label text, or a regression value within 5% of the reference's spread."""
     from .evaluate import scores_from_logits
 
-    def decisions(logits: np.ndarray) -> np.ndarray:
-        scores = scores_from_logits(logits, clf.task)
-        return clf.decide(scores[:, None] if clf.task == "regression" else scores)
-
-    a, b = decisions(got), decisions(want)
+    a, b = (clf.decide(scores_from_logits(x, clf.task)) for x in (got, want))
     if clf.task == "regression":
         return float((np.abs(a - b) <= 0.05 * max(float(np.std(b)), 1e-6)).mean())
     if clf.task == "multi-label":

@@ -150,12 +150,11 @@ class Classifier:
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (softmax), one probability per label (multi-label, sigmoid), or
         for regression the predicted values (n, 1)."""
-        scores = scores_from_logits(self.predict_logits(texts, pairs, batch_size), self.task)
-        return scores[:, None] if self.task == "regression" else scores
+        return scores_from_logits(self.predict_logits(texts, pairs, batch_size), self.task)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """Class ids, 0/1 per label, or values: the run's decision, thresholds included."""
-        return decide(scores[:, 0] if self.task == "regression" else scores, self.task, self.threshold)
+        return decide(scores, self.task, self.threshold)
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[Prediction]:
         """Always a list of Prediction records, one per text, in the input order."""
