@@ -87,7 +87,10 @@ def test_regression_on_float_labels(tiny_model, tmp_path):
         rng.shuffle(words)
         rows.append((" ".join(words), f"{k * 1.25 + 0.5:.2f}"))
     data = write_csv(tmp_path / "scores.csv", rows, header=["sentence", "score"])
-    out = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), **{**FAST, "epochs": 10, "learning_rate": 3e-3}))
+    # A random model trained from scratch needs the attention dropout that pretrained ones do without:
+    # Pearson 0.91 / 0.64 with seeds 42 / 1 without it, 0.99 / 0.90 with 0.1.
+    out = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"),
+                            **{**FAST, "epochs": 10, "learning_rate": 3e-3, "attention_dropout": "0.1"}))
     manifest = json.loads((Path(out["folder"]) / "textfit.json").read_text())
     assert manifest["task"] == "regression" and manifest["label_names"] == ["score"]
     test = out["metrics"]["test"]
@@ -95,8 +98,10 @@ def test_regression_on_float_labels(tiny_model, tmp_path):
     clf = Classifier.load(out["folder"], precision="fp32")
     low, high = clf.predict(["the film room", "good great lovely the film"])
     assert low.value is not None and high.value > low.value + 1.0
+    default = Classifier.load(out["folder"]).predict(["good great lovely the film"])[0]  # bf16 where the CPU has it
+    assert abs(default.value - high.value) < 0.05
     r = run_cli("predict", out["folder"], "good great lovely the film", "--json")
-    assert r.returncode == 0 and abs(json.loads(r.stdout)["value"] - high.value) < 1e-3
+    assert r.returncode == 0 and abs(json.loads(r.stdout)["value"] - default.value) < 1e-4
     with TestClient(create_app(clf)) as client:
         body = client.post("/predict", json={"inputs": ["good great lovely the film"]}).json()
     assert body[0][0]["label"] == "score" and abs(body[0][0]["score"] - high.value) < 1e-3

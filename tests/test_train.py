@@ -187,3 +187,36 @@ def test_report_files_show_what_they_claim(run):
     assert html.count("data:image/png;base64,") == 2 and "negative" in html and "macro average" in html
     report = json.loads((folder / "data_report.json").read_text())
     assert report["splits"]["train"]["rows"] == 96
+
+
+def test_attention_dropout_default_zero_and_model_value(tiny_model, data, tmp_path):
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "a"), max_steps=2, **FAST))
+    assert json.loads((Path(r["folder"]) / "config.json").read_text())["attention_probs_dropout_prob"] == 0.0
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "m"), max_steps=2, attention_dropout="model", **FAST))
+    assert json.loads((Path(r["folder"]) / "config.json").read_text())["attention_probs_dropout_prob"] == 0.1  # BertConfig's default
+    with pytest.raises(UsageError, match="--attention-dropout 1.5: expected a probability"):
+        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), attention_dropout="1.5", **FAST))
+
+
+def test_bf16_cpu_prediction_agrees_with_fp32(run):
+    """The CPU bf16 path: bf16 weights, oneDNN linear layers with the GELU fused, no mask on
+    unpadded batches; same labels as fp32 and close probabilities."""
+    from textfit.model import OneDNNLinear, bf16_supported, tune_allocator
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no bf16 support")
+    fp32 = Classifier.load(run["folder"], precision="fp32")
+    bf16 = Classifier.load(run["folder"], precision="bf16")
+    assert tune_allocator()
+    layer = bf16.model.bert.encoder.layer[0]
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        assert isinstance(layer.intermediate.dense, OneDNNLinear) and layer.intermediate.dense.activation == "gelu"
+        assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
+    assert layer.attention.self.query.weight.dtype == torch.bfloat16
+    assert bf16.model.classifier.weight.dtype == torch.float32  # logits are not rounded to bf16
+    texts = [t for t, _ in make_rows(40, seed=3)]
+    same = ["the room was awful", "the room was good"]  # equal lengths: a batch without padding
+    for batch in (texts, same, texts[:1]):
+        a, b = fp32.predict_proba(batch), bf16.predict_proba(batch)
+        assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.95
+        assert abs(a - b).max() < 0.05

@@ -5,8 +5,9 @@
     clf.predict_proba(texts)                   # numpy array (n, num_labels)
 
 Texts are tokenized once (cut, or split into windows, as the run was trained), sorted by
-length so that each batch pads to almost nothing, run under `torch.inference_mode` (bf16
-autocast where the hardware supports it), and returned in the input order. The run's task
+length so that each batch pads to almost nothing, run under `torch.inference_mode` (in bf16
+where the hardware supports it: bf16 weights on CPUs, autocast on GPUs), and returned in the
+input order. The run's task
 decides what a prediction is: the best class (or the class past a tuned threshold), every
 label over its threshold (multi-label), or a value (regression).
 """
@@ -23,10 +24,9 @@ import torch
 from .data import LongText, encode_long, make_collate, pool_windows
 from .errors import UsageError
 from .evaluate import decide, scores_from_logits
-from .model import autocast_dtype, load_run, run_task
+from .model import autocast_dtype, for_cpu_inference, load_run, run_task, tune_allocator
 
-
-AMP_MIN_TOKENS = 512  # batches smaller than this (padded tokens) skip autocast
+AMP_MIN_TOKENS = 512  # GPU: batches smaller than this (padded tokens) skip autocast
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,10 @@ class Classifier:
             self.dtype = None
         elif quantize is not None:
             raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
+        elif self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            self.model = for_cpu_inference(self.model)  # bf16 weights; no autocast needed
+        if self.device.type == "cpu":
+            tune_allocator()
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     @classmethod
@@ -119,9 +123,14 @@ class Classifier:
         if self.onnx:
             feed = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
             return torch.from_numpy(self.model.run(["logits"], feed)[0])
+        if bool(batch["attention_mask"].all()):
+            # No padding in this batch (sorted batches of long texts are often full): without a
+            # mask, the model builds no (batch x 1 x length x length) bias and attention runs unmasked.
+            batch.pop("attention_mask")
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        # A few short texts run faster in fp32: casting the weights costs more than bf16 saves.
-        amp = self.dtype is not None and batch["input_ids"].numel() >= AMP_MIN_TOKENS
+        # GPU: a few short texts run faster in fp32, as casting the weights costs more than bf16
+        # saves. CPU: the weights are bf16 already (for_cpu_inference), autocast is not needed.
+        amp = self.dtype is not None and self.device.type != "cpu" and batch["input_ids"].numel() >= AMP_MIN_TOKENS
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=amp):
             return self.model(**batch).logits.float().cpu()
 

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, LORA_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
+from .config import (DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, LORA_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig,
+                     attention_dropout)
 from .data import EncodedDataset, LengthGroupedBatches, LongText, encode_long, load_data, make_collate, pool_windows
 from .errors import Interrupted, UsageError
 from .evaluate import (
@@ -54,6 +55,7 @@ from .model import (
     register_attention,
     resolve_model,
     save_run,
+    tune_allocator,
     use_fast_dropout,
     write_json,
 )
@@ -169,6 +171,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps, cpu=device_type == "cpu")
     say = accelerator.print
     set_seed(cfg.seed)
+    if accelerator.device.type == "cpu":
+        tune_allocator()
 
     # 1. Everything that can fail on the user's input, before anything is written.
     splits, info = load_data(cfg)
@@ -191,7 +195,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # matmul attention for MiniLM, whose dropout we make cheaper too (cpu_training_attention,
     # benchmarks/RESULTS.md); prediction keeps SDPA, faster there.
     attn = register_attention() if accelerator.device.type == "cpu" else None
-    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn, task)
+    model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn, task, attention_dropout(cfg.attention_dropout))
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)  # same dropout, a cheaper mask (see FastDropout)
     limit = max_positions(model.config, tokenizer)
