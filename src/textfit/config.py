@@ -50,7 +50,7 @@ class TrainConfig:
     lora_alpha: float | None = _f(None, "LoRA scaling alpha (default: twice the rank)")
     lora_dropout: float = _f(0.1, "dropout on the LoRA adapters' input")
     attention_dropout: str = _f("0", "dropout on the attention probabilities while training: a probability, or 'model' for the "
-                                "checkpoint's own value (often 0.1); 0 trains 1.5x faster on long texts on CPU at the same accuracy "
+                                "checkpoint's own value (often 0.1); 0 trains about 1.4x faster on long texts on CPU at the same accuracy "
                                 "(see benchmarks/RESULTS.md)")
     freeze_word_embeddings: bool = _f(True, "keep the input word-embedding matrix fixed: a fifth faster per step on CPU for MiniLM, same accuracy (see benchmarks/RESULTS.md)")
     # long texts
