@@ -247,13 +247,15 @@ def for_cpu_inference(model: nn.Module) -> nn.Module:
     values are not rounded to bf16's 8-bit mantissa. PEFT models (--adapter) are only cast: their
     layers wrap the linear modules."""
     model.to(torch.bfloat16)
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    peft = hasattr(model, "peft_config")
+    inner = model.get_base_model() if peft else model  # the transformers model under a PEFT wrapper
+    base = getattr(inner, getattr(inner, "base_model_prefix", ""), None)
     if base is not None:
-        for child in model.children():
+        for child in inner.children():
             if child is not base:
                 child.float()
                 child.register_forward_pre_hook(_floating_inputs_to_fp32)
-    if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or hasattr(model, "peft_config"):
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or peft:
         return model
     for m in list(model.modules()):
         for linear, act in (("dense", "intermediate_act_fn"), ("lin1", "activation")):
