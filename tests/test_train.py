@@ -199,9 +199,9 @@ def test_attention_dropout_default_zero_and_model_value(tiny_model, data, tmp_pa
 
 
 def test_bf16_cpu_prediction_agrees_with_fp32(run):
-    """The CPU bf16 path: bf16 weights, oneDNN linear layers with the GELU fused, no mask on
-    unpadded batches; same labels as fp32 and close probabilities."""
-    from textfit.model import OneDNNLinear, bf16_supported, tune_allocator
+    """The CPU bf16 path: bf16 weights, oneDNN linear layers with the GELU and the residual
+    fused, no mask on unpadded batches; same labels as fp32 and close probabilities."""
+    from textfit.model import OneDNNLinear, OneDNNResidualOutput, bf16_supported, tune_allocator
 
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no bf16 support")
@@ -212,6 +212,7 @@ def test_bf16_cpu_prediction_agrees_with_fp32(run):
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         assert isinstance(layer.intermediate.dense, OneDNNLinear) and layer.intermediate.dense.activation == "gelu"
         assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
+        assert isinstance(layer.output, OneDNNResidualOutput) and isinstance(layer.attention.output, OneDNNResidualOutput)
     assert layer.attention.self.query.weight.dtype == torch.bfloat16
     assert bf16.model.classifier.weight.dtype == torch.float32  # logits are not rounded to bf16
     texts = [t for t, _ in make_rows(40, seed=3)]
@@ -220,3 +221,25 @@ def test_bf16_cpu_prediction_agrees_with_fp32(run):
         a, b = fp32.predict_proba(batch), bf16.predict_proba(batch)
         assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.95
         assert abs(a - b).max() < 0.05
+
+
+def test_prediction_batches_by_length_and_token_budget(run):
+    """Longest first, at most batch_size texts and max_tokens padded tokens (never fewer than one
+    text); the numpy padding matches the tokenizer's, on either side."""
+    import numpy as np
+
+    from textfit.predict import length_sorted_batches
+
+    lengths = np.array([5, 300, 40, 40, 7, 600])
+    batches = length_sorted_batches(lengths, batch_size=3, max_tokens=100)
+    assert [b.tolist() for b in batches] == [[5], [1], [2, 3], [4, 0]]
+    assert [b.tolist() for b in length_sorted_batches(lengths, batch_size=4)] == [[5, 1, 2, 3], [4, 0]]
+    clf = Classifier.load(run["folder"], precision="fp32")
+    texts = ["short", "a much longer text about the hotel room and the staff", "mid length text"]
+    enc = clf.tokenizer(texts, padding=False)
+    enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    for side in ("right", "left"):
+        clf.tokenizer.padding_side = side
+        ours = clf._pad(enc, np.array([1, 0, 2]))
+        theirs = clf.tokenizer.pad({k: [v[i] for i in (1, 0, 2)] for k, v in enc.items()}, padding=True, return_tensors="pt")
+        assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
