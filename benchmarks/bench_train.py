@@ -2,6 +2,11 @@
 
     python benchmarks/bench_train.py                      # SST-2 sample and IMDb sample, packaged MiniLM
     python benchmarks/bench_train.py --data sst2 --sst2-samples 1000 --model path/to/model
+    python benchmarks/bench_train.py --data path/to/your.csv   # any file textfit reads, single-label
+
+`--data` takes `sst2` and `imdb` (the samples from ../shared/data) and paths to your own data: any
+file textfit reads (CSV, TSV, JSON, JSONL, Parquet; columns detected, a second text column for
+sentence pairs), split by textfit into training and validation rows, then sampled like IMDb.
 
 Variants, each in its own process (clean peak memory):
   trainer  the Trainer with DataCollatorWithPadding (the tutorials' recommended recipe)
@@ -27,6 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 VARIANTS = ["trainer", "fixed", "textfit"]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+from userdata import data_label, read_user_data  # noqa: E402
 
 
 def prepare(name: str, n_train: int, n_eval: int, seed: int, folder: Path) -> dict:
@@ -45,11 +54,16 @@ def prepare(name: str, n_train: int, n_eval: int, seed: int, folder: Path) -> di
         df = df.sample(frac=1.0, random_state=seed)
         ev, tr = df.iloc[: n_eval], df.iloc[n_eval : n_eval + n_train]
     else:
-        raise SystemExit(f"--data {name}: expected sst2 or imdb")
-    paths = {"train": folder / f"{name}-train.csv", "eval": folder / f"{name}-eval.csv"}
-    tr[["text", "label"]].to_csv(paths["train"], index=False)
-    ev[["text", "label"]].to_csv(paths["eval"], index=False)
-    return {k: str(v) for k, v in paths.items()}
+        tr, ev = read_user_data(name, seed)
+        tr = tr.sample(n=min(n_train, len(tr)), random_state=seed)
+        ev = ev.sample(n=min(n_eval or 1000, len(ev)), random_state=seed)
+    stem = data_label(name)
+    paths = {"train": folder / f"{stem}-train.csv", "eval": folder / f"{stem}-eval.csv"}
+    columns = ["text", "text_pair", "label"] if "text_pair" in tr else ["text", "label"]
+    tr[columns].to_csv(paths["train"], index=False)
+    ev[columns].to_csv(paths["eval"], index=False)
+    return {k: str(v) for k, v in paths.items()} | {"num_labels": int(max(tr["label"].max(), ev["label"].max())) + 1,
+                                                  "pairs": "text_pair" in tr, "median_chars": float(tr["text"].astype(str).str.len().median())}
 
 
 def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
@@ -77,8 +91,9 @@ def model_flops(model_path: str, train_csv: str, max_length: int, epochs: float)
     model = AutoModel.from_pretrained(model_path)
     emb = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
     non_emb = sum(p.numel() for p in model.parameters()) - emb
-    texts = pd.read_csv(train_csv)["text"].astype(str).tolist()
-    lengths = [len(x) for x in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    df = pd.read_csv(train_csv)
+    pairs = df["text_pair"].astype(str).tolist() if "text_pair" in df else None
+    lengths = [len(x) for x in tok(df["text"].astype(str).tolist(), pairs, truncation=True, max_length=max_length)["input_ids"]]
     tokens = sum(lengths) * epochs
     attn = 12 * cfg.num_hidden_layers * cfg.hidden_size * sum(s * s for s in lengths) * epochs
     return 6 * non_emb * tokens + attn, {"non_embedding_params": non_emb, "real_tokens": tokens}
@@ -103,13 +118,15 @@ def worker_trainer(a: argparse.Namespace, fixed: bool) -> dict:
 
     logging.set_verbosity_error()
     tok = AutoTokenizer.from_pretrained(a.model)
-    model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=a.num_labels)
     pad = "max_length" if fixed else False
 
     def load(p: str) -> datasets.Dataset:
         df = pd.read_csv(p)
-        ds = datasets.Dataset.from_dict({"text": df["text"].astype(str).tolist(), "label": df["label"].astype(int).tolist()})
-        return ds.map(lambda b: tok(b["text"], truncation=True, max_length=a.max_length, padding=pad), batched=True, remove_columns=["text"])
+        cols = {c: df[c].astype(str).tolist() for c in ("text", "text_pair") if c in df}
+        ds = datasets.Dataset.from_dict({**cols, "label": df["label"].astype(int).tolist()})
+        return ds.map(lambda b: tok(b["text"], b.get("text_pair"), truncation=True, max_length=a.max_length, padding=pad), batched=True,
+                      remove_columns=list(cols))
 
     train_ds, eval_ds = load(a.train), load(a.eval)
     base = default_data_collator if fixed else DataCollatorWithPadding(tok)
@@ -136,7 +153,9 @@ def worker_trainer(a: argparse.Namespace, fixed: bool) -> dict:
 def worker_textfit(a: argparse.Namespace) -> dict:
     from textfit import TrainConfig, train
 
-    r = train(TrainConfig(train=a.train, validation=a.eval, model=a.model, max_length=a.max_length, batch_size=a.batch_size,
+    pairs = "text_pair" in open(a.train, encoding="utf-8").readline().strip().split(",")
+    r = train(TrainConfig(train=a.train, validation=a.eval, text_column="text", text_pair_column="text_pair" if pairs else None,
+                          label_column="label", model=a.model, max_length=a.max_length, batch_size=a.batch_size,
                           learning_rate=a.lr, epochs=a.epochs, warmup_ratio=0.1, weight_decay=0.01, seed=a.seed,
                           output=tempfile.mkdtemp() + "/run", eval_batch_size=64))
     st = r["train_stats"]
@@ -150,7 +169,7 @@ def worker_textfit(a: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="sst2,imdb")
+    p.add_argument("--data", default="sst2,imdb", help="sst2, imdb and/or paths of data files, comma-separated")
     p.add_argument("--model", default=None, help="default: the packaged all-MiniLM-L6-v2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--sst2-samples", type=int, default=2000)
@@ -164,6 +183,7 @@ def main() -> None:
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train", default=None, help=argparse.SUPPRESS)
     p.add_argument("--eval", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--num-labels", type=int, default=2, help=argparse.SUPPRESS)
     a = p.parse_args()
 
     if a.worker:
@@ -173,7 +193,6 @@ def main() -> None:
         return
 
     if a.model is None:
-        sys.path.insert(0, str(ROOT / "src"))
         from textfit.model import default_model_path
 
         a.model = default_model_path()
@@ -188,14 +207,17 @@ def main() -> None:
     for name in a.data.split(","):
         n_train = a.sst2_samples if name == "sst2" else a.imdb_samples
         n_eval = a.eval_samples or (0 if name == "sst2" else 300)
-        max_length = a.max_length or (128 if name == "sst2" else 256)
-        batch_size = a.batch_size or (32 if name == "sst2" else 16)
-        lr = a.lr or (1e-4 if name == "sst2" else 2e-4)
         paths = prepare(name, n_train, n_eval, a.seed, tmp)
+        # SST-2's settings for short texts, IMDb's for documents (your data: by its median length)
+        short = name == "sst2" or (name != "imdb" and paths["median_chars"] < 400)
+        max_length = a.max_length or (128 if short else 256)
+        batch_size = a.batch_size or (32 if short else 16)
+        lr = a.lr or (1e-4 if short else 2e-4)
+        name = data_label(name)
         flops, fl = model_flops(a.model, paths["train"], max_length, a.epochs)
         for variant in a.variants.split(","):
             cmd = [sys.executable, __file__, "--worker", variant, "--train", paths["train"], "--eval", paths["eval"], "--model", a.model,
-                   "--max-length", str(max_length), "--batch-size", str(batch_size), "--lr", str(lr), "--epochs", str(a.epochs), "--seed", str(a.seed)]
+                   "--max-length", str(max_length), "--batch-size", str(batch_size), "--lr", str(lr), "--epochs", str(a.epochs), "--seed", str(a.seed), "--num-labels", str(paths["num_labels"])]
             t = time.time()
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"})
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -216,13 +238,14 @@ def main() -> None:
               f"{fl['real_tokens']:.0f} real tokens per run")
 
     print()
-    head = f"{'data':<5} {'variant':<8} {'prec':<5} {'samples/s':>9} {'tokens/s':>9} {'padding':>8} {'peak MB':>8} {'dev acc':>8} {'x trainer':>9} {'TFLOP/s':>8} {'of peak':>8}"
+    w = max([5] + [len(r["data"]) for r in rows])
+    head = f"{'data':<{w}} {'variant':<8} {'prec':<5} {'samples/s':>9} {'tokens/s':>9} {'padding':>8} {'peak MB':>8} {'dev acc':>8} {'x trainer':>9} {'TFLOP/s':>8} {'of peak':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
         ref = next((x for x in rows if x["data"] == r["data"] and x["variant"] == "trainer"), None)
         ratio = f"{r['samples_per_second'] / ref['samples_per_second']:.2f}" if ref else "-"
-        print(f"{r['data']:<5} {r['variant']:<8} {r['precision']:<5} {r['samples_per_second']:>9.1f} {r['tokens_per_second']:>9.0f} "
+        print(f"{r['data']:<{w}} {r['variant']:<8} {r['precision']:<5} {r['samples_per_second']:>9.1f} {r['tokens_per_second']:>9.0f} "
               f"{100 * r['padding']:>7.1f}% {r['peak_rss_mb']:>8.0f} {r['accuracy']:>8.4f} {ratio:>9} {r['tflops']:>8.3f} {100 * r['peak_share']:>7.1f}%")
     print("\nOf peak: the useful FLOP rate against this machine's dense matmul peak in the variant's precision.")
 

@@ -1,0 +1,40 @@
+"""Your own data for the benchmarks: any file textfit reads, split and labelled by textfit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_user_data(path: str, seed: int):
+    """A user's file as (train, validation) frames of text[, text_pair], label id, read and split by textfit."""
+    import pandas as pd
+
+    from textfit import TrainConfig
+    from textfit.data import load_data
+    from textfit.errors import UsageError
+
+    if not Path(path).exists():
+        raise SystemExit(f"--data {path}: expected sst2, imdb or the path of a data file")
+    try:
+        splits, info = load_data(TrainConfig(data=path, seed=seed))
+    except UsageError as e:
+        raise SystemExit(f"--data {path}: {e}") from None
+    if info.task != "classification":
+        raise SystemExit(f"--data {path}: a {info.task} data set; the benchmark compares single-label classification")
+
+    def frame(split):
+        cols = {"text": split.texts, "label": split.labels}
+        if split.pairs is not None:
+            cols["text_pair"] = split.pairs
+        return pd.DataFrame(cols)
+
+    return frame(splits["train"]), frame(splits["validation"])
+
+
+def data_label(name: str) -> str:
+    """The data set's name in the table: sst2, imdb, or a file's stem."""
+    if name in ("sst2", "imdb"):
+        return name
+    path = Path(name)
+    stem = path.stem if path.stem.lower() not in ("train", "dev", "test", "validation", "data") else path.parent.name or path.stem
+    return stem.replace(" ", "_")[:14]
