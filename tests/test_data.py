@@ -162,6 +162,30 @@ def test_length_grouped_batches_cover_everything_in_seeded_order():
     assert spread < 3
 
 
+def test_batches_share_widths_on_cpu(tmp_path):
+    """CPU batches are padded to widths other batches use (fewer oneDNN kernel builds): never
+    narrower, at most max(2, width // 32) wider, the same for the same set of widths."""
+    from transformers import BertTokenizerFast
+
+    from textfit.data import make_collate, shared_widths
+
+    m = shared_widths([20, 19, 18, 17, 16, 3, 200, 195, 190, 14])
+    assert m == {200: 200, 195: 200, 190: 190, 20: 20, 19: 20, 18: 20, 17: 17, 16: 17, 14: 14, 3: 3}
+    assert shared_widths([14, 3, 20, 19, 18, 17, 16, 190, 195, 200]) == m
+    lengths = [((i * 37) % 50) + 1 for i in range(1000)]
+    s = LengthGroupedBatches(lengths, batch_size=16, seed=3, share_widths=True)
+    batches = s.batches()
+    raw = {max(lengths[i] for i in b) for b in batches}
+    assert set(s.widths) == raw and len(set(s.widths.values())) < len(raw)
+    assert all(w <= s.widths[w] <= w + max(2, w // 32) for w in raw)
+    assert LengthGroupedBatches(lengths, batch_size=16, seed=3).batches() == batches  # same batches, only padded wider
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]))
+    tok = BertTokenizerFast(str(tmp_path / "vocab.txt"))
+    items = [{**tok("a b"), "index": 0}, {**tok("a"), "index": 1}]  # 4 and 3 tokens
+    batch = make_collate(tok, {4: 6})(items)
+    assert batch["input_ids"].shape == (2, 6) and batch["attention_mask"].sum().item() == 7
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
 def test_shared_data_sets_load():
     _, info = load_data(cfg(train=str(SHARED / "sst2/dev.tsv")))

@@ -771,13 +771,35 @@ class EncodedDataset(torch.utils.data.Dataset):
         return item
 
 
-def make_collate(tokenizer: Any):
+def shared_widths(widths: Any) -> dict[int, int]:
+    """Each batch width mapped to the width its batch is padded to on a CPU: a wider one that other
+    batches of the same pass use, at most max(2, width // 32) tokens wider, so that fewer distinct
+    shapes reach oneDNN. oneDNN builds (JIT-compiles) its matrix-product kernels for every new shape,
+    2-20 ms each on this project's CPU: a one-epoch SST-2 run with 40 batch widths spent about 10% of
+    its time there, and 12% less with widths shared this way (benchmarks/RESULTS.md). Depends on the
+    set of widths only, so a resumed run pads as the uninterrupted one did."""
+    out: dict[int, int] = {}
+    canonical = None
+    for w in sorted(set(int(x) for x in widths), reverse=True):
+        if canonical is None or w + max(2, w // 32) < canonical:
+            canonical = w
+        out[w] = canonical
+    return out
+
+
+def make_collate(tokenizer: Any, widths: dict[int, int] | None = None):
+    """Pads each batch to its longest example, or to `widths[longest]` when given (shared_widths)."""
     """Pad a list of examples to the longest one in the batch."""
 
     def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         index = torch.tensor([it.pop("index") for it in items])
         labels = [it.pop("labels") for it in items] if "labels" in items[0] else None
-        batch = tokenizer.pad(items, padding=True, return_tensors="pt")
+        width = max(len(it["input_ids"]) for it in items)
+        target = widths.get(width, width) if widths else width
+        if target > width:
+            batch = tokenizer.pad(items, padding="max_length", max_length=target, return_tensors="pt")
+        else:
+            batch = tokenizer.pad(items, padding=True, return_tensors="pt")
         batch = dict(batch)
         batch["index"] = index
         if labels is not None:
@@ -795,14 +817,25 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
     from (seed, epoch) only, so the order is reproducible and resumable.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50, shuffle: bool = True):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50, shuffle: bool = True, share_widths: bool = False):
         self.lengths, self.batch_size, self.seed, self.group, self.shuffle = lengths, batch_size, seed, group, shuffle
         self.epoch = 0
+        # share_widths (CPU): `widths` maps each batch's width to the shared width of this pass
+        # (shared_widths); the collate function pads to it. Updated in place at each pass.
+        self.share_widths = share_widths
+        self.widths: dict[int, int] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
+        out = self._batches()
+        if self.share_widths:
+            self.widths.clear()
+            self.widths.update(shared_widths(max(self.lengths[i] for i in b) for b in out))
+        return out
+
+    def _batches(self) -> list[list[int]]:
         n = len(self.lengths)
         lengths = torch.tensor(self.lengths)
         if not self.shuffle:

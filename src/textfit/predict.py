@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import LongText, encode_long, make_collate, pool_windows
+from .data import LongText, encode_long, make_collate, pool_windows, shared_widths
 from .errors import UsageError
 from .evaluate import decide, scores_from_logits
 from .model import autocast_dtype, for_cpu_inference, load_run, run_task, tune_allocator
@@ -151,21 +151,25 @@ class Classifier:
         lengths = np.array([len(x) for x in enc["input_ids"]])
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         max_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" else None
+        batches = length_sorted_batches(lengths, batch_size, max_tokens)
+        # CPU: batches padded to widths they share (fewer oneDNN kernel builds, see shared_widths)
+        widths = shared_widths(lengths[b[0]] for b in batches) if self.device.type == "cpu" else {}
         with torch.inference_mode():
-            for ix in length_sorted_batches(lengths, batch_size, max_tokens):
-                out[ix] = self._logits(self._pad(enc, ix)).numpy()
+            for ix in batches:
+                out[ix] = self._logits(self._pad(enc, ix, widths.get(int(lengths[ix[0]])))).numpy()
         return pool_windows(out, doc, len(texts), self.long.pool)
 
-    def _pad(self, enc: dict[str, list[list[int]]], ix: np.ndarray) -> dict[str, torch.Tensor]:
-        """Rows `ix` of the encoded texts, padded to the longest of them, as tensors: the
-        tokenizer's own padding rules, built with numpy (`tokenizer.pad` took 2% of IMDb prediction)."""
+    def _pad(self, enc: dict[str, list[list[int]]], ix: np.ndarray, width: int | None = None) -> dict[str, torch.Tensor]:
+        """Rows `ix` of the encoded texts, padded to the longest of them (or to `width`), as tensors:
+        the tokenizer's own padding rules, built with numpy (`tokenizer.pad` took 2% of IMDb prediction)."""
         tok = self.tokenizer
+        longest = max(len(enc["input_ids"][i]) for i in ix)
+        width = max(width or 0, longest)
         if tok.pad_token_id is None:
-            batch = make_collate(tok)([{**{k: v[i] for k, v in enc.items()}, "index": int(i)} for i in ix])
+            batch = make_collate(tok, {longest: width})([{**{k: v[i] for k, v in enc.items()}, "index": int(i)} for i in ix])
             batch.pop("index")
             return batch
         pad_values = {"input_ids": tok.pad_token_id, "token_type_ids": tok.pad_token_type_id, "attention_mask": 0}
-        width = max(len(enc["input_ids"][i]) for i in ix)
         left = tok.padding_side == "left"
         batch = {}
         for key, rows in enc.items():

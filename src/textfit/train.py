@@ -223,24 +223,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         enc, docs[name] = encode_long(tokenizer, s.texts, s.pairs, max_length, long)
         return EncodedDataset(enc, [s.labels[d] for d in docs[name]])
 
-    collate = make_collate(tokenizer)
+    cpu = accelerator.device.type == "cpu"  # batches share widths (fewer oneDNN kernel builds)
     train_ds = dataset("train")
     if long.mode == "window":
         say(f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from {len(splits['train'].texts)} training texts, "
             f"{long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}")
-    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
+    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
     # Each loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
     def generator() -> torch.Generator:
         return torch.Generator().manual_seed(cfg.seed)
 
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, generator=generator())
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=make_collate(tokenizer, sampler.widths),
+                                           generator=generator())
     eval_sets = {n: dataset(n) for n in ("validation", "test") if n in splits}
-    eval_dls = {
-        n: torch.utils.data.DataLoader(ds, batch_sampler=LengthGroupedBatches(ds.lengths, cfg.eval_batch_size, cfg.seed, shuffle=False),
-                                       collate_fn=collate, generator=generator())
-        for n, ds in eval_sets.items()
-    }
+
+    def eval_loader(ds: EncodedDataset) -> torch.utils.data.DataLoader:
+        batches = LengthGroupedBatches(ds.lengths, cfg.eval_batch_size, cfg.seed, shuffle=False, share_widths=cpu)
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=make_collate(tokenizer, batches.widths), generator=generator())
+
+    eval_dls = {n: eval_loader(ds) for n, ds in eval_sets.items()}
 
     if task == "regression":
         start_at_mean(model, float(np.mean(splits["train"].labels)))
@@ -277,7 +279,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.to(accelerator.device)
         feats = {n: encode_features(model, dl, accelerator.device, amp) for n, dl in [("train", train_dl), *eval_dls.items()]}
         train_ds = FeatureDataset(feats["train"], train_ds.labels)
-        sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
+        sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
         train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, generator=generator())
         eval_dls = {n: torch.utils.data.DataLoader(FeatureDataset(feats[n], eval_sets[n].labels), batch_size=cfg.eval_batch_size, generator=generator())
                     for n in eval_dls}
