@@ -775,8 +775,8 @@ def shared_widths(widths: Any) -> dict[int, int]:
     """Each batch width mapped to the width its batch is padded to on a CPU: a wider one that other
     batches of the same pass use, at most max(2, width // 32) tokens wider, so that fewer distinct
     shapes reach oneDNN. oneDNN builds (JIT-compiles) its matrix-product kernels for every new shape,
-    2-20 ms each on this project's CPU: a one-epoch SST-2 run with 40 batch widths spent about 10% of
-    its time there, and 12% less with widths shared this way (benchmarks/RESULTS.md). Depends on the
+    2-20 ms each on this project's CPU: a one-epoch SST-2 run with 29 batch widths spent about 10%
+    of its time there; sharing leaves 13 widths and trained 8-11% faster (benchmarks/RESULTS.md). Depends on the
     set of widths only, so a resumed run pads as the uninterrupted one did."""
     out: dict[int, int] = {}
     canonical = None
