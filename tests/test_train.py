@@ -243,3 +243,27 @@ def test_prediction_batches_by_length_and_token_budget(run):
         ours = clf._pad(enc, np.array([1, 0, 2]))
         theirs = clf.tokenizer.pad({k: [v[i] for i in (1, 0, 2)] for k, v in enc.items()}, padding=True, return_tensors="pt")
         assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_clip_inside_fused_adamw_step_matches_clip_grad_norm():
+    """The CPU loop clips through fused AdamW's grad_scale: same update as clip_grad_norm_ then
+    step, whether the norm is over the limit or under it, and the same norm returned."""
+    from textfit.train import clip_in_optimizer_step
+
+    torch.manual_seed(0)
+    for grad_size in (50.0, 0.01):  # clipped, not clipped
+        a = [torch.nn.Parameter(torch.randn(300)) for _ in range(4)]
+        b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+        opt_a = torch.optim.AdamW(a, lr=1e-2, weight_decay=0.01, fused=True)
+        opt_b = torch.optim.AdamW(b, lr=1e-2, weight_decay=0.01, fused=True)
+        for _ in range(3):
+            grads = [torch.randn(300) * grad_size for _ in a]
+            for p, q, g in zip(a, b, grads):
+                p.grad, q.grad = g.clone(), g.clone()
+            norm_a = torch.nn.utils.clip_grad_norm_(a, 1.0)
+            opt_a.step()
+            norm_b = clip_in_optimizer_step(opt_b, b, 1.0)
+            opt_b.step()
+            del opt_b.grad_scale
+            assert torch.allclose(norm_a, norm_b)
+            assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a, b))
