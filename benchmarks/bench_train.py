@@ -63,7 +63,7 @@ def prepare(name: str, n_train: int, n_eval: int, seed: int, folder: Path) -> di
     tr[columns].to_csv(paths["train"], index=False)
     ev[columns].to_csv(paths["eval"], index=False)
     return {k: str(v) for k, v in paths.items()} | {"num_labels": int(max(tr["label"].max(), ev["label"].max())) + 1,
-                                                  "pairs": "text_pair" in tr, "median_chars": float(tr["text"].astype(str).str.len().median())}
+                                                  "median_chars": float(tr["text"].astype(str).str.len().median())}
 
 
 def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 10) -> float:

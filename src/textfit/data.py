@@ -776,8 +776,8 @@ def shared_widths(widths: Any) -> dict[int, int]:
     batches of the same pass use, at most max(2, width // 32) tokens wider, so that fewer distinct
     shapes reach oneDNN. oneDNN builds (JIT-compiles) its matrix-product kernels for every new shape,
     2-20 ms each on this project's CPU: a one-epoch SST-2 run with 29 batch widths spent about 10%
-    of its time there; sharing leaves 13 widths and trained 8-11% faster (benchmarks/RESULTS.md). Depends on the
-    set of widths only, so a resumed run pads as the uninterrupted one did."""
+    of its time there; sharing leaves 13 widths and trained 8-11% faster (benchmarks/RESULTS.md).
+    Depends on the set of widths only, so a resumed run pads as the uninterrupted one did."""
     out: dict[int, int] = {}
     canonical = None
     for w in sorted(set(int(x) for x in widths), reverse=True):
@@ -789,7 +789,6 @@ def shared_widths(widths: Any) -> dict[int, int]:
 
 def make_collate(tokenizer: Any, widths: dict[int, int] | None = None):
     """Pads each batch to its longest example, or to `widths[longest]` when given (shared_widths)."""
-    """Pad a list of examples to the longest one in the batch."""
 
     def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         index = torch.tensor([it.pop("index") for it in items])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import LongText, encode_long, make_collate, pool_windows, shared_widths
+from .data import LongText, encode_long, pool_windows, shared_widths
 from .errors import UsageError
 from .evaluate import decide, scores_from_logits
 from .model import autocast_dtype, for_cpu_inference, load_run, run_task, tune_allocator
@@ -165,10 +165,8 @@ class Classifier:
         tok = self.tokenizer
         longest = max(len(enc["input_ids"][i]) for i in ix)
         width = max(width or 0, longest)
-        if tok.pad_token_id is None:
-            batch = make_collate(tok, {longest: width})([{**{k: v[i] for k, v in enc.items()}, "index": int(i)} for i in ix])
-            batch.pop("index")
-            return batch
+        if tok.pad_token_id is None:  # the tokenizer's own error message
+            return dict(tok.pad([{k: v[i] for k, v in enc.items()} for i in ix], padding="max_length", max_length=width, return_tensors="pt"))
         pad_values = {"input_ids": tok.pad_token_id, "token_type_ids": tok.pad_token_type_id, "attention_mask": 0}
         left = tok.padding_side == "left"
         batch = {}

@@ -145,7 +145,6 @@ def evaluate_loop(model: Any, loader: Any, accelerator: Any, n: int) -> tuple[np
     return torch.cat(outs)[sel].numpy(), torch.cat(labels)[sel].numpy()
 
 
-
 def clip_in_optimizer_step(optimizer: torch.optim.Optimizer, parameters: Any, max_norm: float) -> torch.Tensor:
     """Clip the gradients' total norm to `max_norm` inside the next fused AdamW step.
 
@@ -186,7 +185,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps, cpu=device_type == "cpu")
     say = accelerator.print
     set_seed(cfg.seed)
-    if accelerator.device.type == "cpu":
+    cpu = accelerator.device.type == "cpu"
+    if cpu:
         tune_allocator()
 
     # 1. Everything that can fail on the user's input, before anything is written.
@@ -209,9 +209,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # On CPU, PyTorch's fused attention (SDPA) with dropout trained 2x slower than the plain
     # matmul attention for MiniLM, whose dropout we make cheaper too (cpu_training_attention,
     # benchmarks/RESULTS.md); prediction keeps SDPA, faster there.
-    attn = register_attention() if accelerator.device.type == "cpu" else None
+    attn = register_attention() if cpu else None
     model, tokenizer = load_for_training(model_path, info.label_names, cfg.trust_remote_code, attn, task, attention_dropout(cfg.attention_dropout))
-    if accelerator.device.type == "cpu":
+    if cpu:
         use_fast_dropout(model)  # same dropout, a cheaper mask (see FastDropout)
     limit = max_positions(model.config, tokenizer)
     if cfg.max_length is not None and cfg.max_length > limit:
@@ -238,12 +238,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         enc, docs[name] = encode_long(tokenizer, s.texts, s.pairs, max_length, long)
         return EncodedDataset(enc, [s.labels[d] for d in docs[name]])
 
-    cpu = accelerator.device.type == "cpu"  # batches share widths (fewer oneDNN kernel builds)
     train_ds = dataset("train")
     if long.mode == "window":
         say(f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from {len(splits['train'].texts)} training texts, "
             f"{long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}")
-    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
+    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)  # CPU: fewer oneDNN kernel builds
     # Each loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
     def generator() -> torch.Generator:
@@ -288,7 +287,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=accelerator.device.type in ("cpu", "cuda"))
     # CPU, one process or several over gloo, no loss scaler: the gradient clip is done by the
     # fused AdamW kernel as it reads each gradient (clip_in_optimizer_step).
-    clip_in_step = accelerator.device.type == "cpu" and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU")
+    clip_in_step = cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU")
     # Frozen backbone: encode every text once; the loop then trains the head on cached vectors.
     fn = head_function(model) if cfg.freeze_backbone and accelerator.num_processes == 1 else None
     trainable = model
@@ -297,7 +296,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.to(accelerator.device)
         feats = {n: encode_features(model, dl, accelerator.device, amp) for n, dl in [("train", train_dl), *eval_dls.items()]}
         train_ds = FeatureDataset(feats["train"], train_ds.labels)
-        sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
+        sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed)
         train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, generator=generator())
         eval_dls = {n: torch.utils.data.DataLoader(FeatureDataset(feats[n], eval_sets[n].labels), batch_size=cfg.eval_batch_size, generator=generator())
                     for n in eval_dls}
@@ -442,10 +441,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 with accelerator.accumulate(trainable):
                     loss = compute_loss(trainable(**batch).logits, labels)
                     accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0 and clip_in_step:
-                        clip_in_optimizer_step(optimizer.optimizer, trainable.parameters(), cfg.max_grad_norm)
-                    elif accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(trainable.parameters(), cfg.max_grad_norm)
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        if clip_in_step:
+                            clip_in_optimizer_step(optimizer.optimizer, trainable.parameters(), cfg.max_grad_norm)
+                        else:
+                            accelerator.clip_grad_norm_(trainable.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.optimizer.__dict__.pop("grad_scale", None)
                     optimizer.zero_grad(set_to_none=True)
