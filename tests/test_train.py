@@ -267,3 +267,25 @@ def test_clip_inside_fused_adamw_step_matches_clip_grad_norm():
             del opt_b.grad_scale
             assert torch.allclose(norm_a, norm_b)
             assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a, b))
+
+
+def test_cpu_training_attention_masks_padding(tiny_model):
+    """The "textfit_cpu" attention (CPU training) sees the padding mask: a text padded in a batch
+    gets the logits it gets alone, and the same logits as SDPA (transformers v5 gives an attention
+    function no mask unless a mask function is registered under the same name)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textfit.model import register_attention
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ours = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2, attn_implementation=register_attention()).eval()
+    sdpa = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2, attn_implementation="sdpa").eval()
+    sdpa.load_state_dict(ours.state_dict())
+    texts = ["a short one", "a much longer sentence with many more words in it than the first"]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    assert not bool(batch["attention_mask"].all())
+    with torch.no_grad():
+        padded, reference = ours(**batch).logits, sdpa(**batch).logits
+        alone = ours(**tok(texts[:1], return_tensors="pt")).logits
+    torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(padded, reference, atol=1e-5, rtol=1e-4)
