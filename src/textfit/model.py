@@ -265,7 +265,8 @@ def for_cpu_inference(model: nn.Module) -> nn.Module:
     slower than fp32 for a few short texts), and, where PyTorch has oneDNN's fused linear kernel,
     every linear layer through it with the feed-forward GELU fused into the layer before it (BERT,
     RoBERTa, ELECTRA: `dense` + `intermediate_act_fn`; DistilBERT: `lin1` + `activation`) and, in
-    BERT-family output blocks, the residual added inside the kernel (`OneDNNResidualOutput`). On
+    BERT-family output blocks, the residual added inside the kernel (`OneDNNResidualOutput`); on CPUs
+    with AMX, attention through textfit's fused kernel (`cpu_attention`). On
     IMDb reviews this predicted 1.2x faster than autocast with the same labels (RESULTS.md).
     For inference only: the swapped blocks have no dropout.
     The classification head stays fp32 (its input is cast up), so that logits and regression
@@ -280,6 +281,10 @@ def for_cpu_inference(model: nn.Module) -> nn.Module:
             if child is not base:
                 child.float()
                 child.register_forward_pre_hook(_floating_inputs_to_fp32)
+    if not peft:
+        from .cpu_attention import use_fused_attention
+
+        use_fused_attention(model)  # AMX CPUs: the fused attention kernel instead of SDPA (cpu_attention.py)
     if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or peft:
         return model
     for m in list(model.modules()):
