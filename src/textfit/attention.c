@@ -185,8 +185,9 @@ int textfit_attention(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, co
                 qstride = D * 2;
             }
             // scores: s[16][Lp] = q k^T
-            if (D == 32) {
+            if (D <= 64) {  // the query block stays in tiles 1 (and 7); two key tiles per step
                 _tile_loadd(1, qblk, qstride);
+                if (D == 64) _tile_loadd(7, qblk + 32, qstride);
                 for (int64_t jt = 0; jt < Lk / 16; jt += 2) {
                     _tile_zero(0);
                     _tile_zero(5);
@@ -194,23 +195,12 @@ int textfit_attention(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, co
                     _tile_loadd(4, kv + jt * 32 + 32, Lp * 4);
                     _tile_dpbf16ps(0, 1, 2);
                     _tile_dpbf16ps(5, 1, 4);
-                    _tile_stored(0, s + jt * 16, Lp * 4);
-                    _tile_stored(5, s + jt * 16 + 16, Lp * 4);
-                }
-            } else if (D == 64) {
-                _tile_loadd(1, qblk, qstride);
-                _tile_loadd(7, qblk + 32, qstride);
-                for (int64_t jt = 0; jt < Lk / 16; jt += 2) {
-                    _tile_zero(0);
-                    _tile_zero(5);
-                    _tile_loadd(2, kv + jt * 32, Lp * 4);
-                    _tile_loadd(4, kv + jt * 32 + 32, Lp * 4);
-                    _tile_dpbf16ps(0, 1, 2);
-                    _tile_dpbf16ps(5, 1, 4);
-                    _tile_loadd(2, kv + 16 * Lp * 2 + jt * 32, Lp * 4);
-                    _tile_loadd(4, kv + 16 * Lp * 2 + jt * 32 + 32, Lp * 4);
-                    _tile_dpbf16ps(0, 7, 2);
-                    _tile_dpbf16ps(5, 7, 4);
+                    if (D == 64) {
+                        _tile_loadd(2, kv + 16 * Lp * 2 + jt * 32, Lp * 4);
+                        _tile_loadd(4, kv + 16 * Lp * 2 + jt * 32 + 32, Lp * 4);
+                        _tile_dpbf16ps(0, 7, 2);
+                        _tile_dpbf16ps(5, 7, 4);
+                    }
                     _tile_stored(0, s + jt * 16, Lp * 4);
                     _tile_stored(5, s + jt * 16 + 16, Lp * 4);
                 }
