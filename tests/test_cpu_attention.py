@@ -80,3 +80,15 @@ def test_prediction_model_uses_the_kernel_and_keeps_its_outputs():
         alone = fused(input_ids=ids[2:, :10]).logits.float()  # the padded text, unpadded
     torch.testing.assert_close(got, want, atol=0.05, rtol=0.05)
     torch.testing.assert_close(got[2:], alone, atol=0.05, rtol=0.05)
+
+
+@needs_kernel
+def test_python_threads_when_no_openmp_runtime_is_found(monkeypatch):
+    """Without PyTorch's OpenMP runtime the pairs are shared among Python threads: same result."""
+    q, k, v = bert_layout(4, 90, 3, 32, seed=5)
+    with torch.inference_mode():
+        assert 4 * 3 * 90 * 90 >= cpu_attention.SMALL
+        on_openmp = cpu_attention.fused_attention(q, k, v, None, 32**-0.5)
+        monkeypatch.delitem(cpu_attention._state, "omp", raising=False)
+        on_threads = cpu_attention.fused_attention(q, k, v, None, 32**-0.5)
+    assert torch.equal(on_openmp, on_threads)

@@ -249,3 +249,39 @@ int textfit_attention(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, co
     free(kv); free(vv); free(s); free(p); free(qt); free(o); free(madd);
     return 0;
 }
+
+// The same computation spread over the OpenMP threads PyTorch itself runs on (its libgomp's
+// GOMP_parallel and omp_get_thread_num, passed in), so that no second pool of threads competes
+// with PyTorch's spinning workers for the cores.
+typedef struct {
+    const bf16 *q, *k, *v;
+    bf16 *out;
+    const float *mask;
+    int64_t B, H, L, D, qsb, qsh, qsl, ksb, ksh, ksl, vsb, vsh, vsl, osb, osh, osl, mask_stride;
+    float scale;
+    int (*thread_num)(void), (*num_threads)(void);
+    volatile int failed;
+} attention_job;
+
+static void attention_part(void *data) {
+    attention_job *j = (attention_job *)data;
+    const int64_t t = j->thread_num(), n = j->num_threads(), pairs = j->B * j->H;  // the team OpenMP gave
+    const int64_t begin = pairs * t / n, end = pairs * (t + 1) / n;
+    if (begin < end && textfit_attention(j->q, j->k, j->v, j->out, j->mask, j->B, j->H, j->L, j->D, j->qsb, j->qsh, j->qsl,
+                                         j->ksb, j->ksh, j->ksl, j->vsb, j->vsh, j->vsl, j->osb, j->osh, j->osl,
+                                         j->mask_stride, j->scale, begin, end))
+        j->failed = 1;
+}
+
+int textfit_attention_omp(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, const float *mask,
+                          int64_t B, int64_t H, int64_t L, int64_t D,
+                          int64_t qsb, int64_t qsh, int64_t qsl, int64_t ksb, int64_t ksh, int64_t ksl,
+                          int64_t vsb, int64_t vsh, int64_t vsl, int64_t osb, int64_t osh, int64_t osl,
+                          int64_t mask_stride, float scale, int64_t nthreads,
+                          void (*gomp_parallel)(void (*)(void *), void *, unsigned, unsigned), int (*thread_num)(void),
+                          int (*num_threads)(void)) {
+    attention_job job = {q, k, v, out, mask, B, H, L, D, qsb, qsh, qsl, ksb, ksh, ksl, vsb, vsh, vsl, osb, osh, osl,
+                         mask_stride, scale, thread_num, num_threads, 0};
+    gomp_parallel(attention_part, &job, (unsigned)nthreads, 0);
+    return job.failed;
+}

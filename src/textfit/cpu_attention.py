@@ -36,6 +36,8 @@ SOURCE = Path(__file__).with_name("attention.c")
 FLAGS = ["-O3", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16",
          "-mamx-tile", "-mamx-bf16", "-mfma"]
 
+SMALL = 1 << 16  # (text, head) pairs x length^2 below which one thread computes everything
+
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
@@ -91,6 +93,11 @@ def kernel() -> Any | None:
                 i64 = ctypes.c_int64
                 fn.argtypes = [ctypes.c_void_p] * 5 + [i64] * 17 + [ctypes.c_float, i64, i64]
                 fn.restype = ctypes.c_int
+                omp = _openmp()
+                if omp is not None:
+                    lib.textfit_attention_omp.argtypes = [ctypes.c_void_p] * 5 + [i64] * 17 + [ctypes.c_float, i64] + [ctypes.c_void_p] * 3
+                    lib.textfit_attention_omp.restype = ctypes.c_int
+                    _state["omp"] = (lib.textfit_attention_omp, omp)
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 why = f"could not build or load the kernel: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         _state.update(fn=fn, why=why)
@@ -101,6 +108,30 @@ def unavailable() -> str | None:
     """None when the fused kernel runs here, else why not."""
     kernel()
     return _state["why"]
+
+
+def _openmp() -> tuple[int, int, int] | None:
+    """Addresses of GOMP_parallel, omp_get_thread_num and omp_get_num_threads in the OpenMP runtime
+    PyTorch runs its operators on (its own libgomp, or libiomp5 / libomp, which provide the same
+    entry points), found among the libraries this process has loaded; None where there is none."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return None
+    names = ("libgomp", "libiomp5", "libomp")
+    found = sorted((p for p in paths if os.path.basename(p).startswith(names) and ".so" in os.path.basename(p)),
+                   key=lambda p: not p.startswith(os.path.dirname(torch.__file__)))  # PyTorch's own first
+    for path in found:
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            return tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in
+                         ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))  # type: ignore[return-value]
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -141,11 +172,15 @@ def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             b, h, length, d, *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
             out.stride(0), out.stride(2), out.stride(1), length, float(scaling))
     pairs = b * h
-    workers = min(max(1, torch.get_num_threads()), pairs)
-    cuts = [pairs * i // workers for i in range(workers + 1)]
+    # one thread for a few short texts (starting threads costs more), else every thread PyTorch uses
+    workers = 1 if pairs * length * length < SMALL else min(max(1, torch.get_num_threads()), pairs)
     if workers == 1:
         codes = [fn(*args, 0, pairs)]
+    elif "omp" in _state:  # on PyTorch's own OpenMP threads
+        omp_fn, omp = _state["omp"]
+        codes = [omp_fn(*args, workers, *omp)]
     else:  # ctypes lets go of the GIL: one C call per thread, each on its share of the (text, head) pairs
+        cuts = [pairs * i // workers for i in range(workers + 1)]
         codes = list(_pool().map(lambda ab: fn(*args, ab[0], ab[1]), zip(cuts[:-1], cuts[1:])))
     if any(codes):
         raise RuntimeError(f"textfit fused attention failed (codes {codes})")
