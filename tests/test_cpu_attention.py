@@ -55,18 +55,22 @@ def test_inputs_the_kernel_does_not_take_go_to_sdpa():
         assert not cpu_attention.supports(q.requires_grad_(), k, v, None)  # training
 
 
-def tiny_classifier(seed: int = 0) -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
+def tiny_classifier(kind: str, seed: int = 0) -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
     torch.manual_seed(seed)
+    if kind == "distilbert":
+        config = DistilBertConfig(vocab_size=99, dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=64, num_labels=3)
+        return DistilBertForSequenceClassification(config).eval()
     config = BertConfig(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                        max_position_embeddings=64, num_labels=3, attn_implementation="sdpa")
+                        max_position_embeddings=64, num_labels=3)
     return BertForSequenceClassification(config).eval()
 
 
 @needs_kernel
-def test_prediction_model_uses_the_kernel_and_keeps_its_outputs():
-    fused, plain = tiny_classifier(), tiny_classifier()
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_prediction_model_uses_the_kernel_and_keeps_its_outputs(kind):
+    fused, plain = tiny_classifier(kind), tiny_classifier(kind)
     fused = for_cpu_inference(fused)
     plain.to(torch.bfloat16)
     assert fused.config._attn_implementation == cpu_attention.NAME
