@@ -8,7 +8,8 @@ For SST-2 dev, the IMDb sample (or a seeded sample of --samples texts from your 
 for a batch job, the median latency of one short text, and label agreement with fp32 PyTorch
 (textfit's path with --precision fp32, which agrees with the pipeline). Rows: the pipeline as the
 tutorials call it (one text at a time), the pipeline with batch_size=32, textfit fp32, textfit's
-default (on CPUs with bf16: bf16 weights and oneDNN's fused linear kernels; GPUs: autocast),
+default (on CPUs with bf16: bf16 weights and oneDNN's fused linear kernels, and textfit's fused
+attention where the CPU has AMX; GPUs: autocast),
 textfit with PyTorch's dynamic int8 quantization, and the ONNX export (fp32 and int8) on onnxruntime.
 """
 
@@ -119,7 +120,11 @@ def main() -> None:
                          "agree": float((labels == truth).mean()), "n": len(texts)})
             print(f"  done {name} / {vname}: {rate:.1f} texts/s", flush=True)
 
-    print(f"\ntextfit default precision here: {default_dtype or 'fp32'}")
+    from textfit.cpu_attention import unavailable
+
+    why_not = unavailable()
+    print(f"\ntextfit default precision here: {default_dtype or 'fp32'}; fused AMX attention: "
+          f"{'used' if why_not is None else 'not used (' + why_not + ')'}")
     w = max([5] + [len(r["data"]) for r in rows])
     head = f"{'data':<{w}} {'variant':<26} {'texts':>6} {'texts/s':>9} {'x pipeline':>10} {'x pipe b32':>10} {'latency ms':>10} {'agree fp32':>10}"
     print(head)

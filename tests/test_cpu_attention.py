@@ -96,3 +96,17 @@ def test_python_threads_when_no_openmp_runtime_is_found(monkeypatch):
         monkeypatch.delitem(cpu_attention._state, "omp", raising=False)
         on_threads = cpu_attention.fused_attention(q, k, v, None, 32**-0.5)
     assert torch.equal(on_openmp, on_threads)
+
+
+def test_no_compiler_means_sdpa_with_a_reason(monkeypatch, tmp_path):
+    """Where the kernel cannot be built (here: no compiler), prediction models keep SDPA."""
+    monkeypatch.setattr(cpu_attention, "_state", {})
+    monkeypatch.setenv("TEXTFIT_CACHE", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert cpu_attention.kernel() is None
+    assert cpu_attention.unavailable()
+    model = for_cpu_inference(tiny_classifier("bert"))
+    assert model.config._attn_implementation == "sdpa"
+    with torch.inference_mode():
+        assert torch.isfinite(model(input_ids=torch.randint(5, 99, (2, 12))).logits).all()
+    assert not any(p.suffix == ".so" for p in tmp_path.rglob("*"))

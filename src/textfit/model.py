@@ -353,18 +353,25 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 def cpu_training_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                           **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers' eager attention, with `drop_mask` dropout on the attention probabilities.
+                           **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """transformers' eager attention, with `drop_mask` dropout on the attention probabilities
+    (and the fused kernel of `cpu_attention` in evaluation where it applies).
 
     Registered with transformers' AttentionInterface as "textfit_cpu" and used to train on CPUs:
     there PyTorch's SDPA trained 2x slower than these matmuls, and the library's dropout on the
     (batch x heads x length x length) probabilities cost more than the matmuls for long texts."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if not module.training and not torch.is_grad_enabled():  # evaluation, frozen-backbone features
+        from .cpu_attention import fused_attention, supports
+
+        if supports(query, key, value, attention_mask):
+            return fused_attention(query, key, value, attention_mask, scaling), None
     # Scaled before the product: the query is length / head size times smaller than the scores.
     weights = torch.matmul(query * scaling, key.transpose(2, 3))
     if attention_mask is not None:
-        weights = weights + attention_mask
+        # in the scores' dtype: an fp32 mask would make the softmax, and what it saves for backward, fp32
+        weights = weights + attention_mask.to(weights.dtype)
     # The probabilities go to the matmul's precision first (bf16 under autocast), so the dropout
     # pass moves half the bytes; its 1/(1-p) scale is applied to the smaller output instead.
     weights = torch.softmax(weights, dim=-1).to(value.dtype)
