@@ -51,6 +51,7 @@ def test_inputs_the_kernel_does_not_take_go_to_sdpa():
     q16, k16, v16 = bert_layout(2, 20, 2, 16, seed=0)
     assert not cpu_attention.supports(q16, k16, v16, None)  # head size not a multiple of 32
     assert not cpu_attention.supports(q, k, v, torch.zeros(2, 1, 20, 20, dtype=torch.bfloat16))  # a full mask
+    assert not cpu_attention.supports(q, k, v, torch.ones(2, 1, 1, 20, dtype=torch.bool))  # SDPA's bool mask
     with torch.enable_grad():
         assert not cpu_attention.supports(q.requires_grad_(), k, v, None)  # training
 

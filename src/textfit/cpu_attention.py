@@ -6,6 +6,8 @@ about 11 ms per layer, 6 ms with this kernel (RESULTS.md). The kernel (`attentio
 file) computes each (text, head) pair with AMX tile products for q k^T and p v and an AVX-512 softmax
 in base 2 between them, and reads q, k and v in the (batch, position, head, dim) layout the model's
 projections produce and writes the output in the layout the next layer reads, so no transposed copies.
+The (text, head) pairs are shared among PyTorch's own OpenMP threads: a pool of Python threads made
+attention 1.5x slower, competing for the cores with PyTorch's workers, which spin after each operator.
 
 It is C compiled on first use with the machine's C compiler (gcc or clang, a second or so) into
 ~/.cache/textfit (or $TEXTFIT_CACHE), and used only when everything it needs is there: Linux, x86-64,
@@ -153,7 +155,8 @@ def supports(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attent
         return False
     if key.stride(2) % 2 or key.stride(2) * 16 > 2**31 - 1:
         return False
-    if attention_mask is not None and tuple(attention_mask.shape) not in ((b, 1, 1, length), (1, 1, 1, length)):
+    if attention_mask is not None and (not attention_mask.dtype.is_floating_point  # additive masks only, not SDPA's bool ones
+                                       or tuple(attention_mask.shape) not in ((b, 1, 1, length), (1, 1, 1, length))):
         return False
     return kernel() is not None
 
