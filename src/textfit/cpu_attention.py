@@ -62,20 +62,20 @@ def _cpu_ok() -> str | None:
     return None
 
 
-def _build() -> Path:
-    """The compiled kernel for this source and compiler, built once into the cache folder."""
+def build(source: Path, flags: list[str]) -> Path:
+    """`source` compiled into a shared library with `flags`, built once into the cache folder
+    (keyed by the source, compiler and flags); raises where it cannot be built."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) found")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *FLAGS]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"attention-{key}.so"
+    key = hashlib.sha256(source.read_bytes() + " ".join([cc, *flags]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source.stem}-{key}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([cc, *FLAGS, "-o", str(built), str(SOURCE)], check=True, capture_output=True, timeout=120)
+        subprocess.run([cc, *flags, "-o", str(built), str(source)], check=True, capture_output=True, timeout=120)
         os.replace(built, target)  # atomic: another process may be building the same file
     return target
 
@@ -88,7 +88,7 @@ def kernel() -> Any | None:
         fn, why = None, _cpu_ok()
         if why is None:
             try:
-                lib = ctypes.CDLL(str(_build()))
+                lib = ctypes.CDLL(str(build(SOURCE, FLAGS)))
                 if lib.textfit_amx_init() != 0:
                     raise RuntimeError("the kernel refused AMX (arch_prctl)")
                 fn = lib.textfit_attention
