@@ -10,7 +10,7 @@ The (text, head) pairs are shared among PyTorch's own OpenMP threads: a pool of 
 attention 1.5x slower, competing for the cores with PyTorch's workers, which spin after each operator.
 
 It is C compiled on first use with the machine's C compiler (gcc or clang, a second or so) into
-~/.cache/textfit (or $TEXTFIT_CACHE), and used only when everything it needs is there: Linux, x86-64,
+~/.cache/textfit (or $TEXTFIT_CACHE; see `native`), and used only when everything it needs is there: Linux, x86-64,
 AMX and AVX-512 bf16, a compiler, bf16 inputs, head sizes that are multiples of 32 (up to 256), self-
 attention with a key-padding mask or none. Anything else, and TEXTFIT_FUSED_ATTENTION=0, takes
 PyTorch's SDPA instead, as before.
@@ -19,19 +19,16 @@ PyTorch's SDPA instead, as before.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .native import build, x86_64_linux
 
 NAME = "textfit_cpu_infer"
 SOURCE = Path(__file__).with_name("attention.c")
@@ -44,16 +41,11 @@ _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("TEXTFIT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "textfit")
-    return Path(root)
-
-
 def _cpu_ok() -> str | None:
     """Why this machine cannot run the kernel, or None."""
     if os.environ.get("TEXTFIT_FUSED_ATTENTION") == "0":
         return "turned off (TEXTFIT_FUSED_ATTENTION=0)"
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+    if not x86_64_linux():
         return "not x86-64 Linux"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
@@ -62,26 +54,10 @@ def _cpu_ok() -> str | None:
     return None
 
 
-def build(source: Path, flags: list[str]) -> Path:
-    """`source` compiled into a shared library with `flags`, built once into the cache folder
-    (keyed by the source, compiler and flags); raises where it cannot be built."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise RuntimeError("no C compiler (cc, gcc or clang) found")
-    key = hashlib.sha256(source.read_bytes() + " ".join([cc, *flags]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"{source.stem}-{key}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        subprocess.run([cc, *flags, "-o", str(built), str(source)], check=True, capture_output=True, timeout=120)
-        os.replace(built, target)  # atomic: another process may be building the same file
-    return target
-
-
 def kernel() -> Any | None:
     """The loaded kernel (a ctypes function), or None where it cannot run here (see `unavailable`)."""
+    if "fn" in _state:  # decided already (no lock: this runs for every attention call)
+        return _state["fn"]
     with _lock:
         if "fn" in _state:
             return _state["fn"]

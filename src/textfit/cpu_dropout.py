@@ -7,23 +7,21 @@ applied to a counter (seed + element index / 4), and the output x * 1/(1-p) or 0
 same pass: 0.16 ms (bf16) and 0.27 ms (fp32) for the same activation. The seed is drawn from
 PyTorch's default generator, so seeded runs repeat and a resumed run replays the same masks; the
 backward pass recomputes the mask from the seed instead of storing it. Built and cached like the
-attention kernel (`cpu_attention.build`); where it cannot run, `FastDropout` keeps its own path.
+attention kernel (`native.build`); where it cannot run, `FastDropout` keeps its own path.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .cpu_attention import build
+from .native import build, x86_64_linux
 
 SOURCE = Path(__file__).with_name("dropout.c")
 FLAGS = ["-O3", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16", "-mfma"]
@@ -34,13 +32,14 @@ _state: dict[str, Any] = {}
 
 def kernel() -> Any | None:
     """The kernel (fp32 and bf16), or None where it cannot run here."""
+    if "fn" in _state:  # decided already (no lock: this runs for every dropout call)
+        return _state["fn"]
     with _lock:
         if "fn" in _state:
             return _state["fn"]
         fn = None
         bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        if (os.environ.get("TEXTFIT_FUSED_DROPOUT") != "0" and sys.platform.startswith("linux")
-                and platform.machine() in ("x86_64", "AMD64") and bf16 is not None and bf16()):
+        if os.environ.get("TEXTFIT_FUSED_DROPOUT") != "0" and x86_64_linux() and bf16 is not None and bf16():
             try:
                 fn = ctypes.CDLL(str(build(SOURCE, FLAGS))).textfit_dropout
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32,

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from . import cpu_attention, cpu_dropout
 from .errors import UsageError
 
 MANIFEST = "textfit.json"
@@ -282,9 +283,7 @@ def for_cpu_inference(model: nn.Module) -> nn.Module:
                 child.float()
                 child.register_forward_pre_hook(_floating_inputs_to_fp32)
     if not peft:
-        from .cpu_attention import use_fused_attention
-
-        use_fused_attention(model)  # AMX CPUs: the fused attention kernel instead of SDPA (cpu_attention.py)
+        cpu_attention.use_fused_attention(model)  # AMX CPUs: the fused attention kernel instead of SDPA (cpu_attention.py)
     if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or peft:
         return model
     for m in list(model.modules()):
@@ -350,8 +349,6 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     (see FastDropout)."""
     if p == 0:
         return x
-    from . import cpu_dropout
-
     if cpu_dropout.supports(x):
         return cpu_dropout.dropout(x, p)
     return x.masked_fill(drop_mask(x.shape, p, x.device), 0) * (1.0 / (1.0 - p))
@@ -368,11 +365,9 @@ def cpu_training_attention(module: nn.Module, query: torch.Tensor, key: torch.Te
     (batch x heads x length x length) probabilities cost more than the matmuls for long texts."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    if not module.training and not torch.is_grad_enabled():  # evaluation, frozen-backbone features
-        from .cpu_attention import fused_attention, supports
-
-        if supports(query, key, value, attention_mask):
-            return fused_attention(query, key, value, attention_mask, scaling), None
+    # evaluation and frozen-backbone features: the fused kernel where it applies
+    if not module.training and cpu_attention.supports(query, key, value, attention_mask):
+        return cpu_attention.fused_attention(query, key, value, attention_mask, scaling), None
     # Scaled before the product: the query is length / head size times smaller than the scores.
     weights = torch.matmul(query * scaling, key.transpose(2, 3))
     if attention_mask is not None:
