@@ -158,7 +158,7 @@ def random_bert_base(folder: Path) -> str:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     sys.path.insert(0, str(ROOT / "src"))
-    from textfit.model import default_model_path
+    from textfit.hub import default_model_path
 
     torch.manual_seed(0)
     BertModel(BertConfig()).save_pretrained(folder)

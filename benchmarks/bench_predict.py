@@ -99,7 +99,7 @@ def main() -> None:
     variants["textfit onnx int8"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, backend="onnx", quantize="int8"))
     dynamic = Classifier.load_onnx(run, quantize="int8-dynamic", folder=Path(run) / "onnx-dynamic")
     variants["textfit onnx int8-dynamic"] = (lambda c: lambda t: c.predict_proba(t).argmax(-1))(dynamic)
-    default_dtype = Classifier.load(run).dtype
+    default_dtype = Classifier.load(run).backend.dtype
     short = "a gripping , beautifully acted film ."
     rows = []
     for name in a.data.split(","):
@@ -120,7 +120,7 @@ def main() -> None:
                          "agree": float((labels == truth).mean()), "n": len(texts)})
             print(f"  done {name} / {vname}: {rate:.1f} texts/s", flush=True)
 
-    from textfit.cpu_attention import unavailable
+    from textfit.accel import fused_attention_unavailable as unavailable
 
     why_not = unavailable()
     print(f"\ntextfit default precision here: {default_dtype or 'fp32'}; fused AMX attention: "

@@ -193,7 +193,7 @@ def main() -> None:
         return
 
     if a.model is None:
-        from textfit.model import default_model_path
+        from textfit.hub import default_model_path
 
         a.model = default_model_path()
     import torch

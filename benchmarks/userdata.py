@@ -16,11 +16,12 @@ def read_user_data(path: str, seed: int):
     if not Path(path).exists():
         raise SystemExit(f"--data {path}: expected sst2, imdb or the path of a data file")
     try:
-        splits, info = load_data(TrainConfig(data=path, seed=seed))
+        data = load_data(TrainConfig(data=path, seed=seed))
     except UsageError as e:
         raise SystemExit(f"--data {path}: {e}") from None
-    if info.task != "classification":
-        raise SystemExit(f"--data {path}: a {info.task} data set; the benchmark compares single-label classification")
+    splits, task = data.splits, data.schema.task
+    if task != "classification":
+        raise SystemExit(f"--data {path}: a {task} data set; the benchmark compares single-label classification")
 
     def frame(split):
         cols = {"text": split.texts, "label": split.labels}

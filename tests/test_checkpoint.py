@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, make_rows, run_cli, write_csv
-from textfit.checkpoint import checkpoints, is_complete, latest_checkpoint
+from textfit.train.checkpoint import checkpoints, is_complete, latest_checkpoint
 
 ARGS = ["--epochs", "3", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32", "--no-freeze-word-embeddings",
         "--eval-steps", "7", "--save-steps", "3", "--save-total-limit", "3", "--max-length", "32"]
@@ -125,7 +125,7 @@ def test_two_processes_evaluate_every_example_once(tiny_model, tmp_path):
 
     from textfit import Classifier, TrainConfig
     from textfit.data import load_data
-    from textfit.evaluate import compute_metrics
+    from textfit.metrics import compute_metrics
 
     data = write_csv(tmp_path / "r.csv", make_rows(203))  # uneven shards: 20 validation rows over 2 processes
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -136,7 +136,7 @@ def test_two_processes_evaluate_every_example_once(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout and r.stdout.count("saved the run") == 1
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    splits, _ = load_data(TrainConfig(data=str(data)))
+    splits = load_data(TrainConfig(data=str(data))).splits
     clf = Classifier.load(tmp_path / "run", precision="fp32")
     for name in ("test",):
         s = splits[name]

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textfit import cpu_attention
-from textfit.model import for_cpu_inference
+from textfit.accel import attention as cpu_attention
+from textfit.accel.inference import for_cpu_inference
 
 needs_kernel = pytest.mark.skipif(cpu_attention.unavailable() is not None, reason=f"fused attention: {cpu_attention.unavailable()}")
 

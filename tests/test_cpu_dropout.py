@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textfit import cpu_dropout
-from textfit.model import FastDropout
+from textfit.accel import dropout as cpu_dropout
+from textfit.accel.dropout import FastDropout
 
 needs_kernel = pytest.mark.skipif(cpu_dropout.kernel() is None, reason="no AVX-512 bf16 CPU or no C compiler")
 

@@ -19,7 +19,8 @@ def cfg(**kw) -> TrainConfig:
 
 def test_csv_string_labels_detected_and_split(tmp_path):
     f = write_csv(tmp_path / "r.csv", make_rows(100), header=["review", "sentiment"])
-    splits, info = load_data(cfg(data=str(f)))
+    data_ = load_data(cfg(data=str(f)))
+    splits, info = data_.splits, data_.schema
     assert (info.text_column, info.label_column) == ("review", "sentiment")
     assert info.label_names == ["negative", "positive"]
     assert [len(splits[s].texts) for s in ("train", "validation", "test")] == [80, 10, 10]
@@ -28,8 +29,8 @@ def test_csv_string_labels_detected_and_split(tmp_path):
     rows = [r for s in splits.values() for r in s.rows]
     assert sorted(rows) == list(range(2, 102))  # every file line used exactly once
     # Seeded: the same split again, another seed another split.
-    again, _ = load_data(cfg(data=str(f)))
-    other, _ = load_data(cfg(data=str(f), seed=7))
+    again = load_data(cfg(data=str(f))).splits
+    other = load_data(cfg(data=str(f), seed=7)).splits
     assert again["test"].rows == splits["test"].rows != other["test"].rows
 
 
@@ -39,7 +40,8 @@ def test_tsv_with_quotes_and_bom(tmp_path):
     for i, (t, y) in enumerate(make_rows(40)):
         lines.append(f"{int(y == 'positive')}\t{i}\t{i + 1}\tHe said \" the witness \" {t}\tShe said \"{t}")
     f.write_bytes(("\ufeff" + "\n".join(lines) + "\n").encode("utf-8"))
-    splits, info = load_data(cfg(train=str(f), split="50,50,0"))
+    data_ = load_data(cfg(train=str(f), split="50,50,0"))
+    splits, info = data_.splits, data_.schema
     assert (info.text_column, info.text_pair_column, info.label_column) == ("#1 String", "#2 String", "Quality")
     assert info.label_names == ["0", "1"]
     assert "test" not in splits
@@ -51,11 +53,12 @@ def test_tsv_with_quotes_and_bom(tmp_path):
 def test_headerless_csv_detected_with_integer_labels(tmp_path):
     rows = [(1 if y == "positive" else 0, t) for t, y in make_rows(50)]
     f = write_csv(tmp_path / "chn.csv", rows, header=None)
-    splits, info = load_data(cfg(data=str(f)))
+    data_ = load_data(cfg(data=str(f)))
+    splits, info = data_.splits, data_.schema
     assert (info.text_column, info.label_column) == ("1", "0")
     assert info.label_names == ["0", "1"]
     # Column indices as flags work the same way.
-    _, info2 = load_data(cfg(data=str(f), text_column="1", label_column="0"))
+    info2 = load_data(cfg(data=str(f), text_column="1", label_column="0")).schema
     assert info2.label_names == ["0", "1"]
     assert sum(len(s.texts) for s in splits.values()) == 50
 
@@ -76,24 +79,26 @@ def test_json_jsonl_parquet_and_datasets_folder(tmp_path):
     })
     dd.save_to_disk(str(tmp_path / "dd"))
     for name in ("a.json", "a.jsonl", "a.parquet"):
-        splits, info = load_data(cfg(data=str(tmp_path / name)))
+        data_ = load_data(cfg(data=str(tmp_path / name)))
+        splits, info = data_.splits, data_.schema
         assert info.label_names == ["negative", "positive"], name
         assert sum(len(s.texts) for s in splits.values()) == 40
-    splits, info = load_data(cfg(data=str(tmp_path / "dd")))
+    data_ = load_data(cfg(data=str(tmp_path / "dd")))
+    splits, info = data_.splits, data_.schema
     assert info.label_names == ["neg", "pos"]  # ClassLabel names are kept
     assert len(splits["train"].texts) == 30 and len(splits["validation"].texts) == 10 and "test" not in splits
 
 
 def test_label_names_for_integer_labels(tmp_path):
     f = write_csv(tmp_path / "i.csv", [(t, int(y == "positive")) for t, y in make_rows(40)])
-    _, info = load_data(cfg(data=str(f), label_names="negative,positive"))
+    info = load_data(cfg(data=str(f), label_names="negative,positive")).schema
     assert info.label_names == ["negative", "positive"] and info.label_values == [0, 1]
 
 
 def test_max_train_samples_is_a_seeded_sample(tmp_path):
     f = write_csv(tmp_path / "r.csv", make_rows(200))
-    a, _ = load_data(cfg(data=str(f), max_train_samples=30))
-    b, _ = load_data(cfg(data=str(f), max_train_samples=30))
+    a = load_data(cfg(data=str(f), max_train_samples=30)).splits
+    b = load_data(cfg(data=str(f), max_train_samples=30)).splits
     assert len(a["train"].texts) == 30 and a["train"].rows == b["train"].rows
     assert len(a["validation"].texts) == 20  # held-out parts keep their full size
 
@@ -102,9 +107,10 @@ def test_rare_empty_text_dropped_with_note(tmp_path):
     rows = make_rows(1200)
     rows[5] = ("", "positive")
     f = write_csv(tmp_path / "r.csv", rows)
-    splits, info = load_data(cfg(data=str(f)))
+    data_ = load_data(cfg(data=str(f)))
+    splits, info = data_.splits, data_.schema
     assert sum(len(s.texts) for s in splits.values()) == 1199
-    assert any("line 7" in n for n in info.notes)
+    assert any("line 7" in n for n in data_.notes)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +151,7 @@ def test_encoding_flag_reads_other_encodings(tmp_path):
     rows = [(t, y) for t, y in make_rows(40)]
     f = tmp_path / "g.csv"
     f.write_bytes(("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows)).encode("gb18030"))
-    splits, _ = load_data(cfg(data=str(f), encoding="gb18030"))
+    splits = load_data(cfg(data=str(f), encoding="gb18030")).splits
     assert any("房间" in t for s in splits.values() for t in s.texts)
 
 
@@ -167,7 +173,7 @@ def test_batches_share_widths_on_cpu(tmp_path):
     narrower, at most max(2, width // 32) wider, the same for the same set of widths."""
     from transformers import BertTokenizerFast
 
-    from textfit.data import make_collate, shared_widths
+    from textfit.data import EncodedDataset, make_collate, shared_widths
 
     m = shared_widths([20, 19, 18, 17, 16, 3, 200, 195, 190, 14])
     assert m == {200: 200, 195: 200, 190: 190, 20: 20, 19: 20, 18: 20, 17: 17, 16: 17, 14: 14, 3: 3}
@@ -181,19 +187,21 @@ def test_batches_share_widths_on_cpu(tmp_path):
     assert LengthGroupedBatches(lengths, batch_size=16, seed=3).batches() == batches  # same batches, only padded wider
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]))
     tok = BertTokenizerFast(str(tmp_path / "vocab.txt"))
-    items = [{**tok("a b"), "index": 0}, {**tok("a"), "index": 1}]  # 4 and 3 tokens
-    batch = make_collate(tok, {4: 6})(items)
+    enc = {k: v for k, v in tok(["a b", "a"]).items()}  # 4 and 3 tokens
+    batch = make_collate(tok, EncodedDataset(enc, [0, 1]), {4: 6})([0, 1])
     assert batch["input_ids"].shape == (2, 6) and batch["attention_mask"].sum().item() == 7
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
 def test_shared_data_sets_load():
-    _, info = load_data(cfg(train=str(SHARED / "sst2/dev.tsv")))
+    info = load_data(cfg(train=str(SHARED / "sst2/dev.tsv"))).schema
     assert (info.text_column, info.label_column) == ("sentence", "label")
-    splits, info = load_data(cfg(train=str(SHARED / "mrpc/dev.tsv")))
+    data_ = load_data(cfg(train=str(SHARED / "mrpc/dev.tsv")))
+    splits, info = data_.splits, data_.schema
     assert (info.text_pair_column, info.label_column) == ("#2 String", "Quality")
     assert sum(len(s.texts) for s in splits.values()) == 408
-    splits, info = load_data(cfg(data=str(SHARED / "chnsenticorp/ChnSentiCorp_htl_all.csv")))
+    data_ = load_data(cfg(data=str(SHARED / "chnsenticorp/ChnSentiCorp_htl_all.csv")))
+    splits, info = data_.splits, data_.schema
     assert (info.text_column, info.label_column) == ("1", "0")
     assert sum(len(s.texts) for s in splits.values()) == 7765  # one empty review left out
 

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 
 from conftest import BAD, FILLER, GOOD, make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
-from textfit.data import LongText, encode_long, pool_windows
+from textfit.data import encode_long, pool_windows
+from textfit.run import LongText
 from textfit.serve import create_app
 
 FAST = dict(epochs=6, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32", freeze_word_embeddings=False)
@@ -178,7 +179,7 @@ def test_head_tail_and_tail_keep_the_right_tokens(tiny_model):
 def test_windows_cover_the_text_and_pool():
     from transformers import AutoTokenizer
 
-    from textfit.model import default_model_path
+    from textfit.hub import default_model_path
 
     tok = AutoTokenizer.from_pretrained(default_model_path())
     text = " ".join(["one two three four five six seven eight nine ten"] * 5)
@@ -205,7 +206,7 @@ def test_long_text_window_trains_evaluates_and_predicts_from_the_manifest(tiny_m
     assert manifest["long_text"] == {"truncation": "head", "mode": "window", "stride": None, "pool": "max"}
     assert out["metrics"]["test"]["n"] == 8  # texts, not windows
     clf = Classifier.load(out["folder"], precision="fp32")
-    assert clf.long.mode == "window"
+    assert clf.manifest.long_text.mode == "window"
     probs = clf.predict_proba([t for t, _ in rows[:6]])
     assert probs.shape == (6, 2)
     r = run_cli("eval", out["folder"], "--data", str(data), "--output", str(tmp_path / "ev"))
@@ -279,15 +280,16 @@ def test_joined_label_strings_are_detected_as_multi_label(tmp_path):
 
     rows = [(r["text"], "|".join(r["labels"])) for r in multi_label_rows(80, seed=2)]
     data = write_csv(tmp_path / "joined.csv", rows, header=["text", "labels"])
-    splits, info = load_data(TrainConfig(data=str(data)))
+    data_ = load_data(TrainConfig(data=str(data)))
+    splits, info = data_.splits, data_.schema
     assert info.task == "multi-label" and info.label_separator == "|" and info.label_names == ["food", "room", "staff"]
-    assert any("separated by '|'; pass --task classification to keep them whole" in n for n in info.notes)
+    assert any("separated by '|'; pass --task classification to keep them whole" in n for n in data_.notes)
     # Kept whole when asked: every combination is a class of its own (and an empty cell an error).
     with pytest.raises(UsageError, match="rows have no label in column 'labels'"):
         load_data(TrainConfig(data=str(data), task="classification"))
     data = write_csv(tmp_path / "joined.csv", [r for r in rows if r[1]], header=["text", "labels"])
-    _, info = load_data(TrainConfig(data=str(data), task="classification"))
+    info = load_data(TrainConfig(data=str(data), task="classification")).schema
     assert info.task == "classification" and "food|room" in info.label_names
     # Plain class names with no separator stay single-label.
-    _, info = load_data(TrainConfig(data=str(write_csv(tmp_path / "plain.csv", make_rows(40)))))
+    info = load_data(TrainConfig(data=str(write_csv(tmp_path / "plain.csv", make_rows(40))))).schema
     assert info.task == "classification" and info.label_separator is None

@@ -109,7 +109,7 @@ def test_frozen_backbone_trains_from_cached_features(tiny_model, data, tmp_path)
     clf = Classifier.load(r["folder"], precision="fp32")
     from textfit.data import load_data
 
-    splits, _ = load_data(TrainConfig(data=str(data)))
+    splits = load_data(TrainConfig(data=str(data))).splits
     probs = clf.predict_proba(splits["test"].texts)
     acc = float((probs.argmax(-1) == splits["test"].labels).mean())
     assert acc == pytest.approx(r["metrics"]["test"]["accuracy"])
@@ -201,20 +201,21 @@ def test_attention_dropout_default_zero_and_model_value(tiny_model, data, tmp_pa
 def test_bf16_cpu_prediction_agrees_with_fp32(run):
     """The CPU bf16 path: bf16 weights, oneDNN linear layers with the GELU and the residual
     fused, no mask on unpadded batches; same labels as fp32 and close probabilities."""
-    from textfit.model import OneDNNLinear, OneDNNResidualOutput, bf16_supported, tune_allocator
+    from textfit.accel import bf16_supported, tune_allocator
+    from textfit.accel.inference import OneDNNLinear, OneDNNResidualOutput
 
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no bf16 support")
     fp32 = Classifier.load(run["folder"], precision="fp32")
     bf16 = Classifier.load(run["folder"], precision="bf16")
     assert tune_allocator()
-    layer = bf16.model.bert.encoder.layer[0]
+    layer = bf16.backend.model.bert.encoder.layer[0]
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         assert isinstance(layer.intermediate.dense, OneDNNLinear) and layer.intermediate.dense.activation == "gelu"
         assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
         assert isinstance(layer.output, OneDNNResidualOutput) and isinstance(layer.attention.output, OneDNNResidualOutput)
     assert layer.attention.self.query.weight.dtype == torch.bfloat16
-    assert bf16.model.classifier.weight.dtype == torch.float32  # logits are not rounded to bf16
+    assert bf16.backend.model.classifier.weight.dtype == torch.float32  # logits are not rounded to bf16
     texts = [t for t, _ in make_rows(40, seed=3)]
     same = ["the room was awful", "the room was good"]  # equal lengths: a batch without padding
     for batch in (texts, same, texts[:1]):
@@ -228,7 +229,7 @@ def test_prediction_batches_by_length_and_token_budget(run):
     text); the numpy padding matches the tokenizer's, on either side."""
     import numpy as np
 
-    from textfit.predict import length_sorted_batches
+    from textfit.data import length_sorted_batches, pad
 
     lengths = np.array([5, 300, 40, 40, 7, 600])
     batches = length_sorted_batches(lengths, batch_size=3, max_tokens=100)
@@ -240,7 +241,7 @@ def test_prediction_batches_by_length_and_token_budget(run):
     enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     for side in ("right", "left"):
         clf.tokenizer.padding_side = side
-        ours = clf._pad(enc, np.array([1, 0, 2]))
+        ours = pad(clf.tokenizer, enc, np.array([1, 0, 2]))
         theirs = clf.tokenizer.pad({k: [v[i] for i in (1, 0, 2)] for k, v in enc.items()}, padding=True, return_tensors="pt")
         assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
@@ -248,7 +249,7 @@ def test_prediction_batches_by_length_and_token_budget(run):
 def test_clip_inside_fused_adamw_step_matches_clip_grad_norm():
     """The CPU loop clips through fused AdamW's grad_scale: same update as clip_grad_norm_ then
     step, whether the norm is over the limit or under it, and the same norm returned."""
-    from textfit.train import clip_in_optimizer_step
+    from textfit.train.loop import clip_in_optimizer_step
 
     torch.manual_seed(0)
     for grad_size in (50.0, 0.01):  # clipped, not clipped
@@ -275,7 +276,7 @@ def test_cpu_training_attention_masks_padding(tiny_model):
     function no mask unless a mask function is registered under the same name)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from textfit.model import register_attention
+    from textfit.accel.training import register as register_attention
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     ours = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2, attn_implementation=register_attention()).eval()

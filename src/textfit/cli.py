@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect_data import format_report, inspect
-    from .model import write_json
+    from .run import write_json
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     report = inspect(load_config(getattr(args, "config", None), overrides))
@@ -49,16 +49,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import read_for_run
-    from .evaluate import format_metrics, task_metrics
-    from .model import read_manifest, write_json
+    from .evaluate import evaluate
+    from .metrics import format_metrics
     from .predict import Classifier
     from .report import write_report
+    from .run import RunManifest, write_json
 
-    manifest = read_manifest(args.run)
+    manifest = RunManifest.read(args.run)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
     clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
-    probs = clf.predict_proba(split.texts, split.pairs, args.batch_size)
-    m = task_metrics(clf.task, np.array(split.labels), probs, clf.labels, clf.threshold)
+    m, probs = evaluate(clf, split, args.batch_size)
     out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})
@@ -93,10 +93,10 @@ def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_for_run
-    from .model import read_manifest
     from .predict import Classifier
+    from .run import RunManifest
 
-    manifest = read_manifest(args.run)
+    manifest = RunManifest.read(args.run)
     if not (args.texts or args.input or args.interactive):
         raise UsageError("nothing to predict: give texts, --input FILE, or --interactive")
     if args.output and not args.input:
@@ -105,7 +105,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("--input needs --output FILE (.csv, .tsv or .jsonl)")
     if args.text_pair and len(args.text_pair) != len(args.texts):
         raise UsageError(f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text")
-    if manifest.get("text_pair_column") is not None and args.texts and not args.text_pair:
+    if manifest.pairs and args.texts and not args.text_pair:
         raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
     clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
     if args.texts:

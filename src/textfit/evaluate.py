@@ -1,17 +1,9 @@
-"""Metrics with scikit-learn and SciPy, decisions from scores, and the table that shows them.
+"""Evaluation of a classifier on labelled rows: the figures `textfit eval` prints and training records.
 
-    m = compute_metrics(y_true, y_pred, ["negative", "positive"])
-    m = task_metrics("multi-label", y_true, scores, names, thresholds)
-    print(format_metrics(m))
+    metrics, scores = evaluate(clf, split)    # loss and the task's metrics; scores one row per text
 
-Binary tasks report precision, recall and F1 of the second label (the positive class);
-every classification also reports macro and weighted averages and per-class figures.
-Multi-label tasks report micro and macro F1 and exact-match accuracy; regression reports
-Pearson and Spearman correlation, MSE and MAE.
-
-Scores are what the model's outputs become: class probabilities (softmax) for
-classification, one probability per label (sigmoid) for multi-label, the value itself for
-regression. `decide` turns them into labels with the run's thresholds.
+Training's evaluations call this same function with a `Classifier` over the model being trained,
+so a run's metrics.json holds exactly what `textfit eval RUN --data FILE` prints for the same rows.
 """
 
 from __future__ import annotations
@@ -19,144 +11,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+import torch
+
+from .data.splits import Split
+from .metrics import loss_function, scores_from_logits, task_metrics
+from .predict import Classifier
+from .run import RunManifest
+
+UNSET: Any = object()
 
 
-TASKS = ("classification", "multi-label", "regression")
-LOWER_IS_BETTER = {"loss", "mse", "mae"}
-MULTI_LABEL_METRICS = ["accuracy", "f1_micro", "f1_macro", "precision_micro", "recall_micro"]
-REGRESSION_METRICS = ["pearson", "spearman", "mse", "mae"]
+def evaluate(
+    clf: Classifier, split: Split, batch_size: int = 64, threshold: Any = UNSET
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of a split (loss included) and its scores; `threshold` defaults to the run's."""
+    logits = clf.predict_logits(split.texts, split.pairs, batch_size)
+    chosen = clf.threshold if threshold is UNSET else threshold
+    return metrics_from_logits(logits, split.labels, clf.manifest, chosen)
 
 
-def default_metric(task: str) -> str:
-    return {"classification": "accuracy", "multi-label": "f1_micro", "regression": "mse"}[task]
-
-
-def metric_names(num_labels: int, task: str = "classification") -> list[str]:
-    """Every metric that `task_metrics` produces for this task, plus loss."""
-    if task == "multi-label":
-        return ["loss", *MULTI_LABEL_METRICS]
-    if task == "regression":
-        return ["loss", *REGRESSION_METRICS]
-    names = ["loss", "accuracy"]
-    if num_labels == 2:
-        names += ["precision", "recall", "f1"]
-    for avg in ("macro", "weighted"):
-        names += [f"precision_{avg}", f"recall_{avg}", f"f1_{avg}"]
-    return names
-
-
-def compute_metrics(y_true: Any, y_pred: Any, label_names: list[str]) -> dict[str, Any]:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    labels = list(range(len(label_names)))
-    out: dict[str, Any] = {"accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true))}
-    if len(label_names) == 2:
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, pos_label=1, average="binary", zero_division=0)
-        out.update(precision=float(p), recall=float(r), f1=float(f))
-    for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
-        out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    out["per_class"] = {
-        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-        for i, name in enumerate(label_names)
-    }
-    return out
-
-
-def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities (softmax, or sigmoid per label) or, for regression, the value itself:
-    always one row per text, one column per label (regression: one column)."""
-    import torch
-
-    t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    if task == "regression":
-        return t.numpy()
-    return (torch.sigmoid(t) if task == "multi-label" else torch.softmax(t, dim=-1)).numpy()
-
-
-def decide(scores: np.ndarray, task: str, threshold: float | list[float] | None = None) -> np.ndarray:
-    """Predicted class ids (classification), 0/1 per label (multi-label) or values (regression).
-
-    A binary classifier's threshold applies to the positive class's probability; a
-    multi-label model has one threshold per label (0.5 where none was tuned)."""
-    if task == "regression":
-        return scores[:, 0]
-    if task == "multi-label":
-        t = np.full(scores.shape[1], 0.5) if threshold is None else np.asarray(threshold)
-        return (scores >= t).astype(int)
-    if threshold is not None and scores.shape[1] == 2:
-        return (scores[:, 1] >= threshold).astype(int)
-    return scores.argmax(-1)
-
-
-def task_metrics(task: str, y_true: Any, scores: np.ndarray, label_names: list[str], threshold: Any = None) -> dict[str, Any]:
-    """The metrics of a task from gold labels and scores (see `scores_from_logits`)."""
-    y_true = np.asarray(y_true)
-    if task == "classification":
-        return compute_metrics(y_true, decide(scores, task, threshold), label_names)
-    if task == "regression":
-        from scipy.stats import pearsonr, spearmanr
-
-        y, v = y_true.astype(float), decide(scores, task).astype(float)
-        constant = len(y) < 2 or np.std(y) == 0 or np.std(v) == 0  # correlation undefined: report 0
-        return {"n": int(len(y)), "mse": float(np.mean((y - v) ** 2)), "mae": float(np.mean(np.abs(y - v))),
-                "pearson": 0.0 if constant else float(pearsonr(y, v)[0]), "spearman": 0.0 if constant else float(spearmanr(y, v)[0])}
-    y_pred = decide(scores, task, threshold)
-    y = y_true.astype(int)
-    out: dict[str, Any] = {"n": int(len(y)), "accuracy": float(accuracy_score(y, y_pred))}  # every label right
-    for avg in ("micro", "macro"):
-        p, r, f, _ = precision_recall_fscore_support(y, y_pred, average=avg, zero_division=0)
-        out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
-    p, r, f, s = precision_recall_fscore_support(y, y_pred, average=None, zero_division=0)
-    out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                        for i, name in enumerate(label_names)}
-    return out
-
-
-def tune_threshold(y_true: np.ndarray, scores: np.ndarray, metric: str, label_names: list[str]) -> tuple[float, float]:
-    """The threshold on the positive class's probability that maximises `metric` on these rows
-    (the midpoint between neighbouring scores), and the metric there."""
-    p = np.unique(np.round(scores[:, 1].astype(float), 6))
-    candidates = np.unique(np.concatenate([[0.5], (p[:-1] + p[1:]) / 2]))
-    if len(candidates) > 400:  # enough resolution, bounded cost
-        candidates = np.unique(np.concatenate([[0.5], np.quantile(candidates, np.linspace(0, 1, 400))]))
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    best_t, best_v = 0.5, -np.inf
-    for t in candidates:
-        v = sign * compute_metrics(y_true, (scores[:, 1] >= t).astype(int), label_names)[metric]
-        if v > best_v + 1e-12 or (abs(v - best_v) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
-            best_t, best_v = float(t), v
-    return best_t, sign * best_v
-
-
-def tune_label_thresholds(y_true: np.ndarray, scores: np.ndarray) -> list[float]:
-    """One threshold per label of a multi-label task: the one with the best F1 for that label
-    on these rows (0.5 for a label that never occurs)."""
-    from sklearn.metrics import precision_recall_curve
-
-    out = []
-    for j in range(scores.shape[1]):
-        y = y_true[:, j].astype(int)
-        if y.sum() == 0 or y.sum() == len(y):
-            out.append(0.5)
-            continue
-        prec, rec, thr = precision_recall_curve(y, scores[:, j])
-        f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
-        out.append(float(thr[int(np.argmax(f1))]))
-    return out
-
-
-def format_metrics(m: dict[str, Any], title: str = "") -> str:
-    """A plain-text table: the headline figures, then one row per class."""
-    lines = [title] if title else []
-    heads = [k for k in ("loss", "accuracy", "precision", "recall", "f1", "f1_micro", "f1_macro", "f1_weighted", *REGRESSION_METRICS) if k in m]
-    lines.append("  ".join(f"{k:>11}" for k in heads))
-    lines.append("  ".join(f"{m[k]:>11.4f}" for k in heads))
-    if "per_class" not in m:
-        return "\n".join(lines)
-    width = max([5] + [len(n) for n in m.get("per_class", {})])
-    lines.append(f"{'class':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}")
-    for name, c in m.get("per_class", {}).items():
-        lines.append(f"{name:<{width}}  {c['precision']:>9.4f}  {c['recall']:>9.4f}  {c['f1']:>9.4f}  {c['support']:>7d}")
-    return "\n".join(lines)
+def metrics_from_logits(
+    logits: np.ndarray, labels: list[Any], manifest: RunManifest, threshold: Any
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The task's metrics and loss from one row of logits per text, and the scores."""
+    gold = np.asarray(labels)
+    loss = loss_function(manifest.task, manifest.class_weights)(torch.from_numpy(logits), torch.from_numpy(gold))
+    scores = scores_from_logits(logits, manifest.task)
+    return {**task_metrics(manifest.task, gold, scores, manifest.label_names, threshold), "loss": float(loss)}, scores

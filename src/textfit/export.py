@@ -24,7 +24,10 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .model import quiet_transformers, read_manifest, write_json
+from .metrics import scores_from_logits
+from .model import quiet_transformers
+from .predict import ONNX_FILES, Classifier, OnnxBackend, TorchBackend
+from .run import RunManifest, write_json
 
 MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
 MIN_AGREE_FP32 = 1.0
@@ -54,7 +57,6 @@ def _sample(tokenizer: Any, max_length: int, n_random: int = 48, seed: int = 0) 
 
 
 INT8_BLOCK = 128
-ONNX_FILES = {"int8": "model.int8.onnx", "int8-dynamic": "model.int8-dynamic.onnx"}  # --quantize: the file it writes
 
 
 def quantize_int8(src: Path, dst: Path, block_size: int = INT8_BLOCK) -> None:
@@ -85,8 +87,6 @@ def quantize_int8(src: Path, dst: Path, block_size: int = INT8_BLOCK) -> None:
 def agreement(clf: Any, got: np.ndarray, want: np.ndarray) -> float:
     """Share of texts whose prediction is the same: the class (thresholds included), every label
     of a multi-label text, or a regression value within 5% of the reference's spread."""
-    from .evaluate import scores_from_logits
-
     a, b = (clf.decide(scores_from_logits(x, clf.task)) for x in (got, want))
     if clf.task == "regression":
         return float((np.abs(a - b) <= 0.05 * max(float(np.std(b)), 1e-6)).mean())
@@ -99,11 +99,9 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
     import onnxruntime as ort
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .predict import Classifier
-
-    if quantize not in (None, *ONNX_FILES):
+    if quantize not in ("int8", "int8-dynamic", None):
         raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
-    manifest = read_manifest(run)
+    manifest = RunManifest.read(run)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(run)
     # The plain attention exports to standard ONNX ops and traces without data-dependent branches.
@@ -137,17 +135,17 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
             files.append(ONNX_FILES["int8-dynamic"])
         tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
-        write_json(tmp / "textfit.json", {**manifest, "exported_from": str(run), "onnx_opset": opset})
+        write_json(tmp / "textfit.json", {**manifest.to_dict(), "exported_from": str(run), "onnx_opset": opset})
 
         # Parity: PyTorch fp32 against each ONNX file, on texts of many lengths, in padded batches.
-        ref = Classifier(model, tokenizer, manifest, precision="fp32", device="cpu")
-        texts = _sample(tokenizer, ref.max_length)
+        ref = Classifier(TorchBackend(model, precision="fp32", device="cpu"), tokenizer, manifest)
+        texts = _sample(tokenizer, manifest.max_length)
         pairs = [t[::-1] for t in texts] if ref.pairs else None
         want = ref.predict_logits(texts, pairs, batch_size=16)
         report = {}
         for f in files:
             sess = ort.InferenceSession(str(tmp / f), providers=["CPUExecutionProvider"])
-            got = Classifier(sess, tokenizer, manifest, precision="fp32", device="cpu").predict_logits(texts, pairs, batch_size=16)
+            got = Classifier(OnnxBackend(sess), tokenizer, manifest).predict_logits(texts, pairs, batch_size=16)
             diff = float(np.abs(got - want).max())
             agree = agreement(ref, got, want)
             report[f] = {"max_logit_diff": diff, "label_agreement": agree, "texts": len(texts)}

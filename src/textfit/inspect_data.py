@@ -10,12 +10,13 @@ on it with a one-line message) or "warning" (`train` prints it and records it in
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .config import DEFAULT_MAX_LENGTH, TrainConfig
-from .data import Split, carve_splits, label_problems, read_splits
+from .config import split_percentages
+from .data import Split, carve_splits, label_problems, read_splits, split_seed
 
 UNK_WARN = 0.03  # unknown-token share above which the vocabulary does not cover the text
 IMBALANCE_WARN = 5.0
@@ -127,11 +128,12 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
     """Read the data as `train` would and analyse it, reporting label problems instead of stopping."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from .model import max_positions, quiet_transformers, resolve_model
+    from .hub import resolve_model
+    from .model import max_positions, quiet_transformers
 
     splits, _, notes, _ = read_splits(cfg)
     if not label_problems(splits):
-        splits = carve_splits(splits, cfg, notes)
+        splits = carve_splits(splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split)
     quiet_transformers()
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
@@ -141,6 +143,26 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
     report["notes"] = notes
     report["model"] = cfg.model or "all-MiniLM-L6-v2 (packaged)"
     return report
+
+
+def label_namer(task: str, names: list[str]) -> Callable[[Any], Any]:
+    """What a label of the loaded data shows as: a class name, the tuple of a row's labels, or the value."""
+    if task == "multi-label":
+        return lambda v: tuple(n for n, x in zip(names, v) if x)
+    if task == "regression":
+        return lambda v: v
+    return lambda i: names[i]
+
+
+def describe_labels(task: str, labels: list[Any], names: list[str]) -> str:
+    if task == "regression":
+        return f"values {min(labels):g} to {max(labels):g}, mean {float(np.mean(labels)):.3g}"
+    if task == "multi-label":
+        counts = np.asarray(labels).sum(0).astype(int)
+        per_row = np.asarray(labels).sum(1).mean()
+        return ", ".join(f"{n} {c}" for n, c in zip(names, counts)) + f"; {per_row:.2f} labels per row"
+    counts = np.bincount(labels, minlength=len(names))
+    return ", ".join(f"{n} {c}" for n, c in zip(names, counts))
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -1,36 +1,38 @@
-"""The one prediction path, used by `eval`, `predict`, the Python API and the server.
+"""The one prediction path: `eval`, `predict`, the server, the export's parity check and training's
+evaluations all call `Classifier.predict_logits`.
 
     clf = Classifier.load("runs/sst2")
-    clf.predict(["a gripping film", "dull"])   # [Prediction(label='1', score=0.97, scores={...}), ...]
+    clf.predict(["a gripping film", "dull"])   # [Prediction(label='positive', score=0.97, scores={...}), ...]
     clf.predict_proba(texts)                   # numpy array (n, num_labels)
 
-Texts are tokenized once (cut, or split into windows, as the run was trained), sorted by
-length so that each batch pads to almost nothing, run under `torch.inference_mode` (in bf16
-where the hardware supports it: bf16 weights on CPUs, autocast on GPUs), and returned in the
-input order. The run's task
-decides what a prediction is: the best class (or the class past a tuned threshold), every
-label over its threshold (multi-label), or a value (regression).
+Texts are tokenized once (cut, or split into windows, as the run was trained), sorted by length so
+that each batch pads to almost nothing, run by a backend (PyTorch, or ONNX Runtime for an export)
+and returned in the input order. The run's task decides what a prediction is: the best class (or
+the class past a tuned threshold), every label over its threshold (multi-label), or a value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from .data import LongText, encode_long, pool_windows, shared_widths
+from . import accel
+from .data.batching import length_sorted_batches, pad, shared_widths
+from .data.tokens import encode_long, pool_windows
 from .errors import UsageError
-from .evaluate import decide, scores_from_logits
-from .model import autocast_dtype, for_cpu_inference, load_run, run_task, tune_allocator
+from .metrics import decide, scores_from_logits
+from .model import load_adapter, load_from_run
+from .run import RunManifest
 
 AMP_MIN_TOKENS = 512  # GPU: batches smaller than this (padded tokens) skip autocast
-# CPU: at most this many padded tokens a batch, however many texts `batch_size` allows. On the
-# project's CPU machine IMDb reviews (256 tokens) ran fastest in batches of 16-32 texts and SST-2
-# sentences in batches of 64-128: the activations of a batch stay in the caches.
+# CPU: at most this many padded tokens a batch, however many texts `batch_size` allows, so that a
+# batch's activations stay in the caches (the batch sizes measured best are in benchmarks/RESULTS.md).
 CPU_BATCH_TOKENS = 8192
+ONNX_FILES = {"": "model.onnx", "int8": "model.int8.onnx", "int8-dynamic": "model.int8-dynamic.onnx"}
 
 
 @dataclass(frozen=True)
@@ -48,37 +50,29 @@ class Prediction:
     value: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        if self.value is not None:
+            return {"value": self.value}
         d: dict[str, Any] = {"label": self.label, "score": self.score, "probabilities": self.scores}
         if self.labels is not None:
             d["labels"] = list(self.labels)
-        if self.value is not None:
-            d = {"value": self.value}
         return d
 
 
-class Classifier:
-    """A trained run ready to predict: a PyTorch model, or an ONNX Runtime session of its export."""
+class Backend(Protocol):
+    device: torch.device
 
-    def __init__(self, model: Any, tokenizer: Any, manifest: dict[str, Any], precision: str = "auto", device: str | None = None,
-                 quantize: str | None = None):
-        self.tokenizer = tokenizer
-        self.manifest = manifest
-        self.max_length: int = int(manifest.get("max_length", 512))
-        self.pairs: bool = manifest.get("text_pair_column") is not None
-        self.task = run_task(manifest)
-        self.long = LongText.from_manifest(manifest)
-        self.threshold = manifest.get("threshold")
-        self.onnx = not isinstance(model, torch.nn.Module)
-        if self.onnx:  # an onnxruntime.InferenceSession
-            self.model, self.device, self.dtype = model, torch.device("cpu"), None
-            self.input_names = [i.name for i in model.get_inputs()]
-            self.labels: list[str] = list(manifest["label_names"])
-            return
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+class TorchBackend:
+    """A PyTorch model: bf16 weights and fused kernels on CPUs with bf16 units (`accel.enable`),
+    autocast on GPUs, or PyTorch's dynamic int8 quantization of the linear layers (CPU)."""
+
+    def __init__(self, model: Any, precision: str = "auto", device: str | None = None, quantize: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.dtype = autocast_dtype(precision, self.device)
+        self.dtype = accel.autocast_dtype(precision, self.device)
         if quantize in ("int8", "int8-dynamic"):
-            # PyTorch's dynamic int8 quantization of the linear layers (CPU): int8 weights and activations.
             if self.device.type != "cpu":
                 raise UsageError("--quantize int8 runs on the CPU only")
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -86,57 +80,71 @@ class Classifier:
         elif quantize is not None:
             raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
         elif self.device.type == "cpu" and self.dtype == torch.bfloat16:
-            self.model = for_cpu_inference(self.model)  # bf16 weights; no autocast needed
-        if self.device.type == "cpu":
-            tune_allocator()
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            self.model = accel.enable(self.model, "infer", self.device)  # bf16 weights: no autocast needed
+        elif self.device.type == "cpu":
+            accel.tune_allocator()
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if bool(batch["attention_mask"].all()):
+            # No padding in this batch (sorted batches of long texts are often full): without a
+            # mask, the model builds no attention bias and attention runs unmasked.
+            batch.pop("attention_mask")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        # GPU: a few short texts run faster in fp32, as casting the weights costs more than bf16 saves.
+        amp = self.dtype is not None and self.device.type != "cpu" and batch["input_ids"].numel() >= AMP_MIN_TOKENS
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=amp):
+            return self.model(**batch).logits.float().cpu()
+
+
+class OnnxBackend:
+    """An ONNX Runtime session of a run's export (`textfit export`)."""
+
+    def __init__(self, session: Any):
+        self.session, self.device = session, torch.device("cpu")
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        feed = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
+        return torch.from_numpy(self.session.run(["logits"], feed)[0])
+
+
+class Classifier:
+    """A trained run ready to predict: its tokenizer, its manifest, and a backend."""
+
+    def __init__(self, backend: Backend, tokenizer: Any, manifest: RunManifest):
+        self.backend, self.tokenizer, self.manifest = backend, tokenizer, manifest
+        self.task = manifest.task
+        self.labels: list[str] = list(manifest.label_names)
+        self.pairs = manifest.pairs
+        self.threshold = manifest.threshold
 
     @classmethod
     def load(cls, run: str | Path, precision: str = "auto", device: str | None = None, quantize: str | None = None,
-             backend: str = "torch", adapter: bool = False) -> "Classifier":
+             backend: str = "torch", adapter: bool = False) -> Classifier:  # fmt: skip
         """`adapter=True` (a LoRA run): the base model with the saved adapter, not the merged weights."""
+        manifest = RunManifest.read(run)
         if backend == "onnx":
-            return cls.load_onnx(run, quantize)
+            return cls.load_onnx(run, quantize, manifest=manifest)
         if backend != "torch":
             raise UsageError(f"--backend {backend}: choose torch or onnx")
-        if adapter:
-            model, tokenizer, manifest = load_adapter(run)
-        else:
-            model, tokenizer, manifest = load_run(run)
-        return cls(model, tokenizer, manifest, precision, device, quantize)
+        model, tokenizer = load_adapter(run, manifest) if adapter else load_from_run(run)
+        return cls(TorchBackend(model, precision, device, quantize), tokenizer, manifest)
 
     @classmethod
-    def load_onnx(cls, run: str | Path, quantize: str | None = None, folder: str | Path | None = None) -> "Classifier":
+    def load_onnx(cls, run: str | Path, quantize: str | None = None, folder: str | Path | None = None,
+                  manifest: RunManifest | None = None) -> Classifier:  # fmt: skip
         """The export in RUN/onnx (or `folder`): model.onnx, or the int8 file that `quantize` names."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from .export import ONNX_FILES
-        from .model import read_manifest
-
-        manifest = read_manifest(run)
+        manifest = manifest or RunManifest.read(run)
         folder = Path(folder) if folder is not None else Path(run) / "onnx"
         path = folder / ONNX_FILES.get(quantize or "", "model.onnx")
         if not path.is_file():
             flag = f" --quantize {quantize}" if quantize else ""
             raise UsageError(f"{run}: no {path.name} in {folder}; run 'textfit export {run} --format onnx{flag}' first")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return cls(session, AutoTokenizer.from_pretrained(str(folder)), manifest)
-
-    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.onnx:
-            feed = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
-            return torch.from_numpy(self.model.run(["logits"], feed)[0])
-        if bool(batch["attention_mask"].all()):
-            # No padding in this batch (sorted batches of long texts are often full): without a
-            # mask, the model builds no (batch x 1 x length x length) bias and attention runs unmasked.
-            batch.pop("attention_mask")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        # GPU: a few short texts run faster in fp32, as casting the weights costs more than bf16
-        # saves. CPU: the weights are bf16 already (for_cpu_inference), autocast is not needed.
-        amp = self.dtype is not None and self.device.type != "cpu" and batch["input_ids"].numel() >= AMP_MIN_TOKENS
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=amp):
-            return self.model(**batch).logits.float().cpu()
+        return cls(OnnxBackend(session), AutoTokenizer.from_pretrained(str(folder)), manifest)
 
     def predict_logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         if isinstance(texts, str):
@@ -147,39 +155,17 @@ class Classifier:
             raise UsageError(f"{len(texts)} texts but {len(pairs)} second texts; give one second text per text")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        enc, doc = encode_long(self.tokenizer, list(texts), None if pairs is None else list(pairs), self.max_length, self.long)
+        m = self.manifest
+        enc, doc = encode_long(self.tokenizer, list(texts), None if pairs is None else list(pairs), m.max_length, m.long_text)
         lengths = np.array([len(x) for x in enc["input_ids"]])
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
-        max_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" else None
-        batches = length_sorted_batches(lengths, batch_size, max_tokens)
-        # CPU: batches padded to widths they share (fewer oneDNN kernel builds, see shared_widths)
-        widths = shared_widths(lengths[b[0]] for b in batches) if self.device.type == "cpu" else {}
+        cpu = self.backend.device.type == "cpu"
+        batches = length_sorted_batches(lengths, batch_size, CPU_BATCH_TOKENS if cpu else None)
+        widths = shared_widths(lengths[b[0]] for b in batches) if cpu else {}  # fewer oneDNN kernel builds
         with torch.inference_mode():
             for ix in batches:
-                out[ix] = self._logits(self._pad(enc, ix, widths.get(int(lengths[ix[0]])))).numpy()
-        return pool_windows(out, doc, len(texts), self.long.pool)
-
-    def _pad(self, enc: dict[str, list[list[int]]], ix: np.ndarray, width: int | None = None) -> dict[str, torch.Tensor]:
-        """Rows `ix` of the encoded texts, padded to the longest of them (or to `width`), as tensors:
-        the tokenizer's own padding rules, built with numpy (`tokenizer.pad` took 2% of IMDb prediction)."""
-        tok = self.tokenizer
-        longest = max(len(enc["input_ids"][i]) for i in ix)
-        width = max(width or 0, longest)
-        if tok.pad_token_id is None:  # the tokenizer's own error message
-            return dict(tok.pad([{k: v[i] for k, v in enc.items()} for i in ix], padding="max_length", max_length=width, return_tensors="pt"))
-        pad_values = {"input_ids": tok.pad_token_id, "token_type_ids": tok.pad_token_type_id, "attention_mask": 0}
-        left = tok.padding_side == "left"
-        batch = {}
-        for key, rows in enc.items():
-            arr = np.full((len(ix), width), pad_values.get(key, 0), dtype=np.int64)
-            for j, i in enumerate(ix):
-                row = rows[i]
-                if left:
-                    arr[j, width - len(row) :] = row
-                else:
-                    arr[j, : len(row)] = row
-            batch[key] = torch.from_numpy(arr)
-        return batch
+                out[ix] = self.backend.logits(pad(self.tokenizer, enc, ix, widths.get(int(lengths[ix[0]])))).numpy()
+        return pool_windows(out, doc, len(texts), m.long_text.pool)
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (softmax), one probability per label (multi-label, sigmoid), or
@@ -205,36 +191,3 @@ class Classifier:
             else:
                 preds.append(Prediction(self.labels[int(c)], float(row[int(c)]), scores))
         return preds
-
-
-def length_sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
-    """Indices in batches, longest texts first, so that each batch pads to almost nothing: at
-    most `batch_size` texts, and (when `max_tokens` is given) at most that many padded tokens,
-    but always at least one text."""
-    order = np.argsort(-lengths, kind="stable")
-    batches, s = [], 0
-    while s < len(order):
-        n = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // max(1, int(lengths[order[s]]))))
-        batches.append(order[s : s + n])
-        s += n
-    return batches
-
-
-def load_adapter(run: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """A LoRA run as trained: its base model with the adapter (and trained head) from RUN/adapter."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from .model import default_model_path, load_for_training, quiet_peft, read_manifest, resolve_model
-
-    manifest = read_manifest(run)
-    lora = manifest.get("lora")
-    if not lora or not (Path(run) / lora["adapter"]).is_dir():
-        raise UsageError(f"--adapter: {run} was not trained with --lora (no adapter folder); load it without --adapter")
-    base_path = lora.get("base_model_path") or default_model_path()
-    if not Path(base_path).is_dir():
-        base_path = resolve_model(manifest["base_model"])
-    base, _ = load_for_training(base_path, manifest["label_names"], task=run_task(manifest))  # a fresh head, as training began
-    with quiet_peft():
-        model = PeftModel.from_pretrained(base, str(Path(run) / lora["adapter"]))
-    return model.eval(), AutoTokenizer.from_pretrained(str(run)), manifest

@@ -94,7 +94,7 @@ def _img(path: Path) -> str:
 def write_report(folder: Path, texts: list[str], pairs: list[str] | None, gold: np.ndarray, probs: np.ndarray,
                  names: list[str], metrics: dict[str, Any], log_path: Path | None, title: str,
                  metric: str = "accuracy", threshold: float | None = None, max_mistakes: int = 50) -> None:
-    from .evaluate import decide
+    from .metrics import decide
 
     folder.mkdir(parents=True, exist_ok=True)
     gold = np.asarray(gold)

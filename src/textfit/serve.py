@@ -15,6 +15,7 @@ Limits answer with 413 (body or text count), 429 (queue full), 504 (request time
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,10 +220,12 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
 
     @app.get("/info")
     async def info():
-        return {"run": run, "base_model": clf.manifest.get("base_model"), "task": clf.task, "labels": clf.labels, "threshold": clf.threshold,
-                "long_text": clf.long.to_dict(), "max_length": clf.max_length,
-                "pairs": clf.pairs, "precision": str(clf.dtype or "fp32").replace("torch.", ""), "max_batch": limits.max_batch,
-                "max_texts_per_request": limits.max_texts, "textfit_version": clf.manifest.get("textfit_version")}
+        m = clf.manifest
+        dtype = getattr(clf.backend, "dtype", None)
+        return {"run": run, "base_model": m.base_model, "task": clf.task, "labels": clf.labels, "threshold": clf.threshold,
+                "long_text": dataclasses.asdict(m.long_text), "max_length": m.max_length, "pairs": clf.pairs,
+                "precision": str(dtype or "fp32").replace("torch.", ""), "max_batch": limits.max_batch,
+                "max_texts_per_request": limits.max_texts, "textfit_version": m.textfit_version}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

@@ -1,4 +1,4 @@
-// Dropout for CPU training (textfit/cpu_dropout.py builds and calls it): out = x * scale where an
+// Dropout for CPU training (textfit/accel/dropout.py builds and calls it): out = x * scale where an
 // element is kept, 0 where dropped, in one pass. Element i is dropped when the 16 bits (i % 4) of
 // splitmix64(seed + i / 4) are below `threshold` (p * 65536, rounded): a counter-based draw, so the
 // backward pass recomputes the same mask from the seed instead of storing it.

@@ -1,4 +1,4 @@
-// Fused attention for bf16 inference on x86-64 CPUs with AMX (textfit/cpu_attention.py builds and calls it):
+// Fused attention for bf16 inference on x86-64 CPUs with AMX (textfit/accel/attention.py builds and calls it):
 // out = softmax(q k^T * scale + mask) v for head sizes that are multiples of 32, one (batch, head) pair at a time.
 #include <immintrin.h>
 #include <stdint.h>

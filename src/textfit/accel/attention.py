@@ -1,8 +1,8 @@
 """Fused attention for bf16 prediction on x86-64 CPUs with AMX (Intel Sapphire Rapids and later).
 
-PyTorch's CPU flash attention spends most of its time outside the matrix products for narrow heads
-(MiniLM's 32-wide heads): on this project's CPU machine, 32 IMDb reviews x 256 tokens x 12 heads took
-about 11 ms per layer, 6 ms with this kernel (RESULTS.md). The kernel (`attention.c`, next to this
+Measured against PyTorch's CPU flash attention (SDPA), which spends most of its time outside the
+matrix products for narrow heads such as MiniLM's 32-wide ones (benchmarks/RESULTS.md has the
+figures); SDPA stays the path everywhere this kernel does not run. The kernel (`attention.c`, next to this
 file) computes each (text, head) pair with AMX tile products for q k^T and p v and an AVX-512 softmax
 in base 2 between them, and reads q, k and v in the (batch, position, head, dim) layout the model's
 projections produce and writes the output in the layout the next layer reads, so no transposed copies.
@@ -10,7 +10,8 @@ The (text, head) pairs are shared among PyTorch's own OpenMP threads: a pool of 
 attention 1.5x slower, competing for the cores with PyTorch's workers, which spin after each operator.
 
 It is C compiled on first use with the machine's C compiler (gcc or clang, a second or so) into
-~/.cache/textfit (or $TEXTFIT_CACHE; see `native`), and used only when everything it needs is there: Linux, x86-64,
+~/.cache/textfit (or $TEXTFIT_CACHE; see `native`), registered as the PyTorch operator
+`torch.ops.textfit.fused_attention` (so `torch.compile` and export see one opaque op),, and used only when everything it needs is there: Linux, x86-64,
 AMX and AVX-512 bf16, a compiler, bf16 inputs, head sizes that are multiples of 32 (up to 256), self-
 attention with a key-padding mask or none. Anything else, and TEXTFIT_FUSED_ATTENTION=0, takes
 PyTorch's SDPA instead, as before.
@@ -137,10 +138,28 @@ def supports(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attent
     return kernel() is not None
 
 
+@torch.library.custom_op("textfit::fused_attention", mutates_args=())
+def _fused_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                        scaling: float) -> torch.Tensor:
+    return _run_kernel(query, key, value, mask, scaling)
+
+
+@_fused_attention_op.register_fake
+def _(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+    b, h, length, d = query.shape
+    return query.new_empty(b, length, h, d)
+
+
 def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
                     scaling: float) -> torch.Tensor:
     """softmax(query key^T * scaling + mask) value for (batch, heads, length, head size) inputs,
-    returned as (batch, length, heads, head size); the mask is additive per key, (batch|1, 1, 1, length)."""
+    returned as (batch, length, heads, head size); the mask is additive per key, (batch|1, 1, 1, length).
+    Call only where `supports` says so."""
+    return torch.ops.textfit.fused_attention(query, key, value, attention_mask, float(scaling))
+
+
+def _run_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
+                scaling: float) -> torch.Tensor:
     fn = kernel()
     b, h, length, d = query.shape
     out = torch.empty(b, length, h, d, dtype=query.dtype)
@@ -192,7 +211,7 @@ def use_fused_attention(model: torch.nn.Module) -> bool:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    from .model import key_padding_mask
+    from .training import key_padding_mask
 
     AttentionInterface.register(NAME, cpu_inference_attention)
     AttentionMaskInterface.register(NAME, key_padding_mask)

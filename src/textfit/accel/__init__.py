@@ -1,0 +1,94 @@
+"""CPU speed work behind one entry point: `enable(model, mode)`.
+
+    model = accel.enable(model, "train")   # CPU: the "textfit_cpu" attention and FastDropout
+    model = accel.enable(model, "infer")   # CPU with bf16 units: bf16 weights, oneDNN fusions, fused attention
+
+Nothing outside this package reaches into its modules. Each fast path has a PyTorch fallback and an
+off switch (TEXTFIT_FUSED_ATTENTION=0, TEXTFIT_FUSED_DROPOUT=0, TEXTFIT_MALLOC_TUNING=0); the C
+kernels are PyTorch custom operators (`torch.ops.textfit.*`). On other devices `enable` changes nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import torch
+from torch import nn
+
+from . import attention, dropout, inference, training
+
+_ALLOCATOR_TUNED = False
+
+
+def enable(model: nn.Module, mode: str, device: torch.device | None = None) -> nn.Module:
+    """Make `model` fast for `mode` ("train" or "infer") on `device` (default: the model's own)."""
+    device = device or next(model.parameters()).device
+    if device.type != "cpu":
+        return model
+    tune_allocator()
+    if mode == "train":
+        training.register()
+        if hasattr(model, "set_attn_implementation"):
+            try:
+                model.set_attn_implementation(training.NAME)
+            except (ValueError, NotImplementedError):
+                pass  # an architecture that takes no attention functions keeps its own
+        dropout.use_fast_dropout(model)
+        return model
+    if mode == "infer":
+        return inference.for_cpu_inference(model) if bf16_supported(device) else model
+    raise ValueError(f"accel.enable: unknown mode {mode!r}")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        avx = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return bool(amx or avx)
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for 'auto', 'bf16', 'fp16' or 'fp32' on this device (None: plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if bf16_supported(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def fused_attention_unavailable() -> str | None:
+    """None when the fused attention kernel runs on this machine, else why not."""
+    return attention.unavailable()
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process for reuse instead of giving large blocks back to the OS.
+
+    glibc serves each allocation above its mmap threshold with a fresh mapping and unmaps it when
+    freed, so every large activation pays a page fault per 4 KiB page it touches. This is what
+    preloading jemalloc or tcmalloc does for PyTorch on CPUs, done with glibc's own mallopt, once per
+    process (measured in benchmarks/RESULTS.md). Returns whether it applied."""
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("TEXTFIT_MALLOC_TUNING") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    # Not glibc (musl has a mallopt that does nothing): the calls are harmless.
+    _ALLOCATOR_TUNED = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+    return _ALLOCATOR_TUNED
+
+
+__all__ = ["autocast_dtype", "bf16_supported", "enable", "fused_attention_unavailable", "tune_allocator"]

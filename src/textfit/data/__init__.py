@@ -1,0 +1,18 @@
+"""Data in: files, folders and hub ids to labelled splits, then to token ids and batches.
+
+    data = load_data(cfg)                          # training: splits, the learned schema, notes
+    split = read_for_run("holdout.csv", manifest)  # eval/predict: the run's schema applied
+    enc, doc = encode_long(tokenizer, split.texts, split.pairs, 256, LongText())
+
+Modules: `read` (files -> frames), `schema` (columns, task, labels), `splits`, `load` (the two
+entry points above), `tokens` (truncation, windows), `batching` (one batcher, one padder).
+"""
+
+from .batching import EncodedDataset, LengthGroupedBatches, length_sorted_batches, make_collate, pad, shared_widths
+from .load import TrainingData, label_problems, load_data, read_for_run, read_splits, split_seed
+from .splits import Split, carve_splits
+from .tokens import encode_long, pool_windows
+
+__all__ = ["EncodedDataset", "LengthGroupedBatches", "Split", "TrainingData", "carve_splits", "encode_long",
+           "label_problems", "length_sorted_batches", "load_data", "make_collate", "pad", "pool_windows",
+           "read_for_run", "read_splits", "shared_widths", "split_seed"]  # fmt: skip

@@ -1,0 +1,143 @@
+"""One batcher and one padder for every pass: training, evaluation and prediction.
+
+    batches = LengthGroupedBatches(lengths, batch_size=16, seed=42)              # training: shuffled groups
+    batches = length_sorted_batches(lengths, 64, max_tokens=8192)                # evaluation, prediction
+    batch = pad(tokenizer, enc, ix, width)                                       # tensors for rows ix
+
+Batches hold texts of similar length, so padding nearly disappears. On CPUs a batch is padded to a
+width that other batches of the same pass share (`shared_widths`): oneDNN builds its matrix-product
+kernels for every new shape, so fewer distinct widths cost less (measured in benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+
+def shared_widths(widths: Iterable[int]) -> dict[int, int]:
+    """Each batch width mapped to the width its batch is padded to on a CPU: a wider one that other
+    batches of the same pass use, at most max(2, width // 32) tokens wider. Depends on the set of
+    widths only, so a resumed run pads as the uninterrupted one did."""
+    out: dict[int, int] = {}
+    canonical = None
+    for w in sorted(set(int(x) for x in widths), reverse=True):
+        if canonical is None or w + max(2, w // 32) < canonical:
+            canonical = w
+        out[w] = canonical
+    return out
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Indices in batches, longest texts first, so that each batch pads to almost nothing: at
+    most `batch_size` texts, and (when `max_tokens` is given) at most that many padded tokens,
+    but always at least one text."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    batches, s = [], 0
+    while s < len(order):
+        n = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // max(1, int(lengths[order[s]]))))
+        batches.append(order[s : s + n])
+        s += n
+    return batches
+
+
+def pad(tokenizer: Any, enc: dict[str, list[list[int]]], ix: Iterable[int], width: int | None = None) -> dict[str, torch.Tensor]:
+    """Rows `ix` of the encoded texts, padded to the longest of them (or to `width`), as int64 tensors,
+    with the tokenizer's own padding values and side. Built with numpy: `tokenizer.pad` cost a
+    measurable share of prediction (benchmarks/RESULTS.md)."""
+    ix = list(ix)
+    longest = max(len(enc["input_ids"][i]) for i in ix)
+    width = max(width or 0, longest)
+    if tokenizer.pad_token_id is None:  # the tokenizer's own error message
+        rows = [{k: v[i] for k, v in enc.items()} for i in ix]
+        return dict(tokenizer.pad(rows, padding="max_length", max_length=width, return_tensors="pt"))
+    pad_values = {"input_ids": tokenizer.pad_token_id, "token_type_ids": tokenizer.pad_token_type_id, "attention_mask": 0}
+    left = tokenizer.padding_side == "left"
+    batch = {}
+    for key, rows_of_key in enc.items():
+        arr = np.full((len(ix), width), pad_values.get(key, 0), dtype=np.int64)
+        for j, i in enumerate(ix):
+            row = rows_of_key[i]
+            if left:
+                arr[j, width - len(row) :] = row
+            else:
+                arr[j, : len(row)] = row
+        batch[key] = torch.from_numpy(arr)
+    return batch
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Token ids (unpadded) and targets, one item per example; `collate` pads a batch of them."""
+
+    def __init__(self, enc: dict[str, list[list[int]]], labels: list[Any] | None = None):
+        self.enc, self.labels = enc, labels
+        self.lengths = [len(x) for x in enc["input_ids"]]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> int:
+        return i  # the collate function gathers rows by index: one numpy pass per batch
+
+
+def make_collate(
+    tokenizer: Any, dataset: EncodedDataset, widths: dict[int, int] | None = None
+) -> Callable[[list[int]], dict[str, torch.Tensor]]:
+    """Pads each batch to its longest example, or to `widths[longest]` when given (shared_widths)."""
+
+    def collate(ix: list[int]) -> dict[str, torch.Tensor]:
+        longest = max(dataset.lengths[i] for i in ix)
+        batch = pad(tokenizer, dataset.enc, ix, widths.get(longest, longest) if widths else None)
+        batch["index"] = torch.tensor(ix)
+        if dataset.labels is not None:
+            batch["labels"] = torch.tensor([dataset.labels[i] for i in ix])
+        return batch
+
+    return collate
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of similar length in a random, seeded order (training).
+
+    Each epoch: shuffle all indices, cut them into chunks of `group` batches, sort each chunk
+    by length, cut it into batches, and shuffle the batches. The randomness per epoch comes
+    from (seed, epoch) only, so the order is reproducible and resumable.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50, share_widths: bool = False):
+        self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
+        self.epoch = 0
+        # share_widths (CPU): `widths` maps each batch's width to the shared width of this pass;
+        # the collate function pads to it. Updated in place at each pass.
+        self.share_widths = share_widths
+        self.widths: dict[int, int] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        lengths = torch.tensor(self.lengths)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(n, generator=g)
+        chunk = self.batch_size * self.group
+        out = []
+        for s in range(0, n, chunk):
+            part = perm[s : s + chunk]
+            part = part[torch.argsort(lengths[part], descending=True, stable=True)].tolist()
+            out += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        out = [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
+        if self.share_widths:
+            self.widths.clear()
+            self.widths.update(shared_widths(max(self.lengths[i] for i in b) for b in out))
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)

@@ -1,0 +1,242 @@
+"""The two ways in: a training set from the user's flags, and a file read for a trained run.
+
+    data = load_data(cfg)                          # TrainingData: splits with label ids, the learned schema
+    split = read_for_run("holdout.csv", manifest)  # texts, pairs and label ids as the run reads them
+
+Both go through `read` (files to frames) and `schema` (columns, task, labels): training learns
+the schema, a run applies it unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import TrainConfig, split_percentages
+from ..errors import UsageError
+from ..run import RunManifest, Schema
+from .read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame, load_frames, read_one
+from .schema import (
+    check_labels_present,
+    detect_task,
+    find_column,
+    is_index,
+    is_list,
+    label_ids,
+    label_order,
+    missing,
+    resolve_columns,
+    rows_text,
+    task_labels,
+    to_split,
+)
+from .splits import Split, carve_splits
+
+
+@dataclass
+class TrainingData:
+    splits: dict[str, Split]  # train, and validation and test where there are any; labels as model targets
+    schema: Schema
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def split_rows(self) -> dict[str, list[int]]:
+        return {n: list(map(int, s.rows)) for n, s in self.splits.items()}
+
+
+def _headerless(columns: tuple[str | None, ...], named: tuple[str | None, ...]) -> bool | None:
+    """Column flags given as indices mean a headerless file; the `named` ones given as names, a header."""
+    if any(is_index(c) for c in columns):
+        return True
+    return False if any(c is not None for c in named) else None
+
+
+def _check_columns(frame: Frame, columns: tuple[Any, Any, Any]) -> None:
+    for col in columns:
+        if col is not None and col not in frame.df.columns:
+            found = ", ".join(repr(str(c)) for c in frame.df.columns)
+            raise UsageError(f"{frame.source}: no column {str(col)!r} (found in the training data); its columns are {found}")
+
+
+def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any], list[str], str]:
+    """Every split the user gave, read and checked row by row; labels read for the task but not mapped.
+    Returns the splits, the (text, pair, label) columns, notes to show, and a data fingerprint."""
+    headerless = _headerless((cfg.text_column, cfg.text_pair_column, cfg.label_column), (cfg.text_column, cfg.label_column))
+    frames, fingerprint = load_frames(cfg.data, cfg.data_config, cfg.train, cfg.validation, cfg.test, cfg.encoding,
+                                      headerless)  # fmt: skip
+    if "train" not in frames:
+        found = ", ".join(frames) or "none"
+        raise UsageError(f"--data {cfg.data}: no training split found (splits there: {found}); pass --train FILE")
+    first = frames["train"]
+    text, pair, label, notes = resolve_columns(first.df, cfg.text_column, cfg.text_pair_column, cfg.label_column,
+                                               first.source)  # fmt: skip
+    splits: dict[str, Split] = {}
+    for name, frame in frames.items():
+        if name != "train":
+            _check_columns(frame, (text, pair, label))
+        if name == "test" and all(missing(v) or str(v).strip() == "-1" for v in frame.df[label]):
+            notes.append(f"{frame.source}: test labels are hidden (-1), so there is no test evaluation")
+            continue
+        # Empty label cells are checked once the task is known: a multi-label row may have no label.
+        s = splits[name] = to_split(frame, text, pair, label, empty_labels=True)
+        if s.dropped:
+            notes.append(f"{frame.source}: left out {len(s.dropped)} rows with an empty text ({rows_text(s.dropped, s.unit)})")
+    train_labels = [v for v in splits["train"].labels if is_list(v) or not missing(v)]
+    task, separator = detect_task(cfg.task, train_labels, cfg.label_separator)
+    if task != "multi-label":
+        for s in splits.values():
+            check_labels_present(s.source, s.rows, s.labels, label, s.unit)
+    if separator is not None and cfg.label_separator is None and cfg.task == "auto":
+        example = next(v for v in train_labels if separator in str(v))
+        notes.append(f"labels like {example!r} read as several labels separated by {separator!r}; "
+                     "pass --task classification to keep them whole")  # fmt: skip
+    for s in splits.values():
+        s.raw_labels = [str(v) for v in s.labels]
+        s.labels = task_labels(s, task, separator)
+        s.task, s.label_separator = task, separator
+    if task != cfg.task:
+        notes.append(f"task: {task} (from the labels; --task to choose)")
+    if task == "classification" and len({any(isinstance(v, str) for v in s.labels) for s in splits.values()}) > 1:
+        for s in splits.values():  # integers and strings of integers are one label type across splits
+            s.labels = [str(v) for v in s.labels]
+    return splits, (text, pair, label), notes, fingerprint
+
+
+def label_problems(splits: dict[str, Split]) -> list[str]:
+    """Label problems that make training meaningless, as one-line messages (empty: none)."""
+    train = splits["train"]
+    if train.task == "regression":
+        if len(set(train.labels)) > 1:
+            return []
+        return [f"{train.source}: every training row has the value {train.labels[0]!r}; regression needs varied targets"]
+    if train.task == "multi-label":
+        known = {x for v in train.labels for x in v}
+        if not known:
+            return [f"{train.source}: no training row has a label; a multi-label classifier needs labelled examples"]
+        for s in splits.values():
+            unseen = [(r, x) for r, v in zip(s.rows, s.labels) for x in v if x not in known]
+            if unseen:
+                r, x = unseen[0]
+                return [f"{s.source}: label {x!r} ({s.unit} {r}) never appears in the training data "
+                        f"(labels there: {', '.join(sorted(known))}); remove it or add training examples"]  # fmt: skip
+        return []
+    order = label_order(train.labels)
+    problems = []
+    if len(order) < 2:
+        problems.append(f"{train.source}: every training row has the label {order[0]!r}; a classifier needs at least two classes")
+    folded: dict[str, list[Any]] = {}
+    for v in order:
+        folded.setdefault(str(v).casefold(), []).append(v)
+    for variants in folded.values():
+        if len(variants) > 1:
+            shown = " and ".join(repr(v) for v in variants)
+            problems.append(f"{train.source}: labels {shown} differ only by case, so they train as different classes; "
+                            "write them the same way")  # fmt: skip
+    known = set(order)
+    for s in splits.values():
+        unseen_rows = [(r, v) for r, v in zip(s.rows, s.labels) if v not in known]
+        if unseen_rows:
+            r, v = unseen_rows[0]
+            problems.append(
+                f"{s.source}: label {v!r} ({s.unit} {r}, {len(unseen_rows)} rows) never appears in the training data "
+                f"(labels there: {', '.join(map(str, order))}); remove those rows or add training examples"
+            )
+    return problems
+
+
+def split_seed(cfg: TrainConfig) -> int:
+    return cfg.split_seed if cfg.split_seed is not None else cfg.seed
+
+
+def _label_names(order: list[Any], given: str | None) -> list[str]:
+    names = [str(v) for v in order]
+    if not given:
+        return names
+    parts = [n.strip() for n in given.split(",")]
+    if not all(isinstance(v, int) for v in order) or sorted(order) != list(range(len(parts))):
+        raise UsageError(
+            f"--label-names: expected one name per integer label 0..{len(parts) - 1}; the training labels are {', '.join(names)}"
+        )
+    return parts
+
+
+def load_data(cfg: TrainConfig) -> TrainingData:
+    """Read, check and split the data; labels become the model's targets (see `schema.label_ids`)."""
+    splits, (text, pair, label), notes, fingerprint = read_splits(cfg)
+    problems = label_problems(splits)
+    if problems:
+        raise UsageError(problems[0])
+    train = splits["train"]
+    if train.task == "multi-label":
+        order: list[Any] = sorted({x for v in train.labels for x in v})
+    elif train.task == "regression":
+        order = [str(label)]
+    else:
+        order = label_order(train.labels)
+    splits = carve_splits(splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split)
+    schema = Schema(
+        task=train.task,
+        text_column=str(text),
+        text_pair_column=None if pair is None else str(pair),
+        label_column=str(label),
+        label_names=_label_names(order, cfg.label_names),
+        label_values=list(order),
+        label_separator=train.label_separator,
+    )
+    by_value = dataclasses.replace(schema, label_names=[str(v) for v in order])  # --label-names may reuse a value
+    for s in splits.values():
+        s.labels = label_ids(s, s.labels, by_value)
+    if schema.task == "classification" and len(set(splits["train"].labels)) < 2:
+        raise UsageError(f"{train.source}: the training sample has a single class; raise --max-train-samples")
+    return TrainingData(splits, schema, fingerprint, notes)
+
+
+def read_for_run(
+    path: str,
+    manifest: RunManifest,
+    encoding: str = "utf-8",
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    labels: bool = True,
+) -> Split:
+    """Rows of a file for a trained run: its texts (and pairs) and, for evaluation, label ids.
+
+    Columns default to the ones the run was trained on, then to the common names; a file
+    with a single column is all text."""
+    given = (text_column, text_pair_column, label_column)
+    frame = read_one(path, encoding, _headerless(given, given))
+    cols = list(frame.df.columns)
+    lower = {str(c).strip().lower(): c for c in cols}
+    schema = manifest.schema
+
+    def pick(flag_value: str | None, flag: str, trained: str | None, known: list[str], required: bool) -> Any:
+        if flag_value is not None:
+            return find_column(cols, flag_value, flag, frame.source)
+        for cand in ([trained] if trained is not None else []) + known:
+            key = str(cand).strip().lower()
+            if key in lower:
+                return lower[key]
+            if is_index(cand) and all(isinstance(c, int) for c in cols) and int(cand) < len(cols):
+                return int(cand)
+        if required:
+            found = ", ".join(repr(str(c)) for c in cols)
+            raise UsageError(f"{frame.source}: no {flag[2:].replace('-', ' ')} found among {found}; pass {flag} NAME")
+        return None
+
+    label = pick(label_column, "--label-column", schema.label_column, LABEL_NAMES, labels) if labels else None
+    if text_column is None and len(cols) == 1 and not labels:
+        text = cols[0]
+    else:
+        known = [n for n in TEXT_NAMES if lower.get(n) != label]
+        text = pick(text_column, "--text-column", schema.text_column, known, True)
+    pair = None
+    if schema.text_pair_column is not None or text_pair_column is not None:
+        partner = [PAIR_OF.get(str(text).lower(), "")]
+        pair = pick(text_pair_column, "--text-pair-column", schema.text_pair_column, partner, True)
+    split = to_split(frame, text, pair, label, schema.task == "multi-label")
+    if labels:
+        split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
+    return split

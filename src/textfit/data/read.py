@@ -1,0 +1,225 @@
+"""Files, folders and hub ids to frames: the first step of every reader.
+
+    frames, fingerprint = load_frames(data="reviews.csv")   # {"train": Frame, ...}
+    frame = read_one("holdout.csv")                          # one file or datasets folder
+
+Local files are parsed with pandas as strings (TSV with quoting off, since SST-2 and MRPC hold
+stray quotes; a UTF-8 BOM stripped; headerless CSVs detected); `datasets` loads `save_to_disk`
+folders and hub ids. Every problem raises `UsageError` with the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import UsageError
+from ..hub import hub_reachable
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+TEXT_NAMES = ["text", "sentence", "review", "content", "sentence1", "#1 string", "premise", "question1", "question",
+              "document"]  # fmt: skip
+PAIR_OF = {"sentence1": "sentence2", "#1 string": "#2 string", "premise": "hypothesis", "question1": "question2",
+           "question": "sentence"}  # fmt: skip
+LABEL_NAMES = ["label", "labels", "sentiment", "quality", "class", "target", "score", "rating"]
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+
+
+@dataclass
+class Frame:
+    df: pd.DataFrame
+    source: str  # file name or "hub-id[split]", for messages
+    first_line: int  # the file line of the first row; 0 for rows of a data set (counted from 0)
+
+
+def file_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(
+            f"{path}: unsupported format '{suffix or '(no extension)'}'; "
+            "use a .csv, .tsv, .json, .jsonl or .parquet file, or a datasets folder"
+        )
+    return FORMATS[suffix]
+
+
+def _decode(path: str, raw: bytes, encoding: str) -> str:
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return raw.decode(enc)
+    except LookupError:
+        raise UsageError(
+            f"--encoding {encoding}: unknown encoding; use a Python codec name such as utf-8, gb18030 or latin-1"
+        ) from None
+    except UnicodeDecodeError as e:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(raw[:200_000]).best()
+        guess = best.encoding if best else None
+        hint = f"--encoding {guess}" if guess and guess != "utf_8" else "--encoding with the file's encoding (e.g. gb18030)"
+        raise UsageError(f"{path}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); pass {hint}") from None
+
+
+def _first_rows_are_data(df: pd.DataFrame) -> bool:
+    """Guess whether a delimited file has no header row: its first row holds no known column
+    name and either the file has one column (a list of texts) or the row repeats a value seen
+    further down its column (like a label)."""
+    known = set(TEXT_NAMES) | set(PAIR_OF.values()) | set(LABEL_NAMES)
+    first = [str(v).strip().lower() for v in df.iloc[0]]
+    if any(v in known for v in first):
+        return False
+    if df.shape[1] == 1:  # a plain list of texts, one per line
+        return True
+    body = df.iloc[1:201]
+    return any(str(df.iloc[0, j]) in set(body.iloc[:, j].astype(str)) for j in range(df.shape[1]))
+
+
+def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> Frame:
+    sep, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=None, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        last = str(e).strip().splitlines()[-1]
+        raise UsageError(f"{path}: cannot parse as {fmt.upper()} ({last}); check the delimiter and quotes") from None
+    if headerless is None:
+        headerless = len(df) > 1 and _first_rows_are_data(df)
+    if headerless:
+        return Frame(df, path, 1)
+    if len(df) < 2:
+        raise UsageError(f"{path}: the file has a header but no rows")
+    header = [str(c).strip() for c in df.iloc[0]]
+    df = df.iloc[1:].reset_index(drop=True)
+    df.columns = header
+    return Frame(df, path, 2)
+
+
+def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = None) -> Frame:
+    """One local file, every cell a string (JSON and Parquet keep their types)."""
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a folder; pass a file, or a folder written by datasets.save_to_disk")
+    fmt = file_format(path)
+    if fmt == "parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises many types for a bad file
+            raise UsageError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0]})") from None
+        if df.empty:
+            raise UsageError(f"{path}: the file has no rows")
+        return Frame(df, path, 0)
+    text = _decode(path, Path(path).read_bytes(), encoding)
+    if not text.strip():
+        raise UsageError(f"{path}: the file is empty")
+    if fmt in ("json", "jsonl"):
+        lines = fmt == "jsonl" or not text.lstrip().startswith(("[", '{"data"', '{ "data"'))
+        try:
+            df = pd.read_json(io.StringIO(text), lines=lines, dtype=False)
+        except ValueError as e:
+            kind = "JSON lines" if lines else "JSON"
+            raise UsageError(
+                f"{path}: cannot read as {kind} ({str(e).splitlines()[0]}); expect one object per line or a list of objects"
+            ) from None
+        if df.empty:
+            raise UsageError(f"{path}: the file has no rows")
+        return Frame(df, path, 1)
+    return _read_delimited(path, text, fmt, headerless)
+
+
+def frames_from_datasets(obj: Any, source: str) -> dict[str, Frame]:
+    """A datasets Dataset or DatasetDict as {split: Frame}; ClassLabel ints become their names."""
+    import datasets
+
+    items = obj.items() if isinstance(obj, datasets.DatasetDict) else [("train", obj)]
+    out = {}
+    for name, ds in items:
+        key = SPLIT_ALIASES.get(name.lower())
+        if key is None:
+            continue  # e.g. imdb's "unsupervised"
+        df = ds.to_pandas()
+        for col, feat in ds.features.items():
+            if isinstance(feat, datasets.ClassLabel):
+                df[col] = [feat.names[v] if 0 <= v < len(feat.names) else None for v in df[col]]
+        out[key] = Frame(df, f"{source}[{name}]", 0)
+    return out
+
+
+def _load_from_disk(folder: str) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_from_disk(folder)
+    except FileNotFoundError:
+        raise UsageError(
+            f"{folder}: a folder, but not one written by datasets.save_to_disk; pass a data file instead"
+        ) from None
+
+
+def read_one(path: str, encoding: str = "utf-8", headerless: bool | None = None) -> Frame:
+    """One file, or the test split (else the first) of a datasets folder: what eval and predict read."""
+    if Path(path).is_dir():
+        frames = frames_from_datasets(_load_from_disk(path), path)
+        if not frames:
+            raise UsageError(f"{path}: the data set has no train, validation or test split")
+        return frames["test"] if "test" in frames else next(iter(frames.values()))
+    return read_table(path, encoding, headerless)
+
+
+def fingerprint(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.encode())
+        if os.path.isfile(p):
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_hub(name: str, config: str | None) -> tuple[dict[str, Frame], str]:
+    import datasets
+
+    shown = name
+    if " " in name.strip() and config is None:  # "glue mrpc", as load_dataset("glue", "mrpc")
+        name, config = name.split(None, 1)
+    if not hub_reachable():
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the hub cache may still hold it
+    try:
+        obj = datasets.load_dataset(name, config)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--data {shown}: not a local file or folder, and the hub data set could not be loaded ({first[:200]}); "
+            "check the name and your connection, or pass a local file"
+        ) from None
+    frames = frames_from_datasets(obj, name)
+    if not frames:
+        raise UsageError(f"--data {name}: the data set has no train, validation or test split")
+    parts = getattr(obj, "values", lambda: [obj])()
+    return frames, f"{name}:{config or ''}:" + ":".join(getattr(d, "_fingerprint", "") for d in parts)
+
+
+def load_frames(
+    data: str | None,
+    data_config: str | None = None,
+    train: str | None = None,
+    validation: str | None = None,
+    test: str | None = None,
+    encoding: str = "utf-8",
+    headerless: bool | None = None,
+) -> tuple[dict[str, Frame], str]:
+    """Every split the user gave, as {split: Frame}, and a fingerprint of the data."""
+    if data is not None and Path(data).is_dir():
+        obj = _load_from_disk(data)
+        return frames_from_datasets(obj, data), str(getattr(obj, "_fingerprint", None) or fingerprint([data]))
+    if data is not None and not os.path.exists(data) and Path(data).suffix == "":
+        return load_hub(data, data_config)  # a name like "imdb" or "user/name"
+    paths = {"train": data or train, "validation": validation, "test": test}
+    frames = {split: read_table(path, encoding, headerless) for split, path in paths.items() if path is not None}
+    return frames, fingerprint([p for p in paths.values() if p])

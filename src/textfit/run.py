@@ -1,0 +1,162 @@
+"""The run folder format, written and read here only.
+
+    manifest = RunManifest.read("runs/sst2")      # UsageError for a missing, older-than-known or foreign folder
+    manifest.task, manifest.label_names, manifest.long_text.mode
+    manifest.write(folder)                         # textfit.json, atomically
+
+A run folder is a standard Hugging Face model folder (config.json with the label names,
+model.safetensors, tokenizer files) plus `textfit.json`, this dataclass as JSON. Every module
+that needs to know how a run was trained (the reader's columns and labels, the tokens' long-text
+settings, the decision thresholds) asks a `RunManifest`; none reads the JSON by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+MANIFEST = "textfit.json"
+FORMAT_VERSION = 2  # 1: textfit 0.1 folders (no format_version key, the same fields)
+TASKS = ("classification", "multi-label", "regression")
+# textfit 0.1 wrote transformers' problem types
+OLD_TASK_NAMES = {"single_label_classification": "classification", "multi_label_classification": "multi-label"}
+
+
+@dataclass(frozen=True)
+class LongText:
+    """How a text longer than max_length is read: evaluation, prediction and the server read
+    texts the way training did."""
+
+    truncation: str = "head"  # head, tail or head+tail
+    mode: str = "truncate"  # truncate or window
+    stride: int | None = None  # tokens shared by consecutive windows
+    pool: str = "mean"  # how window logits become a text's logits
+
+    def window_stride(self, max_length: int) -> int:
+        """Tokens shared by consecutive windows: --stride, else a quarter of the window."""
+        return self.stride if self.stride is not None else max_length // 4
+
+
+@dataclass
+class Schema:
+    """What the reader learned from the training data and applies unchanged to every later file."""
+
+    task: str
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    label_names: list[str]
+    label_values: list[Any]  # the raw label values, in id order
+    label_separator: str | None = None  # multi-label cells written as strings
+
+
+@dataclass
+class LoraInfo:
+    r: int
+    alpha: float
+    adapter: str = "adapter"  # the adapter's folder inside the run
+    base_model_path: str | None = None
+
+
+@dataclass
+class RunManifest:
+    schema: Schema
+    max_length: int
+    long_text: LongText = field(default_factory=LongText)
+    threshold: float | list[float] | None = None  # a binary run's tuned threshold, or one per label (multi-label)
+    class_weights: list[float] | None = None
+    lora: LoraInfo | None = None
+    base_model: str = ""
+    seed: int = 0
+    data_fingerprint: str = ""
+    data_warnings: list[str] = field(default_factory=list)
+    steps: int = 0
+    best_step: int | None = None
+    train_seconds: float = 0.0
+    train_stats: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    num_processes: int = 1
+    versions: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    textfit_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    # Shortcuts for the fields every reader of a run asks for.
+    @property
+    def task(self) -> str:
+        return self.schema.task
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.schema.label_names
+
+    @property
+    def pairs(self) -> bool:
+        return self.schema.text_pair_column is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON layout of textfit.json (the schema's fields at the top level)."""
+        d = dataclasses.asdict(self)
+        return {**d.pop("schema"), **d}
+
+    def write(self, folder: str | Path) -> None:
+        write_json(Path(folder) / MANIFEST, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = MANIFEST) -> RunManifest:
+        version = d.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UsageError(
+                f"{where}: run format {version!r} is newer than this textfit reads ({FORMAT_VERSION}); upgrade textfit"
+            )
+        try:
+            task = OLD_TASK_NAMES.get(d.get("task", "classification"), d.get("task", "classification"))
+            schema = Schema(
+                task=task,
+                text_column=d["text_column"],
+                text_pair_column=d.get("text_pair_column"),
+                label_column=d["label_column"],
+                label_names=list(d["label_names"]),
+                label_values=list(d.get("label_values", d["label_names"])),
+                label_separator=d.get("label_separator"),
+            )
+            known = {f.name for f in dataclasses.fields(cls)} - {"schema", "long_text", "lora"}
+            rest = {k: v for k, v in d.items() if k in known}
+            lora = d.get("lora")
+            return cls(
+                schema=schema,
+                long_text=LongText(**(d.get("long_text") or {})),
+                lora=LoraInfo(**lora) if lora else None,
+                **{**rest, "format_version": FORMAT_VERSION},
+            )
+        except (KeyError, TypeError) as e:
+            raise UsageError(f"{where}: not a textfit run manifest ({type(e).__name__}: {e}); retrain the run") from None
+
+    @classmethod
+    def read(cls, folder: str | Path) -> RunManifest:
+        p = Path(folder)
+        if not p.is_dir():
+            raise UsageError(f"{folder}: no such run folder; pass a folder written by 'textfit train'")
+        path = p / MANIFEST
+        if not path.is_file():
+            raise UsageError(f"{folder}: not a textfit run (no {MANIFEST}); pass a folder written by 'textfit train'")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{path}: cannot be read as JSON ({e}); retrain the run") from None
+        if not isinstance(d, dict):
+            raise UsageError(f"{path}: not a textfit run manifest (expected a JSON object); retrain the run")
+        return cls.from_dict(d, str(path))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Written to a temporary file, then renamed: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

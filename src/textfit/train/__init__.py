@@ -1,0 +1,131 @@
+"""Fine-tune a checkpoint into a classifier: set-up, the loop, and the run folder.
+
+    from textfit import TrainConfig, train
+    result = train(TrainConfig(data="reviews.csv", epochs=1))
+    result["folder"], result["metrics"]["validation"]["accuracy"]
+
+`setup` checks everything that can fail on the user's input before any file is written and
+returns a `TrainState`; `loop.fit` trains; `finish` evaluates the final weights through the same
+`Classifier` path as `textfit eval` and writes the run. The same code runs in one process and under
+`accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..config import TrainConfig
+from ..evaluate import evaluate
+from ..model import inference_copy
+from ..predict import Classifier, TorchBackend
+from ..report import write_report
+from ..run import LoraInfo, write_json
+from .checkpoint import load_checkpoint, resolve_resume
+from .evaluator import Evaluator, measure_for, tune_thresholds
+from .loop import fit
+from .output import RunLog, move_into_place, work_folder
+from .setup import TrainState, setup
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.seeds:
+        from .seeds import train_seeds
+
+        return train_seeds(cfg)
+    s = setup(cfg)
+    acc = s.accelerator
+    resume_from = resolve_resume(cfg.resume, s.out) if cfg.resume is not None else None
+    persistent = cfg.save_steps is not None or resume_from is not None
+    resumed_step = int(resume_from.name.split("-")[1]) if resume_from is not None else None
+    work = work_folder(s.out, persistent, acc.is_main_process, resumed_step)
+    log = RunLog(work / "log.jsonl" if acc.is_main_process else None)
+    ev = Evaluator(measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end)
+    if s.features:
+        log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
+    try:
+        if resume_from is not None:
+            state, best_weights = load_checkpoint(resume_from, s.model, s.optimizer, s.scheduler)
+            s.step, s.epoch, s.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
+            ev.load_state_dict(state, best_weights, s.model)
+            s.say(f"textfit: resumed from {resume_from} (step {s.step}, epoch {s.epoch}, batch {s.batches_in_epoch})")
+        stats = fit(s, ev, log)
+        metrics = finish(s, ev, log, work, stats)
+        acc.wait_for_everyone()
+        if acc.is_main_process and not persistent:
+            move_into_place(work, s.out)
+        s.say(f"textfit: saved the run to {s.out}")
+        acc.wait_for_everyone()
+    finally:
+        log.close()
+        if acc.is_main_process and not persistent and work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return {"folder": str(s.out), "metrics": metrics, "history": ev.history, "steps": s.step, "train_stats": stats}
+
+
+def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every split's metrics and scores for the final weights, measured as `textfit eval` measures
+    them; the validation split's from the evaluation of those weights during training."""
+    from ..metrics import format_metrics
+
+    metrics: dict[str, Any] = {}
+    scores: dict[str, np.ndarray] = {}
+    splits = s.data.splits
+    clf = Classifier(TorchBackend(inference_copy(s.model), "auto", str(s.accelerator.device)), s.tokenizer, s.manifest)
+    if "validation" in splits:
+        restored = s.cfg.load_best_model_at_end and ev.best_step is not None  # the weights are the best evaluated
+        if s.features:  # the evaluations ran on cached features: measure the whole model once
+            metrics["validation"], scores["validation"] = evaluate(clf, splits["validation"], s.cfg.eval_batch_size, None)
+        else:
+            metrics["validation"], scores["validation"] = ev.final(restored)
+        s.manifest.threshold, tuned = tune_thresholds(s, metrics["validation"], scores["validation"])
+        if s.manifest.threshold is not None:
+            metrics["validation_untuned"], metrics["validation"] = metrics["validation"], tuned
+        s.say(format_metrics(metrics["validation"], f"\nvalidation ({len(splits['validation'].texts)} rows)"))
+    if "test" in splits:
+        metrics["test"], scores["test"] = evaluate(clf, splits["test"], s.cfg.eval_batch_size, s.manifest.threshold)
+        s.say(format_metrics(metrics["test"], f"\ntest ({len(splits['test'].texts)} rows)"))
+    return metrics, scores
+
+
+def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    """Restore the best weights, measure every split, and write the run folder (manifest last)."""
+    if s.cfg.load_best_model_at_end and ev.best_weights is not None and ev.best_step != s.step:
+        s.say(f"textfit: restoring the best weights (step {ev.best_step}, {s.metric} {s.sign * ev.best_score:.4f})")
+        s.model.load_state_dict(ev.best_weights)
+    metrics, scores = _final_metrics(s, ev)
+    stats_line = (f", {stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding"
+                  if stats["padded_tokens"] else " on cached features")  # fmt: skip
+    s.say(f"textfit: trained {stats['samples']} samples in {stats['seconds']:.1f}s ({stats['samples_per_second']:.1f} samples/s{stats_line})")
+    summary = {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()}
+    log({"step": s.step, "final": summary})
+    s.accelerator.wait_for_everyone()
+    if not s.accelerator.is_main_process:
+        return metrics
+    log.close()
+    m = s.manifest
+    m.steps, m.best_step, m.metrics, m.train_stats = s.step, ev.best_step, summary, stats
+    m.train_seconds = round(time.time() - s.t_start, 2)
+    report_split = "test" if "test" in metrics else "validation" if "validation" in metrics else None
+    if report_split and m.task == "classification":
+        rs = s.data.splits[report_split]
+        write_report(work, rs.texts, rs.pairs, np.array(rs.labels), scores[report_split], m.label_names, metrics[report_split],
+                     work / "log.jsonl", f"{report_split} split", s.metric, m.threshold)  # fmt: skip
+    write_json(work / "metrics.json", metrics)
+    write_json(work / "data_report.json", s.data_report)
+    write_json(work / "splits.json", {"unit": "line or row of the source file", **s.data.split_rows})
+    (work / "train_config.yaml").write_text(yaml.safe_dump(s.cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    final = s.model
+    if s.cfg.lora:  # the adapter alone (small), and the merged weights as the run's model
+        final.save_pretrained(work / "adapter")
+        m.lora = LoraInfo(r=s.cfg.lora, alpha=final.peft_config["default"].lora_alpha,
+                          base_model_path=s.model_path if s.cfg.model else None)  # fmt: skip
+        final = final.merge_and_unload()
+    final.save_pretrained(work, safe_serialization=True)
+    s.tokenizer.save_pretrained(work)
+    m.write(work)  # textfit.json last: the run is complete
+    return metrics

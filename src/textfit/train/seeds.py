@@ -1,0 +1,57 @@
+"""--seeds: one run per seed into OUTPUT/seed-N, all on the same data split, and their summary.
+
+    summary = train_seeds(TrainConfig(data="reviews.csv", seeds="1,2,3", output="runs/r"))
+    summary["metrics"]["test"]["accuracy"]["mean"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from typing import Any
+
+import numpy as np
+
+from ..config import TrainConfig, parse_seeds
+from ..errors import UsageError
+from ..run import write_json
+from .output import output_folder
+
+SHOWN = ("accuracy", "f1", "f1_micro", "f1_macro", "pearson", "spearman", "loss")
+
+
+def train_seeds(cfg: TrainConfig) -> dict[str, Any]:
+    """Writes OUTPUT/seeds.json with each metric's mean and standard deviation over the seeds
+    (the data split uses --split-seed, default the first seed)."""
+    from . import train
+
+    seeds = parse_seeds(cfg.seeds)
+    base = output_folder(dataclasses.replace(cfg, seeds=None))
+    if cfg.resume is not None:
+        raise UsageError("--resume with --seeds: resume one seed's run with --output OUTPUT/seed-N --seed N")
+    if base.exists() and cfg.overwrite:
+        shutil.rmtree(base)
+    runs = []
+    for seed in seeds:
+        print(f"textfit: seed {seed} ({len(runs) + 1} of {len(seeds)})", flush=True)
+        split_seed = cfg.split_seed if cfg.split_seed is not None else seeds[0]
+        sub = dataclasses.replace(cfg, seed=seed, seeds=None, split_seed=split_seed, output=str(base / f"seed-{seed}"))
+        runs.append(train(sub))
+    summary: dict[str, Any] = {"seeds": seeds, "runs": [r["folder"] for r in runs], "metrics": {}}
+    lines = [f"\n{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation"]
+    for split in runs[0]["metrics"]:
+        if split.endswith("_untuned"):
+            continue
+        rows = {}
+        for key, value in runs[0]["metrics"][split].items():
+            if key in ("n", "per_class") or not isinstance(value, (int, float)):
+                continue
+            values = [float(r["metrics"][split][key]) for r in runs]
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            rows[key] = {"mean": float(np.mean(values)), "std": std, "values": values}
+        summary["metrics"][split] = rows
+        lines.append(f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows))
+    write_json(base / "seeds.json", summary)
+    print("\n".join(lines))
+    print(f"textfit: wrote {base / 'seeds.json'}")
+    return summary

@@ -1,0 +1,277 @@
+"""Set-up of a training run: data, model, optimizer and schedule -> a `TrainState` for `loop.fit`.
+
+Everything that can fail on the user's input is checked here, before any file is written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import __version__, accel
+from ..config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, LORA_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
+from ..config import attention_dropout as parse_attention_dropout
+from ..data import EncodedDataset, LengthGroupedBatches, TrainingData, encode_long, load_data, make_collate
+from ..errors import UsageError
+from ..hub import DEFAULT_MODEL_NAME, resolve_model
+from ..inspect_data import analyse, describe_labels, label_namer
+from ..metrics import LOWER_IS_BETTER, default_metric, loss_function, metric_names
+from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
+from ..run import LongText, RunManifest
+from .output import output_folder
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+@dataclass
+class TrainState:
+    """What the loop needs, and where it is: the step counters change as it runs."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    data: TrainingData
+    manifest: RunManifest  # filled in by `finish` (threshold, metrics, statistics)
+    model: Any  # the Hugging Face model (a PEFT wrapper with --lora), not prepared by Accelerate
+    tokenizer: Any
+    trainable: Any  # what the loop calls: the prepared model, or the head over cached features
+    optimizer: Any
+    scheduler: Any
+    train_dl: Any
+    sampler: LengthGroupedBatches
+    compute_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metric: str
+    out: Path
+    total_steps: int
+    steps_per_epoch: int
+    eval_every: int
+    log_every: int
+    clip_in_step: bool
+    amp: torch.dtype | None
+    model_path: str = ""
+    data_report: dict[str, Any] = field(default_factory=dict)  # inspect's analysis, written as data_report.json
+    features: dict[str, tuple[torch.Tensor, Any]] = field(default_factory=dict)  # --freeze-backbone: cached vectors per split
+    head_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    features_seconds: float = 0.0
+    t_start: float = field(default_factory=time.time)
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.metric in LOWER_IS_BETTER else 1.0
+
+    def hf_model(self) -> Any:
+        """The Hugging Face model itself (unwrapped from DDP; never the cached-head wrapper)."""
+        return self.model
+
+    def say(self, text: str) -> None:
+        self.accelerator.print(text)
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import sklearn
+    import transformers
+
+    return {"textfit": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "datasets": datasets.__version__, "scikit-learn": sklearn.__version__}  # fmt: skip
+
+
+def class_weight_vector(spec: str, labels: list[int], names: list[str], task: str) -> torch.Tensor | None:
+    """--class-weights: none, auto (scikit-learn's 'balanced': n / (k * count)) or one number per class."""
+    if spec == "none":
+        return None
+    if task != "classification":
+        raise UsageError(f"--class-weights {spec}: weights apply to single-label classification, and this is a {task} task")
+    if spec == "auto":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        w = compute_class_weight("balanced", classes=np.arange(len(names)), y=np.asarray(labels))
+        return torch.tensor(w, dtype=torch.float32)
+    try:
+        values = [float(x) for x in spec.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(names) or any(not math.isfinite(x) or x <= 0 for x in values):
+        raise UsageError(
+            f"--class-weights {spec}: expected none, auto, or {len(names)} positive numbers in label order ({', '.join(names)})"
+        )
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import set_seed
+
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = accel.autocast_dtype(cfg.precision, torch.device(device_type))
+    mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    # A second train() in one Python process (a notebook, the tests) may use another precision:
+    # Accelerate keeps its state per process, so start from a clean one (the process group stays).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    # cpu=True on a machine without a GPU: Accelerate then runs torchrun/accelerate-launch
+    # processes as one gloo group (MULTI_CPU) instead of independent single processes.
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                              cpu=device_type == "cpu")  # fmt: skip
+    set_seed(cfg.seed)
+    return accelerator, amp
+
+
+def _check_options(cfg: TrainConfig, data: TrainingData) -> str:
+    """The checks of flags against the data; returns the metric for the best model."""
+    task, splits = data.schema.task, data.splits
+    metric = cfg.metric_for_best_model or default_metric(task)
+    names = metric_names(len(data.schema.label_names), task)
+    if metric not in names:
+        raise UsageError(f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
+                         f"choose one of {', '.join(names)}")  # fmt: skip
+    if cfg.tune_threshold and (task != "classification" or len(data.schema.label_names) != 2):
+        raise UsageError("--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)")
+    if cfg.tune_threshold and "validation" not in splits:
+        raise UsageError("--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share")
+    if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
+        raise UsageError("--early-stopping-patience/--eval-steps need a validation split; "
+                         "pass --validation FILE or a --split with a validation share")  # fmt: skip
+    return metric
+
+
+def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
+    """Regression bias, LoRA, frozen parts: the model whose trainable parameters the optimizer gets."""
+    if data.schema.task == "regression":
+        start_at_mean(model, float(np.mean(data.splits["train"].labels)))
+    if cfg.lora:
+        model = add_lora(model, cfg.lora, cfg.lora_alpha, cfg.lora_dropout)
+    elif cfg.freeze_backbone:
+        head = head_parameter_names(model)
+        for n, p in model.named_parameters():
+            p.requires_grad = n in head
+    if cfg.freeze_word_embeddings and not cfg.lora:
+        # Half of a small encoder's parameters, hardly moved by fine-tuning: its dense gradient,
+        # clipping and AdamW update cost a large share of each step (benchmarks/RESULTS.md).
+        model.get_input_embeddings().weight.requires_grad = False
+    return model
+
+
+def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]) -> tuple[Any, float]:
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if not n.endswith(NO_DECAY)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in params if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+    n_params = sum(p.numel() for p in model.parameters())
+    lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
+    say(f"textfit: trainable parameters: {sum(p.numel() for _, p in params) / 1e6:.2f}M of {n_params / 1e6:.1f}M{lora}")
+    small = n_params < SMALL_MODEL_PARAMS
+    lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR)
+    # The fused kernel updates every parameter in one pass instead of one pass per tensor.
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda")), lr
+
+
+def _describe(s: Callable[[str], None], cfg: TrainConfig, data: TrainingData, report: dict[str, Any], model: Any,
+              accelerator: Any, amp: torch.dtype | None, weights: torch.Tensor | None) -> None:  # fmt: skip
+    schema = data.schema
+    for note in data.notes:
+        s(f"textfit: {note}")
+    for p in report["problems"]:
+        s(f"textfit: {p['level']}: {p['message']}")
+    for name, split in data.splits.items():
+        s(f"textfit: {name}: {len(split.labels)} rows ({describe_labels(schema.task, split.labels, schema.label_names)})")
+    if weights is not None:
+        shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.label_names, weights.tolist()))
+        s(f"textfit: class weights in the loss: {shown}")
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    s(f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+      f"parameters, precision {precision}, device {accelerator.device}, {accelerator.num_processes} process(es)")  # fmt: skip
+
+
+def setup(cfg: TrainConfig) -> TrainState:
+    """Data, model, optimizer and schedule for `cfg`; nothing is written yet."""
+    from transformers import get_linear_schedule_with_warmup
+
+    t_start = time.time()
+    accelerator, amp = _accelerator(cfg)
+    say = accelerator.print
+    data = load_data(cfg)
+    model_path = resolve_model(cfg.model)
+    out = output_folder(cfg)
+    metric = _check_options(cfg, data)
+    schema, splits = data.schema, data.splits
+    weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
+    long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
+    model, tokenizer = load_for_training(model_path, schema.label_names, cfg.trust_remote_code, schema.task,
+                                         parse_attention_dropout(cfg.attention_dropout))  # fmt: skip
+    cpu = accelerator.device.type == "cpu"
+    accel.enable(model, "train", accelerator.device)
+    limit = max_positions(model.config, tokenizer)
+    if cfg.max_length is not None and cfg.max_length > limit:
+        raise UsageError(f"--max-length {cfg.max_length}: the model accepts at most {limit} tokens; pass --max-length {limit} or less")
+    max_length = cfg.max_length or min(DEFAULT_MAX_LENGTH, limit)
+    report = analyse(splits, tokenizer, max_length, label_namer(schema.task, schema.label_names))
+    _describe(say, cfg, data, report, model, accelerator, amp, weights)
+
+    # Token ids once; batches of similar length, padded per batch.
+    train = splits["train"]
+    enc, doc = encode_long(tokenizer, train.texts, train.pairs, max_length, long)
+    train_ds = EncodedDataset(enc, [train.labels[d] for d in doc])
+    if long.mode == "window":
+        say(f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from {len(train.texts)} "
+            f"training texts, {long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}")  # fmt: skip
+    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
+    # The loader has a generator of its own: starting an iteration then never draws from the
+    # global RNG that dropout uses, so a resumed run replays the same dropout masks.
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=make_collate(tokenizer, train_ds, sampler.widths),
+                                           generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    model = _prepare_model(cfg, model, data)
+    optimizer, lr = _optimizer(cfg, model, accelerator.device, say)
+    manifest = RunManifest(
+        schema=schema, max_length=max_length, long_text=long, class_weights=None if weights is None else weights.tolist(),
+        base_model=cfg.model or DEFAULT_MODEL_NAME, seed=cfg.seed, data_fingerprint=data.fingerprint,
+        data_warnings=[p["message"] for p in report["problems"]], precision={None: "fp32", torch.bfloat16: "bf16",
+        torch.float16: "fp16"}[amp], num_processes=accelerator.num_processes, versions=versions(), textfit_version=__version__,
+    )  # fmt: skip
+    state = TrainState(
+        cfg=cfg, accelerator=accelerator, data=data, manifest=manifest, model=model, tokenizer=tokenizer, trainable=model,
+        optimizer=optimizer, scheduler=None, train_dl=train_dl, sampler=sampler, compute_loss=loss_function(schema.task, weights),
+        metric=metric, out=out, model_path=model_path, data_report=report, total_steps=0, steps_per_epoch=0, eval_every=0, log_every=0, amp=amp, t_start=t_start,
+        # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
+        clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
+    )  # fmt: skip
+    if cfg.freeze_backbone and accelerator.num_processes == 1:
+        from .frozen import use_cached_features
+
+        use_cached_features(state)
+    state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
+    _schedule(state, lr, get_linear_schedule_with_warmup)
+    return state
+
+
+def _schedule(s: TrainState, lr: float, make: Any) -> None:
+    """The learning-rate schedule and the evaluation and logging intervals, in optimizer steps of
+    this process (its shard of the batches)."""
+    cfg = s.cfg
+    s.steps_per_epoch = max(1, math.ceil(len(s.train_dl) / cfg.gradient_accumulation_steps))
+    s.total_steps = cfg.max_steps or math.ceil(cfg.epochs * s.steps_per_epoch)
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * s.total_steps)
+    s.scheduler = make(s.optimizer, warmup, s.total_steps)
+    s.eval_every = cfg.eval_steps or s.steps_per_epoch
+    s.log_every = cfg.logging_steps or max(1, min(50, s.total_steps // 25))
+    global_batch = cfg.batch_size * s.accelerator.num_processes * cfg.gradient_accumulation_steps
+    default = "" if cfg.learning_rate else " (default for this model size)"
+    s.say(f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs), "
+          f"learning rate {lr:g}{default} with {warmup} warmup steps, evaluation every {s.eval_every} steps")  # fmt: skip
