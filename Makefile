@@ -1,11 +1,12 @@
 # make demo: set up .venv, fine-tune the packaged model on the demo reviews, evaluate, predict.
 # make test: set up .venv and run the test suite.
+# make lint: ruff and mypy over src/.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.textfit-installed
 
-.PHONY: install demo demo-run test bench clean
+.PHONY: install demo demo-run test lint bench clean
 
 install: $(STAMP)
 
@@ -26,6 +27,12 @@ demo-run:
 
 test: install
 	$(BIN)/python -m pytest
+
+# ruff (format and lint) and mypy over src/; lines at most 120 characters (pyproject.toml)
+lint: install
+	$(BIN)/ruff format --check src
+	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -290,3 +290,32 @@ def test_cpu_training_attention_masks_padding(tiny_model):
         alone = ours(**tok(texts[:1], return_tensors="pt")).logits
     torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(padded, reference, atol=1e-5, rtol=1e-4)
+
+
+def _close(a, b, path=""):
+    """Every number in `a` equals the one in `b` to four decimals (nested dicts; keys of both)."""
+    if isinstance(a, dict):
+        for k in set(a) & set(b):
+            _close(a[k], b[k], f"{path}.{k}")
+        return
+    if isinstance(a, (int, float)):
+        assert round(float(a), 4) == round(float(b), 4), f"{path}: {a} != {b}"
+
+
+@pytest.mark.parametrize("extra", [{}, {"tune_threshold": True, "precision": "auto"}], ids=["plain", "threshold-bf16"])
+def test_validation_metrics_equal_textfit_eval_on_the_validation_file(tiny_model, tmp_path, extra):
+    """metrics.json's validation figures are what `textfit eval RUN --data VALIDATION` prints: training
+    evaluates through the same Classifier path (tokens, batches, kernels, thresholds, loss)."""
+    from conftest import run_cli
+
+    rows = make_rows(160, seed=5)
+    tr, va = write_csv(tmp_path / "tr.csv", rows[:120]), write_csv(tmp_path / "va.csv", rows[120:])
+    r = train(TrainConfig(train=str(tr), validation=str(va), model=tiny_model, output=str(tmp_path / "run"), eval_steps=5,
+                          **{**FAST, "epochs": 2, **extra}))
+    saved = json.loads((Path(r["folder"]) / "metrics.json").read_text())["validation"]
+    cli = run_cli("eval", r["folder"], "--data", str(va), "--output", str(tmp_path / "ev"))
+    assert cli.returncode == 0, cli.stderr
+    printed = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert {"loss", "accuracy", "f1", "per_class"} <= set(saved) & set(printed)
+    _close(saved, printed)
+    assert saved["n"] == printed["n"] == 40

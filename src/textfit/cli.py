@@ -16,8 +16,9 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, NoReturn
 
 from .config import FIELDS, load_config
 from .errors import Interrupted, UsageError
@@ -57,14 +58,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     manifest = RunManifest.read(args.run)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
-    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
+    clf = Classifier.load(
+        args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
+    )
     m, probs = evaluate(clf, split, args.batch_size)
-    out = Path(args.output) if args.output else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
+    out = (
+        Path(args.output)
+        if args.output
+        else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
     if clf.task == "classification":
-        write_report(out, split.texts, split.pairs, np.array(split.labels), probs, clf.labels, m, None, args.data, threshold=clf.threshold)
+        write_report(
+            out,
+            split.texts,
+            split.pairs,
+            np.array(split.labels),
+            probs,
+            clf.labels,
+            m,
+            None,
+            args.data,
+            threshold=clf.threshold,
+        )
         print(f"textfit: wrote metrics.json, report.html, confusion_matrix.png/.csv and misclassified.csv to {out}")
     else:
         print(f"textfit: wrote metrics.json to {out}")
@@ -83,9 +101,16 @@ def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
             for r in rows:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         else:
-            flat = [{k: (",".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"}
-                    | {f"prob_{n}": s for n, s in r.get("probabilities", {}).items()} for r in rows]
-            w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["text", "label", "score"], delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+            flat = [
+                {k: (",".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"}
+                | {f"prob_{n}": s for n, s in r.get("probabilities", {}).items()}
+                for r in rows
+            ]
+            w = csv.DictWriter(
+                fh,
+                fieldnames=list(flat[0]) if flat else ["text", "label", "score"],
+                delimiter="\t" if p.suffix.lower() == ".tsv" else ",",
+            )
             w.writeheader()
             w.writerows(flat)
     os.replace(tmp, p)
@@ -104,10 +129,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.input and not args.output:
         raise UsageError("--input needs --output FILE (.csv, .tsv or .jsonl)")
     if args.text_pair and len(args.text_pair) != len(args.texts):
-        raise UsageError(f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text")
+        raise UsageError(
+            f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text"
+        )
     if manifest.pairs and args.texts and not args.text_pair:
         raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
-    clf = Classifier.load(args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter)
+    clf = Classifier.load(
+        args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
+    )
     if args.texts:
         for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
             if args.json:
@@ -169,8 +198,13 @@ def _shown(pred: Any) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import Limits, serve
 
-    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_texts=args.max_texts,
-                    timeout_s=args.timeout)
+    limits = Limits(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_texts=args.max_texts,
+        timeout_s=args.timeout,
+    )
     serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter)
     return 0
 
@@ -192,7 +226,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})"
+        help_text = (
+            f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})"
+        )
         if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
             continue
@@ -201,9 +237,22 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             typ = int
         elif kind.startswith("float"):
             typ = float
-        alias = {"epochs": ["--num-train-epochs"], "batch_size": ["--per-device-train-batch-size"], "output": ["--output-dir"]}.get(name, [])
+        alias = {
+            "epochs": ["--num-train-epochs"],
+            "batch_size": ["--per-device-train-batch-size"],
+            "output": ["--output-dir"],
+        }.get(name, [])
         extra = {"nargs": "?", "const": f.metadata["optional_const"]} if "optional_const" in f.metadata else {}
-        p.add_argument(flag, *alias, dest=name, type=typ, default=argparse.SUPPRESS, metavar={"long_text": "MODE"}.get(name, name.split("_")[-1].upper()), help=help_text, **extra)
+        p.add_argument(
+            flag,
+            *alias,
+            dest=name,
+            type=typ,
+            default=argparse.SUPPRESS,
+            metavar={"long_text": "MODE"}.get(name, name.split("_")[-1].upper()),
+            help=help_text,
+            **extra,
+        )
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -212,22 +261,42 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-pair-column", help="second text column, for pair models")
     p.add_argument("--encoding", default="utf-8", help="encoding of the file (default: utf-8)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto uses bf16 where the hardware supports it")
-    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], help="with --backend onnx: the int8 (weight-only) or int8-dynamic export; "
-                   "with PyTorch: dynamic int8 quantization of the linear layers (CPU)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="onnx runs RUN/onnx/ (see 'textfit export') with onnxruntime")
-    p.add_argument("--adapter", action="store_true", help="LoRA runs: the base model with the saved adapter instead of the merged weights")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="auto uses bf16 where the hardware supports it",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "int8-dynamic"],
+        help="with --backend onnx: the int8 (weight-only) or int8-dynamic export; "
+        "with PyTorch: dynamic int8 quantization of the linear layers (CPU)",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="onnx runs RUN/onnx/ (see 'textfit export') with onnxruntime",
+    )
+    p.add_argument(
+        "--adapter",
+        action="store_true",
+        help="LoRA runs: the base model with the saved adapter instead of the merged weights",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         self.exit(2, f"textfit: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
-    parser = _Parser(prog="textfit", description="Fine-tune transformer encoders into text classifiers; evaluate, predict.")
+    parser = _Parser(
+        prog="textfit", description="Fine-tune transformer encoders into text classifiers; evaluate, predict."
+    )
     parser.add_argument("--version", action="version", version=f"textfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -235,9 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("inspect", help="check the data before training: labels, duplicates, leakage, lengths, vocabulary")
+    p = sub.add_parser(
+        "inspect", help="check the data before training: labels, duplicates, leakage, lengths, vocabulary"
+    )
     _add_train_flags(p)
-    p.add_argument("--report", default="data_report.json", help="where to write the JSON report (default: data_report.json)")
+    p.add_argument(
+        "--report", default="data_report.json", help="where to write the JSON report (default: data_report.json)"
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("eval", help="evaluate a run on a labelled file")
@@ -251,8 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-batch", type=int, default=128, help="texts per model call when requests are batched together (default: 128)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to fill a batch (default: 5)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=128,
+        help="texts per model call when requests are batched together (default: 128)",
+    )
+    p.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to fill a batch (default: 5)"
+    )
     p.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 429 (default: 1024)")
     p.add_argument("--max-texts", type=int, default=128, help="texts in one request before 413 (default: 128)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before 504 (default: 30)")
@@ -261,8 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run to ONNX (optionally int8), checking parity with PyTorch")
     p.add_argument("run", help="a run folder written by 'textfit train'")
     p.add_argument("--format", required=True, choices=["onnx"], help="export format")
-    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], help="also write an int8 model: int8 = weight-only int8 "
-                   "(model.int8.onnx, closest to fp32), int8-dynamic = int8 weights and activations (model.int8-dynamic.onnx, faster)")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "int8-dynamic"],
+        help="also write an int8 model: int8 = weight-only int8 "
+        "(model.int8.onnx, closest to fp32), int8-dynamic = int8 weights and activations (model.int8-dynamic.onnx, "
+        "faster)",
+    )
     p.add_argument("--output", help="folder to write (default: RUN/onnx)")
     p.set_defaults(func=cmd_export)
 

@@ -26,42 +26,78 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class TrainConfig:
     # data
-    data: str | None = _f(None, "data file (CSV, TSV, JSON, JSONL, Parquet), a datasets.save_to_disk folder, or a hub data set id")
+    data: str | None = _f(
+        None, "data file (CSV, TSV, JSON, JSONL, Parquet), a datasets.save_to_disk folder, or a hub data set id"
+    )
     data_config: str | None = _f(None, "hub data set configuration, e.g. 'mrpc' for 'glue'")
     train: str | None = _f(None, "training file (instead of --data)")
     validation: str | None = _f(None, "validation file")
     test: str | None = _f(None, "test file")
-    text_column: str | None = _f(None, "text column: a name, or a 0-based index for headerless files (default: detected)")
+    text_column: str | None = _f(
+        None, "text column: a name, or a 0-based index for headerless files (default: detected)"
+    )
     text_pair_column: str | None = _f(None, "second text column for sentence-pair tasks (default: detected)")
     label_column: str | None = _f(None, "label column: a name or a 0-based index (default: detected)")
-    task: str = _f("auto", "classification, multi-label (a list of labels per row), regression (a number per row), or auto: "
-                   "lists of labels (or labels joined by , | or ; whose parts are labels too) are multi-label, "
-                   "non-integer numbers are regression, anything else classification")
-    label_separator: str | None = _f(None, "multi-label labels written as one string, e.g. 'sports|politics': the separator (default: JSON lists, or ',')")
+    task: str = _f(
+        "auto",
+        "classification, multi-label (a list of labels per row), regression (a number per row), or auto: "
+        "lists of labels (or labels joined by , | or ; whose parts are labels too) are multi-label, "
+        "non-integer numbers are regression, anything else classification",
+    )
+    label_separator: str | None = _f(
+        None,
+        "multi-label labels written as one string, e.g. 'sports|politics': the separator (default: JSON lists, or ',')",
+    )
     encoding: str = _f("utf-8", "text encoding of the data files, e.g. gb18030 or latin-1")
     split: str = _f("80,10,10", "train,validation,test percentages used when a split is missing")
     max_train_samples: int | None = _f(None, "train on a seeded random sample of this many rows (quick runs)")
     # model
     model: str | None = _f(None, "hub id or local folder of a checkpoint (default: the packaged all-MiniLM-L6-v2)")
-    max_length: int | None = _f(None, "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their longest text")
+    max_length: int | None = _f(
+        None,
+        "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their "
+        "longest text",
+    )
     trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
     freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
-    lora: int | None = _f(None, "train LoRA adapters of this rank (PEFT) on the attention and a fully trained head, instead of every weight")
+    lora: int | None = _f(
+        None,
+        "train LoRA adapters of this rank (PEFT) on the attention and a fully trained head, instead of every weight",
+    )
     lora_alpha: float | None = _f(None, "LoRA scaling alpha (default: twice the rank)")
     lora_dropout: float = _f(0.1, "dropout on the LoRA adapters' input")
-    attention_dropout: str = _f("0", "dropout on the attention probabilities while training: a probability, or 'model' for the "
-                                "checkpoint's own value (often 0.1); 0 trains about 1.4x faster on long texts on CPU at the same accuracy "
-                                "(see benchmarks/RESULTS.md)")
-    freeze_word_embeddings: bool = _f(True, "keep the input word-embedding matrix fixed: a fifth faster per step on CPU for MiniLM, same accuracy (see benchmarks/RESULTS.md)")
+    attention_dropout: str = _f(
+        "0",
+        "dropout on the attention probabilities while training: a probability, or 'model' for the "
+        "checkpoint's own value (often 0.1); 0 trains faster on long texts on CPU at the same accuracy "
+        "(see benchmarks/RESULTS.md)",
+    )
+    freeze_word_embeddings: bool = _f(
+        True,
+        "keep the input word-embedding matrix fixed: faster steps on CPU for MiniLM, same accuracy (see "
+        "benchmarks/RESULTS.md)",
+    )
     # long texts
-    truncation: str = _f("head", "what a text longer than --max-length keeps: head (its first tokens), tail (its last), "
-                         "or head+tail (the first quarter of the budget from the start, the rest from the end; best on IMDb)")
-    long_text: str = _f("truncate", "truncate (one --truncation cut per text) or window: overlapping windows of --max-length tokens "
-                        "cover the whole text; training uses every window, prediction pools the windows' logits")
-    stride: int | None = _f(None, "tokens shared by consecutive windows with --long-text window (default: a quarter of --max-length)")
+    truncation: str = _f(
+        "head",
+        "what a text longer than --max-length keeps: head (its first tokens), tail (its last), "
+        "or head+tail (the first quarter of the budget from the start, the rest from the end; best on IMDb)",
+    )
+    long_text: str = _f(
+        "truncate",
+        "truncate (one --truncation cut per text) or window: overlapping windows of --max-length tokens "
+        "cover the whole text; training uses every window, prediction pools the windows' logits",
+    )
+    stride: int | None = _f(
+        None, "tokens shared by consecutive windows with --long-text window (default: a quarter of --max-length)"
+    )
     window_pool: str = _f("mean", "how --long-text window combines a text's window logits: mean or max")
     # optimisation
-    learning_rate: float | None = _f(None, "peak learning rate of AdamW (default: 1.5e-4 for models under 50M parameters such as MiniLM, 3e-5 for larger ones such as BERT-base, 1e-3 with --freeze-backbone, 2e-3 with --lora)")
+    learning_rate: float | None = _f(
+        None,
+        "peak learning rate of AdamW (default: 1.5e-4 for models under 50M parameters such as MiniLM, 3e-5 for "
+        "larger ones such as BERT-base, 1e-3 with --freeze-backbone, 2e-3 with --lora)",
+    )
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = _f(0.1, "share of the steps used for linear warmup")
     warmup_steps: int = _f(0, "warmup steps (overrides --warmup-ratio when > 0)")
@@ -71,26 +107,50 @@ class TrainConfig:
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --epochs)")
     batch_size: int = _f(16, "training batch size per process")
     eval_batch_size: int = _f(64, "evaluation and prediction batch size")
-    class_weights: str = _f("none", "weights of the classes in the loss: none, auto (inversely proportional to their frequency in "
-                            "the training split), or one number per class in label order, e.g. 1,2.5")
-    tune_threshold: bool = _f(False, "binary classification: choose the decision threshold on the positive class's probability that "
-                              "maximises --metric-for-best-model on the validation split, and store it with the model "
-                              "(multi-label runs always tune one threshold per label)")
+    class_weights: str = _f(
+        "none",
+        "weights of the classes in the loss: none, auto (inversely proportional to their frequency in "
+        "the training split), or one number per class in label order, e.g. 1,2.5",
+    )
+    tune_threshold: bool = _f(
+        False,
+        "binary classification: choose the decision threshold on the positive class's probability that "
+        "maximises --metric-for-best-model on the validation split, and store it with the model "
+        "(multi-label runs always tune one threshold per label)",
+    )
     precision: str = _f("auto", "auto (bf16 where the hardware supports it), bf16, fp16 or fp32")
     # evaluation and checkpoints
     eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: at the end of each epoch)")
-    logging_steps: int | None = _f(None, "log loss and learning rate every N optimizer steps (default: about 25 points per run, at most every 50 steps)")
-    metric_for_best_model: str | None = _f(None, "validation metric that picks the best checkpoint and drives early stopping "
-                                           "(default: accuracy; f1_micro for multi-label; mse for regression)")
+    logging_steps: int | None = _f(
+        None,
+        "log loss and learning rate every N optimizer steps (default: about 25 points per run, at most every 50 steps)",
+    )
+    metric_for_best_model: str | None = _f(
+        None,
+        "validation metric that picks the best checkpoint and drives early stopping "
+        "(default: accuracy; f1_micro for multi-label; mse for regression)",
+    )
     early_stopping_patience: int | None = _f(None, "stop after this many evaluations without improvement")
     load_best_model_at_end: bool = _f(True, "restore the best evaluated weights before saving")
     seed: int = _f(42, "random seed: two runs with the same seed are identical")
-    seeds: str | None = _f(None, "train once per seed, e.g. 1,2,3, into OUTPUT/seed-N, on the same data split, and report every metric's mean and standard deviation")
-    split_seed: int | None = _f(None, "seed of the validation/test split made from the training data and of --max-train-samples (default: --seed; with --seeds, the first seed)")
+    seeds: str | None = _f(
+        None,
+        "train once per seed, e.g. 1,2,3, into OUTPUT/seed-N, on the same data split, and report every metric's mean "
+        "and standard deviation",
+    )
+    split_seed: int | None = _f(
+        None,
+        "seed of the validation/test split made from the training data and of --max-train-samples (default: --seed; "
+        "with --seeds, the first seed)",
+    )
     # checkpoints and reproducibility
     save_steps: int | None = _f(None, "write a checkpoint-STEP folder into the run folder every N optimizer steps")
     save_total_limit: int | None = _f(None, "keep only the newest K checkpoints")
-    resume: str | None = _f(None, "continue from the latest complete checkpoint of --output (--resume), or from PATH (--resume PATH)", optional_const="latest")
+    resume: str | None = _f(
+        None,
+        "continue from the latest complete checkpoint of --output (--resume), or from PATH (--resume PATH)",
+        optional_const="latest",
+    )
     deterministic: bool = _f(False, "use PyTorch's deterministic algorithms (slower on some GPUs)")
     # output
     output: str | None = _f(None, "run folder (default: runs/<data name>, numbered if it exists)")
@@ -105,7 +165,7 @@ DEFAULT_MAX_LENGTH = 256
 SMALL_MODEL_PARAMS = 50e6  # below this, the default learning rate is SMALL_MODEL_LR, else LARGE_MODEL_LR
 SMALL_MODEL_LR, LARGE_MODEL_LR = 1.5e-4, 3e-5
 FROZEN_LR = 1e-3  # the default with --freeze-backbone: only the head learns
-LORA_LR = 2e-3  # the default with --lora: on SST-2, MiniLM's adapters reached 0.52 / 0.74 / 0.77 at 1.5e-4 / 1e-3 / 2e-3 (benchmarks/RESULTS.md)
+LORA_LR = 2e-3  # the default with --lora: the best of the rates measured for MiniLM's adapters (benchmarks/RESULTS.md)
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
@@ -151,7 +211,16 @@ def _check(cfg: TrainConfig) -> None:
     for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
-    for name in ("max_length", "logging_steps", "max_steps", "eval_steps", "max_train_samples", "early_stopping_patience", "save_steps", "save_total_limit"):
+    for name in (
+        "max_length",
+        "logging_steps",
+        "max_steps",
+        "eval_steps",
+        "max_train_samples",
+        "early_stopping_patience",
+        "save_steps",
+        "save_total_limit",
+    ):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     if cfg.epochs <= 0:
@@ -162,15 +231,21 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError("--warmup-ratio: must be in [0, 1)")
     if cfg.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise UsageError(f"--precision: '{cfg.precision}' is not one of auto, bf16, fp16, fp32")
-    choices = {"task": ("auto", "classification", "multi-label", "regression"), "truncation": ("head", "tail", "head+tail"),
-               "long_text": ("truncate", "window"), "window_pool": ("mean", "max")}
+    choices = {
+        "task": ("auto", "classification", "multi-label", "regression"),
+        "truncation": ("head", "tail", "head+tail"),
+        "long_text": ("truncate", "window"),
+        "window_pool": ("mean", "max"),
+    }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise UsageError(f"--{name.replace('_', '-')}: '{getattr(cfg, name)}' is not one of {', '.join(allowed)}")
     if cfg.lora is not None and cfg.lora < 1:
         raise UsageError("--lora: the rank must be at least 1, e.g. --lora 8")
     if cfg.lora is not None and cfg.freeze_backbone:
-        raise UsageError("--lora and --freeze-backbone both given: LoRA already trains only adapters and the head; use one of them")
+        raise UsageError(
+            "--lora and --freeze-backbone both given: LoRA already trains only adapters and the head; use one of them"
+        )
     if not 0 <= cfg.lora_dropout < 1:
         raise UsageError("--lora-dropout: must be in [0, 1)")
     attention_dropout(cfg.attention_dropout)
@@ -193,7 +268,10 @@ def attention_dropout(text: str) -> float | None:
     except ValueError:
         p = -1.0
     if not 0 <= p < 1:
-        raise UsageError(f"--attention-dropout {text}: expected a probability in [0, 1), e.g. 0.1, or 'model' for the checkpoint's own value")
+        raise UsageError(
+            f"--attention-dropout {text}: expected a probability in [0, 1), e.g. 0.1, or 'model' for the "
+            "checkpoint's own value"
+        )
     return p
 
 

@@ -34,10 +34,15 @@ MIN_AGREE_FP32 = 1.0
 MIN_AGREE_INT8 = 0.95  # on the parity sample, whose random token texts sit near the boundary more than real data
 
 SAMPLE = [
-    "a gripping , beautifully acted film .", "dull .", "The room was spotless and the staff were lovely.",
+    "a gripping , beautifully acted film .",
+    "dull .",
+    "The room was spotless and the staff were lovely.",
     "I would not recommend this hotel to anyone; the service was slow, the food cold, and the bill wrong.",
-    "It's fine.", "Not bad at all, actually quite good!", "the plot makes no sense and the acting is wooden throughout",
-    "房间很干净，服务也很好。", "An uneven but often moving story about a family that falls apart and, slowly, finds its way back.",
+    "It's fine.",
+    "Not bad at all, actually quite good!",
+    "the plot makes no sense and the acting is wooden throughout",
+    "房间很干净，服务也很好。",
+    "An uneven but often moving story about a family that falls apart and, slowly, finds its way back.",
 ]
 
 
@@ -64,9 +69,9 @@ def quantize_int8(src: Path, dst: Path, block_size: int = INT8_BLOCK) -> None:
     values with a scale each (onnxruntime's MatMulNBits), activations in fp32.
 
     Dynamic quantization (int8 weights per channel and uint8 activations per tensor, onnxruntime's
-    quantize_dynamic) changed 1.3% of SST-2 dev labels of a MiniLM run: one scale for a whole
-    activation tensor loses the small values next to the outliers. Block-wise weights with fp32
-    activations changed 0.2% (benchmarks/RESULTS.md)."""
+    quantize_dynamic) changed more SST-2 dev labels of a MiniLM run than block-wise weights with fp32
+    activations (benchmarks/RESULTS.md): one scale for a whole activation tensor loses the small values
+    next to the outliers."""
     import logging
 
     import onnx
@@ -77,7 +82,9 @@ def quantize_int8(src: Path, dst: Path, block_size: int = INT8_BLOCK) -> None:
     quiet.setLevel(logging.ERROR)  # it logs every node it skips
     try:
         config = nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, bits=8)
-        quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True, algo_config=config)
+        quantizer = nbits.MatMulNBitsQuantizer(
+            onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True, algo_config=config
+        )
         quantizer.process()
         quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     finally:
@@ -105,13 +112,17 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(run)
     # The plain attention exports to standard ONNX ops and traces without data-dependent branches.
-    model = AutoModelForSequenceClassification.from_pretrained(run, use_safetensors=True, attn_implementation="eager").eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        run, use_safetensors=True, attn_implementation="eager"
+    ).eval()
     out = Path(output) if output else Path(run) / "onnx"
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else [])
+        names = ["input_ids", "attention_mask"] + (
+            ["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else []
+        )
         example = tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
         args = tuple(example[n] for n in names)
         axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
@@ -119,8 +130,16 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python conditions; parity below is the real check
-            torch.onnx.export(model, args, str(tmp / "model.onnx"), input_names=names, output_names=["logits"],
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                model,
+                args,
+                str(tmp / "model.onnx"),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
         files = ["model.onnx"]
         if quantize == "int8":
             quantize_int8(tmp / "model.onnx", tmp / ONNX_FILES["int8"])
@@ -131,7 +150,12 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on every call
-            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / ONNX_FILES["int8-dynamic"]), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(
+                str(tmp / "model.onnx"),
+                str(tmp / ONNX_FILES["int8-dynamic"]),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
             files.append(ONNX_FILES["int8-dynamic"])
         tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
@@ -150,11 +174,16 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
             agree = agreement(ref, got, want)
             report[f] = {"max_logit_diff": diff, "label_agreement": agree, "texts": len(texts)}
             ok = (diff <= MAX_DIFF_FP32 and agree >= MIN_AGREE_FP32) if f == "model.onnx" else agree >= MIN_AGREE_INT8
-            print(f"textfit: parity {f}: max |logit difference| {diff:.2e}, label agreement {100 * agree:.1f}% on {len(texts)} texts "
-                  f"({'ok' if ok else 'FAILED'})")
+            print(
+                f"textfit: parity {f}: max |logit difference| {diff:.2e}, label agreement {100 * agree:.1f}% on "
+                f"{len(texts)} texts "
+                f"({'ok' if ok else 'FAILED'})"
+            )
             if not ok:
-                raise ParityError(f"{f} does not reproduce the PyTorch model (max logit difference {diff:.3g}, "
-                                  f"label agreement {100 * agree:.1f}%); nothing was written")
+                raise ParityError(
+                    f"{f} does not reproduce the PyTorch model (max logit difference {diff:.3g}, "
+                    f"label agreement {100 * agree:.1f}%); nothing was written"
+                )
         write_json(tmp / "parity.json", report)
         if out.exists():
             shutil.rmtree(out)

@@ -10,12 +10,12 @@ on it with a one-line message) or "warning" (`train` prints it and records it in
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_MAX_LENGTH, TrainConfig
-from .config import split_percentages
+from .config import DEFAULT_MAX_LENGTH, TrainConfig, split_percentages
 from .data import Split, carve_splits, label_problems, read_splits, split_seed
 
 UNK_WARN = 0.03  # unknown-token share above which the vocabulary does not cover the text
@@ -31,7 +31,102 @@ def _rows(rows: list[int], unit: str, k: int = 5) -> str:
     return f"{unit}s {', '.join(map(str, rows[:k]))}{', ...' if len(rows) > k else ''}"
 
 
-def analyse(splits: dict[str, Split], tokenizer: Any | None, max_length: int | None, label_name=str) -> dict[str, Any]:
+Problem = Callable[[str, str, str], None]  # (level, kind, message)
+
+
+def _split_summary(s: Split, label_name: Callable[[Any], Any]) -> tuple[dict[str, Any], Counter]:
+    """Rows and label counts of a split (regression: the range of its values)."""
+    if s.task == "regression":  # values, not classes: their range instead of counts
+        values = {"min": float(min(s.labels)), "mean": float(np.mean(s.labels)), "max": float(max(s.labels))}
+        return {"rows": len(s.texts), "labels": {}, "values": values}, Counter()
+    if s.task == "multi-label":  # how often each label occurs
+        counts = Counter(x for v in s.labels for x in (label_name(v) or ("(none)",)))
+    else:
+        counts = Counter(label_name(v) for v in s.labels)
+    return {"rows": len(s.texts), "labels": dict(sorted(counts.items()))}, counts
+
+
+def _check_split(
+    s: Split, label_name: Callable[[Any], Any], problem: Problem, problems: list[dict[str, str]]
+) -> dict[str, Any]:
+    info, counts = _split_summary(s, label_name)
+    if counts:
+        info["imbalance_ratio"] = round(max(counts.values()) / min(counts.values()), 3)
+    said = any(p["kind"] == "empty_text" and p["message"].startswith(s.source + ":") for p in problems)
+    if s.dropped and not said:
+        left_out = f"{len(s.dropped)} rows with an empty text were left out ({_rows(s.dropped, s.unit)})"
+        problem("warning", "empty_text", f"{s.source}: {left_out}")
+    # Exact duplicates, and the same text under different labels.
+    seen: dict[tuple, list[int]] = defaultdict(list)
+    for i in range(len(s.texts)):
+        seen[_key(s, i)].append(i)
+    dupes = sum(len(ix) - 1 for ix in seen.values())
+    conflicts = [ix for ix in seen.values() if len({str(label_name(s.labels[i])) for i in ix}) > 1]
+    info["duplicate_rows"] = dupes
+    info["conflicting_duplicates"] = len(conflicts)
+    if dupes:
+        problem("warning", "duplicates", f"{s.source}: {dupes} rows repeat an earlier text of the same split")
+    if conflicts:
+        ex = conflicts[0]
+        rows = ", ".join(str(s.rows[i]) for i in ex[:4])
+        labels = ", ".join(repr(label_name(s.labels[i])) for i in ex[:4])
+        message = f"{s.source}: {len(conflicts)} texts appear with different labels (e.g. {s.unit}s {rows}: {labels})"
+        problem("warning", "conflicting_labels", f"{message}; fix or remove them")
+    # Labels written two ways: the normaliser merged spaces; case variants are separate classes.
+    raw_by_norm: dict[str, set[str]] = defaultdict(set)
+    for raw, v in zip(s.raw_labels, s.labels):
+        raw_by_norm[str(v)].add(raw)
+    for v, raws in raw_by_norm.items():
+        if len(raws) > 1:
+            shown = ", ".join(repr(r) for r in sorted(raws))
+            problem(
+                "warning", "label_spaces", f"{s.source}: labels {shown} differ only by spaces and were read as {v!r}"
+            )
+    return info
+
+
+def _token_stats(s: Split, tokenizer: Any, max_length: int | None) -> dict[str, Any]:
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", [])) - {unk}  # [CLS], [SEP], ...: not text
+    n = min(len(s.texts), TOKEN_SAMPLE)
+    ids = tokenizer(s.texts[:n], s.pairs[:n] if s.pairs is not None else None, truncation=False)["input_ids"]
+    lengths = np.array([len(x) for x in ids])
+    content = sum(1 for x in ids for t in x if t not in special)
+    unks = sum(1 for x in ids for t in x if t == unk) if unk is not None else 0
+    stats: dict[str, Any] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
+    stats["max"] = int(lengths.max())
+    stats["truncated_share"] = float((lengths > max_length).mean()) if max_length else 0.0
+    stats["unk_rate"] = unks / max(1, content)
+    stats["sampled_texts"] = n
+    return stats
+
+
+def _check_tokens(
+    report: dict[str, Any], splits: dict[str, Split], tokenizer: Any, max_length: int | None, problem: Problem
+) -> None:
+    for name, s in splits.items():
+        report["splits"][name]["tokens"] = _token_stats(s, tokenizer, max_length)
+    t = report["splits"]["train"]["tokens"]
+    if max_length and t["truncated_share"] > 0:
+        problem(
+            "warning",
+            "truncation",
+            f"{100 * t['truncated_share']:.1f}% of the training texts are longer than --max-length {max_length} "
+            f"tokens and will be cut (median {t['p50']}, p95 {t['p95']}, longest {t['max']})",
+        )
+    rate = max(s["tokens"]["unk_rate"] for s in report["splits"].values())
+    if rate > UNK_WARN:
+        problem(
+            "warning",
+            "unknown_tokens",
+            f"{100 * rate:.1f}% of the tokens are unknown ([UNK]) to the model's tokenizer: "
+            "its vocabulary does not cover this text (another language?); choose a model made for it",
+        )
+
+
+def analyse(
+    splits: dict[str, Split], tokenizer: Any | None, max_length: int | None, label_name: Callable[[Any], Any] = str
+) -> dict[str, Any]:
     """All checks on loaded splits; labels are values or ids, shown through `label_name`."""
     problems: list[dict[str, str]] = []
     report: dict[str, Any] = {"splits": {}, "problems": problems}
@@ -41,51 +136,17 @@ def analyse(splits: dict[str, Split], tokenizer: Any | None, max_length: int | N
 
     train = splits["train"]
     for name, s in splits.items():
-        if s.task == "regression":  # values, not classes: their range instead of counts
-            counts: Counter = Counter()
-            info: dict[str, Any] = {"rows": len(s.texts), "labels": {}, "values": {"min": float(min(s.labels)), "mean": float(np.mean(s.labels)),
-                                                                                    "max": float(max(s.labels))}}
-        elif s.task == "multi-label":  # how often each label occurs
-            counts = Counter(x for v in s.labels for x in (label_name(v) or ("(none)",)))
-            info = {"rows": len(s.texts), "labels": dict(sorted(counts.items()))}
-        else:
-            counts = Counter(label_name(v) for v in s.labels)
-            info = {"rows": len(s.texts), "labels": dict(sorted(counts.items()))}
-        if counts:
-            info["imbalance_ratio"] = round(max(counts.values()) / min(counts.values()), 3)
-        report["splits"][name] = info
-        if s.dropped and not any(p["kind"] == "empty_text" and p["message"].startswith(s.source + ":") for p in problems):
-            problem("warning", "empty_text", f"{s.source}: {len(s.dropped)} rows with an empty text were left out ({_rows(s.dropped, s.unit)})")
-        # Exact duplicates, and the same text under different labels.
-        seen: dict[tuple, list[int]] = defaultdict(list)
-        for i in range(len(s.texts)):
-            seen[_key(s, i)].append(i)
-        dupes = sum(len(ix) - 1 for ix in seen.values())
-        conflicts = [ix for ix in seen.values() if len({str(label_name(s.labels[i])) for i in ix}) > 1]
-        info["duplicate_rows"] = dupes
-        info["conflicting_duplicates"] = len(conflicts)
-        if dupes:
-            problem("warning", "duplicates", f"{s.source}: {dupes} rows repeat an earlier text of the same split")
-        if conflicts:
-            ex = conflicts[0]
-            problem("warning", "conflicting_labels",
-                    f"{s.source}: {len(conflicts)} texts appear with different labels (e.g. {s.unit}s {', '.join(str(s.rows[i]) for i in ex[:4])}: "
-                    f"{', '.join(repr(label_name(s.labels[i])) for i in ex[:4])}); fix or remove them")
-        # Labels written two ways: the normaliser merged spaces; case variants are separate classes.
-        raw_by_norm: dict[str, set[str]] = defaultdict(set)
-        for raw, v in zip(s.raw_labels, s.labels):
-            raw_by_norm[str(v)].add(raw)
-        for v, raws in raw_by_norm.items():
-            if len(raws) > 1:
-                problem("warning", "label_spaces", f"{s.source}: labels {', '.join(repr(r) for r in sorted(raws))} differ only by spaces and were read as {v!r}")
-
+        report["splits"][name] = _check_split(s, label_name, problem, problems)
     imbalance = report["splits"]["train"].get("imbalance_ratio", 1.0)
     if imbalance > IMBALANCE_WARN:
-        problem("warning", "imbalance", f"{train.source}: the largest class has {imbalance:.1f}x the rows of the smallest; "
-                "watch the per-class recall in the report")
+        problem(
+            "warning",
+            "imbalance",
+            f"{train.source}: the largest class has {imbalance:.1f}x the rows of the smallest; "
+            "watch the per-class recall in the report",
+        )
     for message in label_problems(splits):
         problem("error", "labels", message)
-
     # Texts shared between train and the held-out splits inflate the held-out scores.
     train_keys = {_key(train, i) for i in range(len(train.texts))}
     for name, s in splits.items():
@@ -94,32 +155,14 @@ def analyse(splits: dict[str, Split], tokenizer: Any | None, max_length: int | N
         shared = [s.rows[i] for i in range(len(s.texts)) if _key(s, i) in train_keys]
         report["splits"][name]["shared_with_train"] = len(shared)
         if shared:
-            problem("warning", "leakage", f"{s.source}: {len(shared)} {name} rows also appear in the training data ({_rows(shared, s.unit)}); "
-                    "their scores measure memory, not generalisation")
-
+            problem(
+                "warning",
+                "leakage",
+                f"{s.source}: {len(shared)} {name} rows also appear in the training data ({_rows(shared, s.unit)}); "
+                "their scores measure memory, not generalisation",
+            )
     if tokenizer is not None:
-        unk = getattr(tokenizer, "unk_token_id", None)
-        special = set(getattr(tokenizer, "all_special_ids", [])) - {unk}  # [CLS], [SEP], ...: not text
-        for name, s in splits.items():
-            n = min(len(s.texts), TOKEN_SAMPLE)
-            ids = tokenizer(s.texts[:n], s.pairs[:n] if s.pairs is not None else None, truncation=False)["input_ids"]
-            lengths = np.array([len(x) for x in ids])
-            content = sum(1 for x in ids for t in x if t not in special)
-            unks = sum(1 for x in ids for t in x if t == unk) if unk is not None else 0
-            stats = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
-            stats["max"] = int(lengths.max())
-            stats["truncated_share"] = float((lengths > max_length).mean()) if max_length else 0.0
-            stats["unk_rate"] = unks / max(1, content)
-            stats["sampled_texts"] = n
-            report["splits"][name]["tokens"] = stats
-        t = report["splits"]["train"]["tokens"]
-        if max_length and t["truncated_share"] > 0:
-            problem("warning", "truncation", f"{100 * t['truncated_share']:.1f}% of the training texts are longer than --max-length {max_length} "
-                    f"tokens and will be cut (median {t['p50']}, p95 {t['p95']}, longest {t['max']})")
-        rate = max(s["tokens"]["unk_rate"] for s in report["splits"].values())
-        if rate > UNK_WARN:
-            problem("warning", "unknown_tokens", f"{100 * rate:.1f}% of the tokens are unknown ([UNK]) to the model's tokenizer: "
-                    "its vocabulary does not cover this text (another language?); choose a model made for it")
+        _check_tokens(report, splits, tokenizer, max_length, problem)
     report["max_length"] = max_length
     return report
 
@@ -133,12 +176,16 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
 
     splits, _, notes, _ = read_splits(cfg)
     if not label_problems(splits):
-        splits = carve_splits(splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split)
+        splits = carve_splits(
+            splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split
+        )
     quiet_transformers()
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     limit = max_positions(AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code), tokenizer)
-    label_name = (lambda v: v) if splits["train"].task != "classification" else str  # multi-label: tuples of names already
+    label_name = (
+        (lambda v: v) if splits["train"].task != "classification" else str
+    )  # multi-label: tuples of names already
     report = analyse(splits, tokenizer, min(cfg.max_length or DEFAULT_MAX_LENGTH, limit), label_name)
     report["notes"] = notes
     report["model"] = cfg.model or "all-MiniLM-L6-v2 (packaged)"
@@ -173,17 +220,33 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{'':<{width}}  " + "  ".join(f"{n:>10}" for n in names))
     lines.append(f"{'rows':<{width}}  " + "  ".join(f"{report['splits'][n]['rows']:>10}" for n in names))
     for label in labels:
-        lines.append(f"{label:<{width}}  " + "  ".join(f"{report['splits'][n]['labels'].get(label, 0):>10}" for n in names))
+        lines.append(
+            f"{label:<{width}}  " + "  ".join(f"{report['splits'][n]['labels'].get(label, 0):>10}" for n in names)
+        )
     if all("values" in report["splits"][n] for n in names):  # regression: the range of the targets
         for key in ("min", "mean", "max"):
-            lines.append(f"{'value ' + key:<{width}}  " + "  ".join(f"{report['splits'][n]['values'][key]:>10.3g}" for n in names))
+            lines.append(
+                f"{'value ' + key:<{width}}  "
+                + "  ".join(f"{report['splits'][n]['values'][key]:>10.3g}" for n in names)
+            )
     else:
-        lines.append(f"{'imbal.':<{width}}  " + "  ".join(f"{report['splits'][n].get('imbalance_ratio', 0):>10.2f}" for n in names))
+        lines.append(
+            f"{'imbal.':<{width}}  "
+            + "  ".join(f"{report['splits'][n].get('imbalance_ratio', 0):>10.2f}" for n in names)
+        )
     if all("tokens" in report["splits"][n] for n in names):
         for key in ("p50", "p95", "max"):
-            lines.append(f"{'tok ' + key:<{width}}  " + "  ".join(f"{report['splits'][n]['tokens'][key]:>10}" for n in names))
-        lines.append(f"{'cut':<{width}}  " + "  ".join(f"{100 * report['splits'][n]['tokens']['truncated_share']:>9.1f}%" for n in names))
-        lines.append(f"{'[UNK]':<{width}}  " + "  ".join(f"{100 * report['splits'][n]['tokens']['unk_rate']:>9.1f}%" for n in names))
+            lines.append(
+                f"{'tok ' + key:<{width}}  " + "  ".join(f"{report['splits'][n]['tokens'][key]:>10}" for n in names)
+            )
+        lines.append(
+            f"{'cut':<{width}}  "
+            + "  ".join(f"{100 * report['splits'][n]['tokens']['truncated_share']:>9.1f}%" for n in names)
+        )
+        lines.append(
+            f"{'[UNK]':<{width}}  "
+            + "  ".join(f"{100 * report['splits'][n]['tokens']['unk_rate']:>9.1f}%" for n in names)
+        )
     lines.append("")
     if not report["problems"]:
         lines.append("no problems found")

@@ -16,13 +16,13 @@ regression. `decide` turns them into labels with the run's thresholds.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
 
 TASKS = ("classification", "multi-label", "regression")
 LOWER_IS_BETTER = {"loss", "mse", "mae"}
@@ -53,7 +53,9 @@ def compute_metrics(y_true: Any, y_pred: Any, label_names: list[str]) -> dict[st
     labels = list(range(len(label_names)))
     out: dict[str, Any] = {"accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true))}
     if len(label_names) == 2:
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, pos_label=1, average="binary", zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, pos_label=1, average="binary", zero_division=0
+        )
         out.update(precision=float(p), recall=float(r), f1=float(f))
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
@@ -103,7 +105,9 @@ def decide(scores: np.ndarray, task: str, threshold: float | list[float] | None 
     return scores.argmax(-1)
 
 
-def task_metrics(task: str, y_true: Any, scores: np.ndarray, label_names: list[str], threshold: Any = None) -> dict[str, Any]:
+def task_metrics(
+    task: str, y_true: Any, scores: np.ndarray, label_names: list[str], threshold: Any = None
+) -> dict[str, Any]:
     """The metrics of a task from gold labels and scores (see `scores_from_logits`)."""
     y_true = np.asarray(y_true)
     if task == "classification":
@@ -113,8 +117,13 @@ def task_metrics(task: str, y_true: Any, scores: np.ndarray, label_names: list[s
 
         y, v = y_true.astype(float), decide(scores, task).astype(float)
         constant = len(y) < 2 or np.std(y) == 0 or np.std(v) == 0  # correlation undefined: report 0
-        return {"n": int(len(y)), "mse": float(np.mean((y - v) ** 2)), "mae": float(np.mean(np.abs(y - v))),
-                "pearson": 0.0 if constant else float(pearsonr(y, v)[0]), "spearman": 0.0 if constant else float(spearmanr(y, v)[0])}
+        return {
+            "n": int(len(y)),
+            "mse": float(np.mean((y - v) ** 2)),
+            "mae": float(np.mean(np.abs(y - v))),
+            "pearson": 0.0 if constant else float(pearsonr(y, v)[0]),
+            "spearman": 0.0 if constant else float(spearmanr(y, v)[0]),
+        }
     y_pred = decide(scores, task, threshold)
     y = y_true.astype(int)
     out: dict[str, Any] = {"n": int(len(y)), "accuracy": float(accuracy_score(y, y_pred))}  # every label right
@@ -122,8 +131,10 @@ def task_metrics(task: str, y_true: Any, scores: np.ndarray, label_names: list[s
         p, r, f, _ = precision_recall_fscore_support(y, y_pred, average=avg, zero_division=0)
         out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
     p, r, f, s = precision_recall_fscore_support(y, y_pred, average=None, zero_division=0)
-    out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                        for i, name in enumerate(label_names)}
+    out["per_class"] = {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, name in enumerate(label_names)
+    }
     return out
 
 
@@ -163,7 +174,21 @@ def tune_label_thresholds(y_true: np.ndarray, scores: np.ndarray) -> list[float]
 def format_metrics(m: dict[str, Any], title: str = "") -> str:
     """A plain-text table: the headline figures, then one row per class."""
     lines = [title] if title else []
-    heads = [k for k in ("loss", "accuracy", "precision", "recall", "f1", "f1_micro", "f1_macro", "f1_weighted", *REGRESSION_METRICS) if k in m]
+    heads = [
+        k
+        for k in (
+            "loss",
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "f1_micro",
+            "f1_macro",
+            "f1_weighted",
+            *REGRESSION_METRICS,
+        )
+        if k in m
+    ]
     lines.append("  ".join(f"{k:>11}" for k in heads))
     lines.append("  ".join(f"{m[k]:>11.4f}" for k in heads))
     if "per_class" not in m:
@@ -171,5 +196,7 @@ def format_metrics(m: dict[str, Any], title: str = "") -> str:
     width = max([5] + [len(n) for n in m.get("per_class", {})])
     lines.append(f"{'class':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}")
     for name, c in m.get("per_class", {}).items():
-        lines.append(f"{name:<{width}}  {c['precision']:>9.4f}  {c['recall']:>9.4f}  {c['f1']:>9.4f}  {c['support']:>7d}")
+        lines.append(
+            f"{name:<{width}}  {c['precision']:>9.4f}  {c['recall']:>9.4f}  {c['f1']:>9.4f}  {c['support']:>7d}"
+        )
     return "\n".join(lines)

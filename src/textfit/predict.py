@@ -119,8 +119,15 @@ class Classifier:
         self.threshold = manifest.threshold
 
     @classmethod
-    def load(cls, run: str | Path, precision: str = "auto", device: str | None = None, quantize: str | None = None,
-             backend: str = "torch", adapter: bool = False) -> Classifier:  # fmt: skip
+    def load(
+        cls,
+        run: str | Path,
+        precision: str = "auto",
+        device: str | None = None,
+        quantize: str | None = None,
+        backend: str = "torch",
+        adapter: bool = False,
+    ) -> Classifier:
         """`adapter=True` (a LoRA run): the base model with the saved adapter, not the merged weights."""
         manifest = RunManifest.read(run)
         if backend == "onnx":
@@ -131,8 +138,13 @@ class Classifier:
         return cls(TorchBackend(model, precision, device, quantize), tokenizer, manifest)
 
     @classmethod
-    def load_onnx(cls, run: str | Path, quantize: str | None = None, folder: str | Path | None = None,
-                  manifest: RunManifest | None = None) -> Classifier:  # fmt: skip
+    def load_onnx(
+        cls,
+        run: str | Path,
+        quantize: str | None = None,
+        folder: str | Path | None = None,
+        manifest: RunManifest | None = None,
+    ) -> Classifier:
         """The export in RUN/onnx (or `folder`): model.onnx, or the int8 file that `quantize` names."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
@@ -156,7 +168,9 @@ class Classifier:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         m = self.manifest
-        enc, doc = encode_long(self.tokenizer, list(texts), None if pairs is None else list(pairs), m.max_length, m.long_text)
+        enc, doc = encode_long(
+            self.tokenizer, list(texts), None if pairs is None else list(pairs), m.max_length, m.long_text
+        )
         lengths = np.array([len(x) for x in enc["input_ids"]])
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         cpu = self.backend.device.type == "cpu"

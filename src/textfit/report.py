@@ -48,8 +48,15 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> 
     ax.set_title(title)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{cm[i, j]}\n{100 * share[i, j]:.1f}%", ha="center", va="center", fontsize=10,
-                    color="white" if share[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{100 * share[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true label's rows")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -68,14 +75,23 @@ def plot_curves(log_path: Path, metric: str, path: Path) -> bool:
     if train:
         ax.plot(*zip(*train), color="tab:blue", marker="." if len(train) < 30 else None, label="training loss")
     if evals and evals[0][2] is not None:
-        ax.plot([e[0] for e in evals], [e[2] for e in evals], color="tab:blue", linestyle="--", marker="o", label="validation loss")
+        ax.plot(
+            [e[0] for e in evals],
+            [e[2] for e in evals],
+            color="tab:blue",
+            linestyle="--",
+            marker="o",
+            label="validation loss",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     lines, labels = ax.get_legend_handles_labels()
     if evals and metric != "loss" and evals[0][1] is not None:
         ax2 = ax.twinx()
-        ax2.plot([e[0] for e in evals], [e[1] for e in evals], color="tab:orange", marker="o", label=f"validation {metric}")
+        ax2.plot(
+            [e[0] for e in evals], [e[1] for e in evals], color="tab:orange", marker="o", label=f"validation {metric}"
+        )
         ax2.set_ylabel(f"validation {metric}")
         l2, lab2 = ax2.get_legend_handles_labels()
         lines, labels = lines + l2, labels + lab2
@@ -91,9 +107,20 @@ def _img(path: Path) -> str:
     return f'<img alt="{path.name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
-def write_report(folder: Path, texts: list[str], pairs: list[str] | None, gold: np.ndarray, probs: np.ndarray,
-                 names: list[str], metrics: dict[str, Any], log_path: Path | None, title: str,
-                 metric: str = "accuracy", threshold: float | None = None, max_mistakes: int = 50) -> None:
+def write_report(
+    folder: Path,
+    texts: list[str],
+    pairs: list[str] | None,
+    gold: np.ndarray,
+    probs: np.ndarray,
+    names: list[str],
+    metrics: dict[str, Any],
+    log_path: Path | None,
+    title: str,
+    metric: str = "accuracy",
+    threshold: Any = None,
+    max_mistakes: int = 50,
+) -> None:
     from .metrics import decide
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,8 +139,12 @@ def write_report(folder: Path, texts: list[str], pairs: list[str] | None, gold: 
     with open(folder / "misclassified.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["text"] + (["text_pair"] if pairs is not None else []) + ["gold", "predicted", "probability"])
-        for i in wrong:
-            w.writerow([texts[i]] + ([pairs[i]] if pairs is not None else []) + [names[gold[i]], names[pred[i]], f"{probs[i, pred[i]]:.4f}"])
+        for i in map(int, wrong):
+            w.writerow(
+                [texts[i]]
+                + ([pairs[i]] if pairs is not None else [])
+                + [names[gold[i]], names[pred[i]], f"{probs[i, pred[i]]:.4f}"]
+            )
 
     curves = bool(log_path and log_path.is_file() and plot_curves(log_path, metric, folder / "training_curves.png"))
 
@@ -123,20 +154,27 @@ def write_report(folder: Path, texts: list[str], pairs: list[str] | None, gold: 
     )
     for avg in ("macro", "weighted"):
         support = sum(c["support"] for c in metrics["per_class"].values())
-        rows += (f"<tr class='avg'><td>{avg} average</td><td>{metrics[f'precision_{avg}']:.4f}</td><td>{metrics[f'recall_{avg}']:.4f}</td>"
-                 f"<td>{metrics[f'f1_{avg}']:.4f}</td><td>{support}</td></tr>")
+        rows += (
+            f"<tr class='avg'><td>{avg} "
+            f"average</td><td>{metrics[f'precision_{avg}']:.4f}</td><td>{metrics[f'recall_{avg}']:.4f}</td>"
+            f"<td>{metrics[f'f1_{avg}']:.4f}</td><td>{support}</td></tr>"
+        )
     heads = [k for k in ("accuracy", "precision", "recall", "f1", "f1_macro", "loss") if k in metrics]
     summary = " &middot; ".join(f"{k} <b>{metrics[k]:.4f}</b>" for k in heads)
     mistakes = "".join(
-        f"<tr><td>{html.escape(texts[i][:400])}" + (f"<br><i>{html.escape(pairs[i][:300])}</i>" if pairs is not None else "")
-        + f"</td><td>{html.escape(names[gold[i]])}</td><td>{html.escape(names[pred[i]])}</td><td>{probs[i, pred[i]]:.3f}</td></tr>"
+        f"<tr><td>{html.escape(texts[i][:400])}"
+        + (f"<br><i>{html.escape(pairs[i][:300])}</i>" if pairs is not None else "")
+        + f"</td><td>{html.escape(names[gold[i]])}</td><td>{html.escape(names[pred[i]])}</td>"
+        + f"<td>{probs[i, pred[i]]:.3f}</td></tr>"
         for i in wrong[:max_mistakes]
     )
+    shown = f"; the first {max_mistakes} shown, all in misclassified.csv" if len(wrong) > max_mistakes else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>textfit report: {html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 980px; margin: 2em auto; color: #222; line-height: 1.4; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }}
 th {{ background: #f3f3f3; }} tr.avg td {{ background: #fafafa; font-style: italic; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>textfit report</h1>
@@ -147,7 +185,7 @@ th {{ background: #f3f3f3; }} tr.avg td {{ background: #fafafa; font-style: ital
 {_img(folder / "confusion_matrix.png")}
 {"<h2>Training curves</h2>" + _img(folder / "training_curves.png") if curves else ""}
 <h2>Misclassified examples</h2>
-<p>{len(wrong)} of {len(gold)} rows, most confident mistakes first{f"; the first {max_mistakes} shown, all in misclassified.csv" if len(wrong) > max_mistakes else ""}.</p>
+<p>{len(wrong)} of {len(gold)} rows, most confident mistakes first{shown}.</p>
 <table><tr><th>text</th><th>gold</th><th>predicted</th><th>probability</th></tr>{mistakes}</table>
 </body></html>
 """

@@ -136,7 +136,9 @@ class RunManifest:
                 **{**rest, "format_version": FORMAT_VERSION},
             )
         except (KeyError, TypeError) as e:
-            raise UsageError(f"{where}: not a textfit run manifest ({type(e).__name__}: {e}); retrain the run") from None
+            raise UsageError(
+                f"{where}: not a textfit run manifest ({type(e).__name__}: {e}); retrain the run"
+            ) from None
 
     @classmethod
     def read(cls, folder: str | Path) -> RunManifest:

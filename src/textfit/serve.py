@@ -19,7 +19,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,9 +34,12 @@ class PredictRequest(BaseModel):
     """Text Embeddings Inference's /predict body."""
 
     model_config = ConfigDict(extra="forbid")
-    inputs: Union[str, list[str], list[tuple[str, str]]] = Field(
-        description="one text, a list of texts, or (pair models) a list of [text, text_pair] pairs")
-    truncate: bool = Field(True, description="accepted for TEI compatibility; texts are always truncated to the model's max length")
+    inputs: str | list[str] | list[tuple[str, str]] = Field(
+        description="one text, a list of texts, or (pair models) a list of [text, text_pair] pairs"
+    )
+    truncate: bool = Field(
+        True, description="accepted for TEI compatibility; texts are always truncated to the model's max length"
+    )
     raw_scores: bool = Field(False, description="accepted for TEI compatibility; scores are always probabilities")
     truncation_direction: str = Field("right", description="accepted for TEI compatibility")
 
@@ -111,7 +114,7 @@ class Batcher:
             if not jobs:
                 continue
             texts = [t for j in jobs for t in j.texts]
-            pairs = [p for j in jobs for p in j.pairs] if jobs[0].pairs is not None else None
+            pairs = [p for j in jobs for p in (j.pairs or [])] if jobs[0].pairs is not None else None
             try:
                 # One worker thread: the event loop keeps accepting requests meanwhile.
                 probs = await loop.run_in_executor(None, self.clf.predict_proba, texts, pairs, 64)
@@ -127,7 +130,67 @@ class Batcher:
                 start += len(j.texts)
 
 
-def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
+def error(status: int, message: str) -> Any:
+    """A JSON error in TEI's shape: {"error": ..., "error_type": ...}."""
+    from fastapi.responses import JSONResponse
+
+    kind = {413: "Validation", 422: "Validation", 429: "Overloaded", 504: "Timeout"}.get(status, "Error")
+    return JSONResponse({"error": message, "error_type": kind}, status)
+
+
+def _inputs(req: PredictRequest, clf: Classifier, limits: Limits) -> Any:
+    """The request's texts and second texts, or the error response that refuses them."""
+    items = [req.inputs] if isinstance(req.inputs, str) else list(req.inputs)
+    if not items:
+        return error(422, "inputs is empty: give at least one text")
+    if len(items) > limits.max_texts:
+        return error(413, f"{len(items)} inputs; at most {limits.max_texts} per request")
+    is_pair = [isinstance(x, (tuple, list)) for x in items]
+    if any(is_pair) and not all(is_pair):
+        return error(422, "mix of texts and pairs: send either texts or [text, text_pair] pairs")
+    if clf.pairs and not all(is_pair):
+        return error(422, "this model classifies sentence pairs: send inputs as [[text, text_pair], ...]")
+    if not clf.pairs and any(is_pair):
+        return error(422, "this model classifies single texts, not pairs: send a text or a list of texts")
+    texts: list[Any] = [x[0] if p else x for x, p in zip(items, is_pair)]
+    pairs: list[Any] | None = [x[1] for x in items] if clf.pairs else None
+    if any(len(t) > limits.max_chars for t in texts + (pairs or [])):
+        return error(413, f"a text over {limits.max_chars} characters")
+    if any(not t.strip() for t in texts + (pairs or [])):
+        return error(422, "empty text: every input needs some text")
+    return texts, pairs
+
+
+def _scored(clf: Classifier, p: Any, chosen: Any) -> list[dict[str, Any]]:
+    """Every class with its score, the predicted one first (it is the most probable one unless a
+    tuned threshold decides); multi-label: the labels over their thresholds first; regression: the value."""
+    if clf.task == "regression":
+        return [{"label": clf.labels[0], "score": float(p[0])}]
+    rows = [{"label": clf.labels[k], "score": float(p[k])} for k in range(len(p))]
+    on = set(np.flatnonzero(chosen)) if clf.task == "multi-label" else {int(chosen)}
+    return sorted(rows, key=lambda d: (clf.labels.index(d["label"]) not in on, -d["score"]))
+
+
+def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
+    m = clf.manifest
+    dtype = getattr(clf.backend, "dtype", None)
+    return {
+        "run": run,
+        "base_model": m.base_model,
+        "task": clf.task,
+        "labels": clf.labels,
+        "threshold": clf.threshold,
+        "long_text": dataclasses.asdict(m.long_text),
+        "max_length": m.max_length,
+        "pairs": clf.pairs,
+        "precision": str(dtype or "fp32").replace("torch.", ""),
+        "max_batch": limits.max_batch,
+        "max_texts_per_request": limits.max_texts,
+        "textfit_version": m.textfit_version,
+    }
+
+
+def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> Any:
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -150,11 +213,12 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
         yield
         await batcher.stop()
 
-    app = FastAPI(title="textfit", version="1", lifespan=lifespan,
-                  description="Text classification with a model fine-tuned by textfit. POST /predict takes TEI's request body.")
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message, "error_type": {413: "Validation", 422: "Validation", 429: "Overloaded", 504: "Timeout"}.get(status, "Error")}, status)
+    app = FastAPI(
+        title="textfit",
+        version="1",
+        lifespan=lifespan,
+        description="Text classification with a model fine-tuned by textfit. POST /predict takes TEI's request body.",
+    )
 
     @app.middleware("http")
     async def body_limit(request: Request, call_next):
@@ -163,28 +227,21 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
             return error(413, f"request body over {limits.max_body_bytes} bytes")
         return await call_next(request)
 
-    @app.post("/predict", response_model=Union[list[Score], list[list[Score]]],
-              responses={413: {"description": "too large"}, 429: {"description": "queue full"}, 504: {"description": "timed out"}})
+    @app.post(
+        "/predict",
+        response_model=list[Score] | list[list[Score]],
+        responses={
+            413: {"description": "too large"},
+            429: {"description": "queue full"},
+            504: {"description": "timed out"},
+        },
+    )
     async def predict(req: PredictRequest):
         single = isinstance(req.inputs, str)
-        items = [req.inputs] if single else list(req.inputs)
-        if not items:
-            return error(422, "inputs is empty: give at least one text")
-        if len(items) > limits.max_texts:
-            return error(413, f"{len(items)} inputs; at most {limits.max_texts} per request")
-        is_pair = [isinstance(x, (tuple, list)) for x in items]
-        if any(is_pair) and not all(is_pair):
-            return error(422, "mix of texts and pairs: send either texts or [text, text_pair] pairs")
-        if clf.pairs and not all(is_pair):
-            return error(422, "this model classifies sentence pairs: send inputs as [[text, text_pair], ...]")
-        if not clf.pairs and any(is_pair):
-            return error(422, "this model classifies single texts, not pairs: send a text or a list of texts")
-        texts = [x[0] if p else x for x, p in zip(items, is_pair)]
-        pairs = [x[1] for x in items] if clf.pairs else None
-        if any(len(t) > limits.max_chars for t in texts + (pairs or [])):
-            return error(413, f"a text over {limits.max_chars} characters")
-        if any(not t.strip() for t in texts + (pairs or [])):
-            return error(422, "empty text: every input needs some text")
+        parsed = _inputs(req, clf, limits)
+        if not isinstance(parsed, tuple):
+            return parsed
+        texts, pairs = parsed
         try:
             fut = state["batcher"].submit(texts, pairs)
         except OverflowError:
@@ -196,17 +253,8 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
             return error(504, f"no answer within {limits.timeout_s:g} s")
         except UsageError as e:
             return error(422, str(e))
-        out = [scored(p, c) for p, c in zip(probs, clf.decide(probs))]
+        out = [_scored(clf, p, c) for p, c in zip(probs, clf.decide(probs))]
         return out[0] if single else out
-
-    def scored(p: Any, chosen: Any) -> list[dict[str, Any]]:
-        """Every class with its score, the predicted one first (it is the most probable one unless a
-        tuned threshold decides); multi-label: the labels over their thresholds first; regression: the value."""
-        if clf.task == "regression":
-            return [{"label": clf.labels[0], "score": float(p[0])}]
-        rows = [{"label": clf.labels[k], "score": float(p[k])} for k in range(len(p))]
-        on = set(np.flatnonzero(chosen)) if clf.task == "multi-label" else {int(chosen)}
-        return sorted(rows, key=lambda d: (clf.labels.index(d["label"]) not in on, -d["score"]))
 
     @app.get("/health")
     async def health():
@@ -220,12 +268,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
 
     @app.get("/info")
     async def info():
-        m = clf.manifest
-        dtype = getattr(clf.backend, "dtype", None)
-        return {"run": run, "base_model": m.base_model, "task": clf.task, "labels": clf.labels, "threshold": clf.threshold,
-                "long_text": dataclasses.asdict(m.long_text), "max_length": m.max_length, "pairs": clf.pairs,
-                "precision": str(dtype or "fp32").replace("torch.", ""), "max_batch": limits.max_batch,
-                "max_texts_per_request": limits.max_texts, "textfit_version": m.textfit_version}
+        return _info(clf, limits, run)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -234,8 +277,16 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = ""):
     return app
 
 
-def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, precision: str = "auto",
-          quantize: str | None = None, backend: str = "torch", adapter: bool = False) -> None:
+def serve(
+    run: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    precision: str = "auto",
+    quantize: str | None = None,
+    backend: str = "torch",
+    adapter: bool = False,
+) -> None:
     import uvicorn
 
     clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend, adapter=adapter)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import Any
 
 import torch
-from torch import nn
 
 from . import attention, dropout, inference, training
 
 _ALLOCATOR_TUNED = False
 
 
-def enable(model: nn.Module, mode: str, device: torch.device | None = None) -> nn.Module:
+def enable(model: Any, mode: str, device: torch.device | None = None) -> Any:
     """Make `model` fast for `mode` ("train" or "infer") on `device` (default: the model's own)."""
     device = device or next(model.parameters()).device
     if device.type != "cpu":

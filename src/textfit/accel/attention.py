@@ -6,15 +6,15 @@ figures); SDPA stays the path everywhere this kernel does not run. The kernel (`
 file) computes each (text, head) pair with AMX tile products for q k^T and p v and an AVX-512 softmax
 in base 2 between them, and reads q, k and v in the (batch, position, head, dim) layout the model's
 projections produce and writes the output in the layout the next layer reads, so no transposed copies.
-The (text, head) pairs are shared among PyTorch's own OpenMP threads: a pool of Python threads made
-attention 1.5x slower, competing for the cores with PyTorch's workers, which spin after each operator.
+The (text, head) pairs are shared among PyTorch's own OpenMP threads: a pool of Python threads was slower,
+competing for the cores with PyTorch's workers, which spin after each operator.
 
 It is C compiled on first use with the machine's C compiler (gcc or clang, a second or so) into
 ~/.cache/textfit (or $TEXTFIT_CACHE; see `native`), registered as the PyTorch operator
-`torch.ops.textfit.fused_attention` (so `torch.compile` and export see one opaque op),, and used only when everything it needs is there: Linux, x86-64,
-AMX and AVX-512 bf16, a compiler, bf16 inputs, head sizes that are multiples of 32 (up to 256), self-
-attention with a key-padding mask or none. Anything else, and TEXTFIT_FUSED_ATTENTION=0, takes
-PyTorch's SDPA instead, as before.
+`torch.ops.textfit.fused_attention` (so `torch.compile` and export see one opaque op), and used
+only when everything it needs is there: Linux, x86-64, AMX and AVX-512 bf16, a compiler, bf16 inputs,
+head sizes that are multiples of 32 (up to 256), self-attention with a key-padding mask or none.
+Anything else, and TEXTFIT_FUSED_ATTENTION=0, takes PyTorch's SDPA instead.
 """
 
 from __future__ import annotations
@@ -29,12 +29,24 @@ from typing import Any
 
 import torch
 
+from .masks import key_padding_mask
 from .native import build, x86_64_linux
 
 NAME = "textfit_cpu_infer"
 SOURCE = Path(__file__).with_name("attention.c")
-FLAGS = ["-O3", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16",
-         "-mamx-tile", "-mamx-bf16", "-mfma"]
+FLAGS = [
+    "-O3",
+    "-shared",
+    "-fPIC",
+    "-mavx512f",
+    "-mavx512bw",
+    "-mavx512vl",
+    "-mavx512dq",
+    "-mavx512bf16",
+    "-mamx-tile",
+    "-mamx-bf16",
+    "-mfma",
+]
 
 SMALL = 1 << 16  # (text, head) pairs x length^2 below which one thread computes everything
 
@@ -74,7 +86,8 @@ def kernel() -> Any | None:
                 fn.restype = ctypes.c_int
                 omp = _openmp()
                 if omp is not None:
-                    lib.textfit_attention_omp.argtypes = [ctypes.c_void_p] * 5 + [i64] * 17 + [ctypes.c_float, i64] + [ctypes.c_void_p] * 3
+                    omp_args: Any = [ctypes.c_void_p] * 5 + [i64] * 17 + [ctypes.c_float, i64] + [ctypes.c_void_p] * 3
+                    lib.textfit_attention_omp.argtypes = omp_args
                     lib.textfit_attention_omp.restype = ctypes.c_int
                     _state["omp"] = (lib.textfit_attention_omp, omp)
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
@@ -101,13 +114,17 @@ def _openmp() -> tuple[int, int, int] | None:
     except OSError:
         return None
     names = ("libgomp", "libiomp5", "libomp")
-    found = sorted((p for p in paths if os.path.basename(p).startswith(names) and ".so" in os.path.basename(p)),
-                   key=lambda p: not p.startswith(os.path.dirname(torch.__file__)))  # PyTorch's own first
+    found = sorted(
+        (p for p in paths if os.path.basename(p).startswith(names) and ".so" in os.path.basename(p)),
+        key=lambda p: not p.startswith(os.path.dirname(torch.__file__)),
+    )  # PyTorch's own first
     for path in found:
         try:
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-            return tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in
-                         ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))  # type: ignore[return-value]
+            return tuple(
+                ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
+                for n in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+            )  # type: ignore[return-value]
         except (OSError, AttributeError):
             continue
     return None
@@ -132,43 +149,67 @@ def supports(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attent
         return False
     if key.stride(2) % 2 or key.stride(2) * 16 > 2**31 - 1:
         return False
-    if attention_mask is not None and (not attention_mask.dtype.is_floating_point  # additive masks only, not SDPA's bool ones
-                                       or tuple(attention_mask.shape) not in ((b, 1, 1, length), (1, 1, 1, length))):
+    if attention_mask is not None and (
+        not attention_mask.dtype.is_floating_point  # additive masks only, not SDPA's bool ones
+        or tuple(attention_mask.shape) not in ((b, 1, 1, length), (1, 1, 1, length))
+    ):
         return False
     return kernel() is not None
 
 
 @torch.library.custom_op("textfit::fused_attention", mutates_args=())
-def _fused_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-                        scaling: float) -> torch.Tensor:
+def _fused_attention_op(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
     return _run_kernel(query, key, value, mask, scaling)
 
 
 @_fused_attention_op.register_fake
-def _(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+def _(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
     b, h, length, d = query.shape
     return query.new_empty(b, length, h, d)
 
 
-def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
-                    scaling: float) -> torch.Tensor:
+def fused_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
     """softmax(query key^T * scaling + mask) value for (batch, heads, length, head size) inputs,
     returned as (batch, length, heads, head size); the mask is additive per key, (batch|1, 1, 1, length).
     Call only where `supports` says so."""
     return torch.ops.textfit.fused_attention(query, key, value, attention_mask, float(scaling))
 
 
-def _run_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
-                scaling: float) -> torch.Tensor:
+def _run_kernel(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
     fn = kernel()
     b, h, length, d = query.shape
     out = torch.empty(b, length, h, d, dtype=query.dtype)
     mask = None
     if attention_mask is not None:
         mask = attention_mask.reshape(attention_mask.shape[0], length).float().expand(b, length).contiguous()
-    args = (query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(), 0 if mask is None else mask.data_ptr(),
-            b, h, length, d, *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
-            out.stride(0), out.stride(2), out.stride(1), length, float(scaling))
+    args = (
+        query.data_ptr(),
+        key.data_ptr(),
+        value.data_ptr(),
+        out.data_ptr(),
+        0 if mask is None else mask.data_ptr(),
+        b,
+        h,
+        length,
+        d,
+        *query.stride()[:3],
+        *key.stride()[:3],
+        *value.stride()[:3],
+        out.stride(0),
+        out.stride(2),
+        out.stride(1),
+        length,
+        float(scaling),
+    )
+    assert fn is not None, "fused_attention called where the kernel does not run"
     pairs = b * h
     # one thread for a few short texts (starting threads costs more), else every thread PyTorch uses
     workers = 1 if pairs * length * length < SMALL else min(max(1, torch.get_num_threads()), pairs)
@@ -185,9 +226,16 @@ def _run_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, att
     return out
 
 
-def cpu_inference_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                            **kwargs: Any) -> tuple[torch.Tensor, None]:
+def cpu_inference_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """transformers attention function "textfit_cpu_infer": the fused kernel where it applies, else SDPA."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
@@ -198,7 +246,7 @@ def cpu_inference_attention(module: torch.nn.Module, query: torch.Tensor, key: t
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
-def use_fused_attention(model: torch.nn.Module) -> bool:
+def use_fused_attention(model: Any) -> bool:
     """Switch a transformers model to "textfit_cpu_infer" when the kernel runs here and the model
     takes attention functions from transformers' AttentionInterface; returns whether it did."""
     if kernel() is None or not hasattr(model, "set_attn_implementation"):
@@ -210,8 +258,6 @@ def use_fused_attention(model: torch.nn.Module) -> bool:
         return False
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
-
-    from .training import key_padding_mask
 
     AttentionInterface.register(NAME, cpu_inference_attention)
     AttentionMaskInterface.register(NAME, key_padding_mask)

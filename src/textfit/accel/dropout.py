@@ -46,8 +46,17 @@ def kernel() -> Any | None:
         if os.environ.get("TEXTFIT_FUSED_DROPOUT") != "0" and x86_64_linux() and bf16 is not None and bf16():
             try:
                 fn = ctypes.CDLL(str(build(SOURCE, FLAGS))).textfit_dropout
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint64,
-                               ctypes.c_uint32, ctypes.c_float, ctypes.c_int64, ctypes.c_int64]  # fmt: skip
+                fn.argtypes = [
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_int64,
+                    ctypes.c_uint64,
+                    ctypes.c_uint32,
+                    ctypes.c_float,
+                    ctypes.c_int64,
+                    ctypes.c_int64,
+                ]
                 fn.restype = None
             except (OSError, RuntimeError, subprocess.SubprocessError):
                 fn = None
@@ -66,8 +75,17 @@ def _dropout_op(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     n = x.numel()
     fn = kernel()
     assert fn is not None, "textfit::dropout called where the kernel does not run"
-    fn(x.data_ptr(), out.data_ptr(), int(x.dtype == torch.bfloat16), n, seed, round(p * 65536), 1.0 / (1.0 - p), 0,
-       (n + 3) // 4)  # fmt: skip
+    fn(
+        x.data_ptr(),
+        out.data_ptr(),
+        int(x.dtype == torch.bfloat16),
+        n,
+        seed,
+        round(p * 65536),
+        1.0 / (1.0 - p),
+        0,
+        (n + 3) // 4,
+    )
     return out
 
 

@@ -32,7 +32,7 @@ class OneDNNResidualOutput(nn.Module):
     """BERT's `SelfOutput` / `Output` block for inference, `LayerNorm(dense(x) + residual)`, with the
     residual added inside oneDNN's linear kernel (dropout is the identity in evaluation)."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: Any):
         super().__init__()
         self.weight, self.bias, self.LayerNorm = block.dense.weight, block.dense.bias, block.LayerNorm
 
@@ -66,7 +66,7 @@ def _floating_inputs_to_fp32(module: nn.Module, args: tuple[Any, ...]) -> tuple[
     return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
 
 
-def _fuse_linears(model: nn.Module) -> None:
+def _fuse_linears(model: Any) -> None:
     for m in list(model.modules()):
         for name, child in list(m.named_children()):
             if _is_bert_output_block(child) and child.dense.weight.dtype == torch.bfloat16:
@@ -81,7 +81,7 @@ def _fuse_linears(model: nn.Module) -> None:
                 setattr(m, name, OneDNNLinear(child))
 
 
-def for_cpu_inference(model: nn.Module) -> nn.Module:
+def for_cpu_inference(model: Any) -> Any:
     """The model in bf16 for prediction, changed in place.
 
     bf16 weights instead of autocast; where PyTorch has oneDNN's fused linear kernel, every linear

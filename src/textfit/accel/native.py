@@ -18,7 +18,9 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TEXTFIT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "textfit")
+    root = os.environ.get("TEXTFIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "textfit"
+    )
     return Path(root)
 
 

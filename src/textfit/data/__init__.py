@@ -13,6 +13,21 @@ from .load import TrainingData, label_problems, load_data, read_for_run, read_sp
 from .splits import Split, carve_splits
 from .tokens import encode_long, pool_windows
 
-__all__ = ["EncodedDataset", "LengthGroupedBatches", "Split", "TrainingData", "carve_splits", "encode_long",
-           "label_problems", "length_sorted_batches", "load_data", "make_collate", "pad", "pool_windows",
-           "read_for_run", "read_splits", "shared_widths", "split_seed"]  # fmt: skip
+__all__ = [
+    "EncodedDataset",
+    "LengthGroupedBatches",
+    "Split",
+    "TrainingData",
+    "carve_splits",
+    "encode_long",
+    "label_problems",
+    "length_sorted_batches",
+    "load_data",
+    "make_collate",
+    "pad",
+    "pool_windows",
+    "read_for_run",
+    "read_splits",
+    "shared_widths",
+    "split_seed",
+]

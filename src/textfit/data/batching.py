@@ -12,7 +12,8 @@ kernels for every new shape, so fewer distinct widths cost less (measured in ben
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,9 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int 
     return batches
 
 
-def pad(tokenizer: Any, enc: dict[str, list[list[int]]], ix: Iterable[int], width: int | None = None) -> dict[str, torch.Tensor]:
+def pad(
+    tokenizer: Any, enc: dict[str, list[list[int]]], ix: Iterable[int], width: int | None = None
+) -> dict[str, torch.Tensor]:
     """Rows `ix` of the encoded texts, padded to the longest of them (or to `width`), as int64 tensors,
     with the tokenizer's own padding values and side. Built with numpy: `tokenizer.pad` cost a
     measurable share of prediction (benchmarks/RESULTS.md)."""
@@ -55,7 +58,11 @@ def pad(tokenizer: Any, enc: dict[str, list[list[int]]], ix: Iterable[int], widt
     if tokenizer.pad_token_id is None:  # the tokenizer's own error message
         rows = [{k: v[i] for k, v in enc.items()} for i in ix]
         return dict(tokenizer.pad(rows, padding="max_length", max_length=width, return_tensors="pt"))
-    pad_values = {"input_ids": tokenizer.pad_token_id, "token_type_ids": tokenizer.pad_token_type_id, "attention_mask": 0}
+    pad_values = {
+        "input_ids": tokenizer.pad_token_id,
+        "token_type_ids": tokenizer.pad_token_type_id,
+        "attention_mask": 0,
+    }
     left = tokenizer.padding_side == "left"
     batch = {}
     for key, rows_of_key in enc.items():
@@ -125,10 +132,10 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(n, generator=g)
         chunk = self.batch_size * self.group
-        out = []
+        out: list[list[int]] = []
         for s in range(0, n, chunk):
-            part = perm[s : s + chunk]
-            part = part[torch.argsort(lengths[part], descending=True, stable=True)].tolist()
+            chunk_ix = perm[s : s + chunk]
+            part = chunk_ix[torch.argsort(lengths[chunk_ix], descending=True, stable=True)].tolist()
             out += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
         out = [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
         if self.share_widths:

@@ -57,21 +57,27 @@ def _check_columns(frame: Frame, columns: tuple[Any, Any, Any]) -> None:
     for col in columns:
         if col is not None and col not in frame.df.columns:
             found = ", ".join(repr(str(c)) for c in frame.df.columns)
-            raise UsageError(f"{frame.source}: no column {str(col)!r} (found in the training data); its columns are {found}")
+            raise UsageError(
+                f"{frame.source}: no column {str(col)!r} (found in the training data); its columns are {found}"
+            )
 
 
 def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any], list[str], str]:
     """Every split the user gave, read and checked row by row; labels read for the task but not mapped.
     Returns the splits, the (text, pair, label) columns, notes to show, and a data fingerprint."""
-    headerless = _headerless((cfg.text_column, cfg.text_pair_column, cfg.label_column), (cfg.text_column, cfg.label_column))
-    frames, fingerprint = load_frames(cfg.data, cfg.data_config, cfg.train, cfg.validation, cfg.test, cfg.encoding,
-                                      headerless)  # fmt: skip
+    headerless = _headerless(
+        (cfg.text_column, cfg.text_pair_column, cfg.label_column), (cfg.text_column, cfg.label_column)
+    )
+    frames, fingerprint = load_frames(
+        cfg.data, cfg.data_config, cfg.train, cfg.validation, cfg.test, cfg.encoding, headerless
+    )
     if "train" not in frames:
         found = ", ".join(frames) or "none"
         raise UsageError(f"--data {cfg.data}: no training split found (splits there: {found}); pass --train FILE")
     first = frames["train"]
-    text, pair, label, notes = resolve_columns(first.df, cfg.text_column, cfg.text_pair_column, cfg.label_column,
-                                               first.source)  # fmt: skip
+    text, pair, label, notes = resolve_columns(
+        first.df, cfg.text_column, cfg.text_pair_column, cfg.label_column, first.source
+    )
     splits: dict[str, Split] = {}
     for name, frame in frames.items():
         if name != "train":
@@ -82,7 +88,9 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         # Empty label cells are checked once the task is known: a multi-label row may have no label.
         s = splits[name] = to_split(frame, text, pair, label, empty_labels=True)
         if s.dropped:
-            notes.append(f"{frame.source}: left out {len(s.dropped)} rows with an empty text ({rows_text(s.dropped, s.unit)})")
+            notes.append(
+                f"{frame.source}: left out {len(s.dropped)} rows with an empty text ({rows_text(s.dropped, s.unit)})"
+            )
     train_labels = [v for v in splits["train"].labels if is_list(v) or not missing(v)]
     task, separator = detect_task(cfg.task, train_labels, cfg.label_separator)
     if task != "multi-label":
@@ -90,8 +98,10 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
             check_labels_present(s.source, s.rows, s.labels, label, s.unit)
     if separator is not None and cfg.label_separator is None and cfg.task == "auto":
         example = next(v for v in train_labels if separator in str(v))
-        notes.append(f"labels like {example!r} read as several labels separated by {separator!r}; "
-                     "pass --task classification to keep them whole")  # fmt: skip
+        notes.append(
+            f"labels like {example!r} read as several labels separated by {separator!r}; "
+            "pass --task classification to keep them whole"
+        )
     for s in splits.values():
         s.raw_labels = [str(v) for v in s.labels]
         s.labels = task_labels(s, task, separator)
@@ -110,7 +120,9 @@ def label_problems(splits: dict[str, Split]) -> list[str]:
     if train.task == "regression":
         if len(set(train.labels)) > 1:
             return []
-        return [f"{train.source}: every training row has the value {train.labels[0]!r}; regression needs varied targets"]
+        return [
+            f"{train.source}: every training row has the value {train.labels[0]!r}; regression needs varied targets"
+        ]
     if train.task == "multi-label":
         known = {x for v in train.labels for x in v}
         if not known:
@@ -119,21 +131,27 @@ def label_problems(splits: dict[str, Split]) -> list[str]:
             unseen = [(r, x) for r, v in zip(s.rows, s.labels) for x in v if x not in known]
             if unseen:
                 r, x = unseen[0]
-                return [f"{s.source}: label {x!r} ({s.unit} {r}) never appears in the training data "
-                        f"(labels there: {', '.join(sorted(known))}); remove it or add training examples"]  # fmt: skip
+                return [
+                    f"{s.source}: label {x!r} ({s.unit} {r}) never appears in the training data "
+                    f"(labels there: {', '.join(sorted(known))}); remove it or add training examples"
+                ]
         return []
     order = label_order(train.labels)
     problems = []
     if len(order) < 2:
-        problems.append(f"{train.source}: every training row has the label {order[0]!r}; a classifier needs at least two classes")
+        problems.append(
+            f"{train.source}: every training row has the label {order[0]!r}; a classifier needs at least two classes"
+        )
     folded: dict[str, list[Any]] = {}
     for v in order:
         folded.setdefault(str(v).casefold(), []).append(v)
     for variants in folded.values():
         if len(variants) > 1:
             shown = " and ".join(repr(v) for v in variants)
-            problems.append(f"{train.source}: labels {shown} differ only by case, so they train as different classes; "
-                            "write them the same way")  # fmt: skip
+            problems.append(
+                f"{train.source}: labels {shown} differ only by case, so they train as different classes; "
+                "write them the same way"
+            )
     known = set(order)
     for s in splits.values():
         unseen_rows = [(r, v) for r, v in zip(s.rows, s.labels) if v not in known]
@@ -157,7 +175,8 @@ def _label_names(order: list[Any], given: str | None) -> list[str]:
     parts = [n.strip() for n in given.split(",")]
     if not all(isinstance(v, int) for v in order) or sorted(order) != list(range(len(parts))):
         raise UsageError(
-            f"--label-names: expected one name per integer label 0..{len(parts) - 1}; the training labels are {', '.join(names)}"
+            f"--label-names: expected one name per integer label 0..{len(parts) - 1}; the training labels are "
+            f"{', '.join(names)}"
         )
     return parts
 
@@ -175,7 +194,9 @@ def load_data(cfg: TrainConfig) -> TrainingData:
         order = [str(label)]
     else:
         order = label_order(train.labels)
-    splits = carve_splits(splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split)
+    splits = carve_splits(
+        splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split
+    )
     schema = Schema(
         task=train.task,
         text_column=str(text),

@@ -24,12 +24,33 @@ from ..errors import UsageError
 from ..hub import hub_reachable
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
-TEXT_NAMES = ["text", "sentence", "review", "content", "sentence1", "#1 string", "premise", "question1", "question",
-              "document"]  # fmt: skip
-PAIR_OF = {"sentence1": "sentence2", "#1 string": "#2 string", "premise": "hypothesis", "question1": "question2",
-           "question": "sentence"}  # fmt: skip
+TEXT_NAMES = [
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "sentence1",
+    "#1 string",
+    "premise",
+    "question1",
+    "question",
+    "document",
+]
+PAIR_OF = {
+    "sentence1": "sentence2",
+    "#1 string": "#2 string",
+    "premise": "hypothesis",
+    "question1": "question2",
+    "question": "sentence",
+}
 LABEL_NAMES = ["label", "labels", "sentiment", "quality", "class", "target", "score", "rating"]
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "test": "test",
+}
 
 
 @dataclass
@@ -62,8 +83,14 @@ def _decode(path: str, raw: bytes, encoding: str) -> str:
 
         best = from_bytes(raw[:200_000]).best()
         guess = best.encoding if best else None
-        hint = f"--encoding {guess}" if guess and guess != "utf_8" else "--encoding with the file's encoding (e.g. gb18030)"
-        raise UsageError(f"{path}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); pass {hint}") from None
+        hint = (
+            f"--encoding {guess}"
+            if guess and guess != "utf_8"
+            else "--encoding with the file's encoding (e.g. gb18030)"
+        )
+        raise UsageError(
+            f"{path}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); pass {hint}"
+        ) from None
 
 
 def _first_rows_are_data(df: pd.DataFrame) -> bool:
@@ -124,7 +151,8 @@ def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = Non
         except ValueError as e:
             kind = "JSON lines" if lines else "JSON"
             raise UsageError(
-                f"{path}: cannot read as {kind} ({str(e).splitlines()[0]}); expect one object per line or a list of objects"
+                f"{path}: cannot read as {kind} ({str(e).splitlines()[0]}); expect one object per line or a list of "
+                "objects"
             ) from None
         if df.empty:
             raise UsageError(f"{path}: the file has no rows")

@@ -88,7 +88,9 @@ def resolve_columns(
                 pair = lower[partner]
                 notes.append(f"text pair column: {pair!r}")
     if len({str(text), str(label)} | ({str(pair)} if pair is not None else set())) < (3 if pair is not None else 2):
-        raise UsageError(f"{source}: the text, text pair and label columns must differ (got {text!r}, {pair!r}, {label!r})")
+        raise UsageError(
+            f"{source}: the text, text pair and label columns must differ (got {text!r}, {pair!r}, {label!r})"
+        )
     return text, pair, label, notes
 
 
@@ -231,7 +233,8 @@ def to_number(v: Any, where: str) -> float:
         x = math.nan
     if not math.isfinite(x):
         raise UsageError(
-            f"{where}: label {v!r} is not a number, and this is a regression task; fix the row, or pass --task classification"
+            f"{where}: label {v!r} is not a number, and this is a regression task; fix the row, or pass --task "
+            "classification"
         )
     return x
 

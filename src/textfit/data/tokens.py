@@ -77,9 +77,12 @@ def encode_long(
     if long.mode == "window":
         stride = long.window_stride(max_length)
         if stride >= max_length - 2:
-            raise UsageError(f"--stride {stride}: must be smaller than --max-length {max_length} minus the special tokens")
-        out = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True,
-                        padding=False)  # fmt: skip
+            raise UsageError(
+                f"--stride {stride}: must be smaller than --max-length {max_length} minus the special tokens"
+            )
+        out = tokenizer(
+            texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True, padding=False
+        )
         return {k: v for k, v in out.items() if k in KEYS}, list(out["overflow_to_sample_mapping"])
     return _cut(tokenizer, texts, max_length, long.truncation), list(range(len(texts)))
 

@@ -29,14 +29,13 @@ from .checkpoint import load_checkpoint, resolve_resume
 from .evaluator import Evaluator, measure_for, tune_thresholds
 from .loop import fit
 from .output import RunLog, move_into_place, work_folder
+from .seeds import train_seeds
 from .setup import TrainState, setup
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.seeds:
-        from .seeds import train_seeds
-
-        return train_seeds(cfg)
+        return train_seeds(cfg, train)
     s = setup(cfg)
     acc = s.accelerator
     resume_from = resolve_resume(cfg.resume, s.out) if cfg.resume is not None else None
@@ -79,7 +78,9 @@ def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[s
     if "validation" in splits:
         restored = s.cfg.load_best_model_at_end and ev.best_step is not None  # the weights are the best evaluated
         if s.features:  # the evaluations ran on cached features: measure the whole model once
-            metrics["validation"], scores["validation"] = evaluate(clf, splits["validation"], s.cfg.eval_batch_size, None)
+            metrics["validation"], scores["validation"] = evaluate(
+                clf, splits["validation"], s.cfg.eval_batch_size, None
+            )
         else:
             metrics["validation"], scores["validation"] = ev.final(restored)
         s.manifest.threshold, tuned = tune_thresholds(s, metrics["validation"], scores["validation"])
@@ -98,9 +99,15 @@ def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str
         s.say(f"textfit: restoring the best weights (step {ev.best_step}, {s.metric} {s.sign * ev.best_score:.4f})")
         s.model.load_state_dict(ev.best_weights)
     metrics, scores = _final_metrics(s, ev)
-    stats_line = (f", {stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding"
-                  if stats["padded_tokens"] else " on cached features")  # fmt: skip
-    s.say(f"textfit: trained {stats['samples']} samples in {stats['seconds']:.1f}s ({stats['samples_per_second']:.1f} samples/s{stats_line})")
+    stats_line = (
+        f", {stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding"
+        if stats["padded_tokens"]
+        else " on cached features"
+    )
+    s.say(
+        f"textfit: trained {stats['samples']} samples in {stats['seconds']:.1f}s ({stats['samples_per_second']:.1f} "
+        f"samples/s{stats_line})"
+    )
     summary = {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()}
     log({"step": s.step, "final": summary})
     s.accelerator.wait_for_everyone()
@@ -113,17 +120,33 @@ def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str
     report_split = "test" if "test" in metrics else "validation" if "validation" in metrics else None
     if report_split and m.task == "classification":
         rs = s.data.splits[report_split]
-        write_report(work, rs.texts, rs.pairs, np.array(rs.labels), scores[report_split], m.label_names, metrics[report_split],
-                     work / "log.jsonl", f"{report_split} split", s.metric, m.threshold)  # fmt: skip
+        write_report(
+            work,
+            rs.texts,
+            rs.pairs,
+            np.array(rs.labels),
+            scores[report_split],
+            m.label_names,
+            metrics[report_split],
+            work / "log.jsonl",
+            f"{report_split} split",
+            s.metric,
+            m.threshold,
+        )
     write_json(work / "metrics.json", metrics)
     write_json(work / "data_report.json", s.data_report)
     write_json(work / "splits.json", {"unit": "line or row of the source file", **s.data.split_rows})
-    (work / "train_config.yaml").write_text(yaml.safe_dump(s.cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (work / "train_config.yaml").write_text(
+        yaml.safe_dump(s.cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     final = s.model
     if s.cfg.lora:  # the adapter alone (small), and the merged weights as the run's model
         final.save_pretrained(work / "adapter")
-        m.lora = LoraInfo(r=s.cfg.lora, alpha=final.peft_config["default"].lora_alpha,
-                          base_model_path=s.model_path if s.cfg.model else None)  # fmt: skip
+        m.lora = LoraInfo(
+            r=s.cfg.lora,
+            alpha=final.peft_config["default"].lora_alpha,
+            base_model_path=s.model_path if s.cfg.model else None,
+        )
         final = final.merge_and_unload()
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)

@@ -48,7 +48,7 @@ def _sha256(path: Path) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -60,21 +60,35 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any],
-                    best_state: dict[str, torch.Tensor] | None, limit: int | None = None) -> Path:
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: dict[str, Any],
+    best_state: dict[str, torch.Tensor] | None,
+    limit: int | None = None,
+) -> Path:
     final = folder / f"checkpoint-{step}"
     tmp = folder / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}, tmp / "training_state.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+        tmp / "training_state.pt",
+    )
     if best_state is not None:
         save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     files = sorted(p.name for p in tmp.iterdir())
     for name in files:
         _fsync(tmp / name)
-    manifest = {"step": step, "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in files}}
+    manifest = {
+        "step": step,
+        "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in files},
+    }
     (tmp / "checkpoint.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync(tmp / "checkpoint.json")
     if final.exists():
@@ -90,7 +104,9 @@ def save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, schedul
 def is_complete(path: Path) -> bool:
     try:
         manifest = json.loads((path / "checkpoint.json").read_text(encoding="utf-8"))
-        return all((path / n).is_file() and (path / n).stat().st_size == f["bytes"] for n, f in manifest["files"].items())
+        return all(
+            (path / n).is_file() and (path / n).stat().st_size == f["bytes"] for n, f in manifest["files"].items()
+        )
     except (OSError, ValueError, KeyError):
         return False
 
@@ -99,7 +115,9 @@ def checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints in the folder, newest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.match(p.name)) and p.is_dir() and is_complete(p)]
+    found = [
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.match(p.name)) and p.is_dir() and is_complete(p)
+    ]
     return [p for _, p in sorted(found, reverse=True)]
 
 
@@ -113,12 +131,16 @@ def resolve_resume(resume: str, output: Path) -> Path:
     if resume == "latest":
         path = latest_checkpoint(output)
         if path is None:
-            raise UsageError(f"--resume: no complete checkpoint in {output}; pass --resume PATH or train without --resume")
+            raise UsageError(
+                f"--resume: no complete checkpoint in {output}; pass --resume PATH or train without --resume"
+            )
         return path
     p = Path(resume)
     if PATTERN.match(p.name):
         if not is_complete(p):
-            raise UsageError(f"--resume {resume}: not a complete checkpoint (no valid checkpoint.json); pass another one")
+            raise UsageError(
+                f"--resume {resume}: not a complete checkpoint (no valid checkpoint.json); pass another one"
+            )
         return p
     path = latest_checkpoint(p)
     if path is None:
@@ -126,7 +148,9 @@ def resolve_resume(resume: str, output: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+def load_checkpoint(
+    path: Path, model: Any, optimizer: Any, scheduler: Any
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Restore model, optimizer, scheduler and RNG states; returns the trainer state and the best weights."""
     load_model(model, str(path / "model.safetensors"))
     blob = torch.load(path / "training_state.pt", weights_only=True)  # tensors and numbers only: nothing is unpickled

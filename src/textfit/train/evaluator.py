@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,15 +34,19 @@ def measure_for(s: TrainState) -> Measure:
     """How `s` evaluates a split: on cached features (--freeze-backbone), else through `Classifier`."""
 
     def predicted(name: str, threshold: Any = None) -> tuple[dict[str, Any], np.ndarray]:
-        clf = Classifier(TorchBackend(inference_copy(s.model), "auto", str(s.accelerator.device)), s.tokenizer, s.manifest)
+        clf = Classifier(
+            TorchBackend(inference_copy(s.model), "auto", str(s.accelerator.device)), s.tokenizer, s.manifest
+        )
         return evaluate(clf, s.data.splits[name], s.cfg.eval_batch_size, threshold)
 
     def cached(name: str, threshold: Any = None) -> tuple[dict[str, Any], np.ndarray]:
         feats, doc = s.features[name]
         s.trainable.eval()
         with torch.inference_mode():
-            chunks = [s.trainable(features=f.to(s.accelerator.device)).logits.float().cpu()
-                      for f in feats.split(s.cfg.eval_batch_size)]  # fmt: skip
+            chunks = [
+                s.trainable(features=f.to(s.accelerator.device)).logits.float().cpu()
+                for f in feats.split(s.cfg.eval_batch_size)
+            ]
         s.trainable.train()
         split = s.data.splits[name]
         logits = pool_windows(torch.cat(chunks).numpy(), doc, len(split.texts), s.manifest.long_text.pool)
@@ -53,7 +58,8 @@ def measure_for(s: TrainState) -> Measure:
 class Evaluator:
     def __init__(self, measure: Measure, metric: str, sign: float, patience: int | None, keep_best: bool):
         self.measure, self.metric, self.sign, self.patience, self.keep_best = measure, metric, sign, patience, keep_best
-        self.best_score, self.best_step = -math.inf, None
+        self.best_score: float = -math.inf
+        self.best_step: int | None = None
         self.best_metrics: dict[str, Any] | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.best_scores: np.ndarray | None = None
@@ -62,7 +68,9 @@ class Evaluator:
         self.history: list[dict[str, Any]] = []
         self.bad_evals, self.stop, self.seconds = 0, False, 0.0
 
-    def run(self, step: int, epoch: float, model: Any, log: Callable[[dict[str, Any]], None], say: Callable[[str], None]) -> None:
+    def run(
+        self, step: int, epoch: float, model: Any, log: Callable[[dict[str, Any]], None], say: Callable[[str], None]
+    ) -> None:
         """Evaluate `model` at `step` on the validation split; keep its weights when it is the best."""
         t = time.time()
         m, self.last_scores = self.measure("validation")
@@ -70,7 +78,9 @@ class Evaluator:
         record = {"step": step, "epoch": epoch, "eval": {k: v for k, v in m.items() if k != "per_class"}}
         self.history.append(record)
         log(record)
-        say(f"step {step}: validation loss {m['loss']:.4f}, " + ", ".join(f"{k} {m[k]:.4f}" for k in HEADLINE if k in m))
+        say(
+            f"step {step}: validation loss {m['loss']:.4f}, " + ", ".join(f"{k} {m[k]:.4f}" for k in HEADLINE if k in m)
+        )
         if self.sign * m[self.metric] > self.best_score:
             self.best_score, self.best_step, self.best_metrics = self.sign * m[self.metric], step, m
             self.best_scores = self.last_scores
@@ -86,12 +96,22 @@ class Evaluator:
         self.seconds += time.time() - t
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bad_evals": self.bad_evals, "history": self.history, "last": self.last, "best_score": self.best_score,
-                "best_step": self.best_step, "best_metrics": self.best_metrics}  # fmt: skip
+        return {
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+            "last": self.last,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "best_metrics": self.best_metrics,
+        }
 
     def load_state_dict(self, state: dict[str, Any], best_weights: dict[str, torch.Tensor] | None, model: Any) -> None:
         self.bad_evals, self.history, self.last = state["bad_evals"], list(state["history"]), dict(state["last"])
-        self.best_score, self.best_step, self.best_metrics = state["best_score"], state["best_step"], state["best_metrics"]
+        self.best_score, self.best_step, self.best_metrics = (
+            state["best_score"],
+            state["best_step"],
+            state["best_metrics"],
+        )
         if self.keep_best and self.best_step is not None:
             current = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             self.best_weights = best_weights if best_weights is not None else current
@@ -119,6 +139,11 @@ def tune_thresholds(s: TrainState, metrics: dict[str, Any], scores: np.ndarray) 
     else:
         tuned = s.metric if s.metric != "loss" else "f1"
         threshold, value = tune_threshold(gold, scores, tuned, schema.label_names)
-        s.say(f"textfit: decision threshold {threshold:.4f} on P({schema.label_names[1]}) maximises validation {tuned} "
-              f"({metrics[tuned]:.4f} at 0.5, {value:.4f} at {threshold:.4f})")  # fmt: skip
-    return threshold, {**task_metrics(schema.task, gold, scores, schema.label_names, threshold), "loss": metrics["loss"]}
+        s.say(
+            f"textfit: decision threshold {threshold:.4f} on P({schema.label_names[1]}) maximises validation {tuned} "
+            f"({metrics[tuned]:.4f} at 0.5, {value:.4f} at {threshold:.4f})"
+        )
+    return threshold, {
+        **task_metrics(schema.task, gold, scores, schema.label_names, threshold),
+        "loss": metrics["loss"],
+    }

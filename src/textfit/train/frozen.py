@@ -14,8 +14,10 @@ the model saves the trained head.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,21 +94,26 @@ def use_cached_features(s: TrainState) -> None:
     t = time.time()
     model, device = s.model.to(s.accelerator.device), s.accelerator.device
     train_ds = s.train_dl.dataset
-    feats = {"train": (encode_features(model, s.train_dl, device, s.amp), None)}
+    feats: dict[str, tuple[torch.Tensor, Any]] = {"train": (encode_features(model, s.train_dl, device, s.amp), None)}
     for name in ("validation", "test"):
         if name in s.data.splits:
             split = s.data.splits[name]
             enc, doc = encode_long(s.tokenizer, split.texts, split.pairs, s.manifest.max_length, s.manifest.long_text)
             ds = EncodedDataset(enc)
-            order = [b.tolist() for b in length_sorted_batches(ds.lengths, s.cfg.eval_batch_size)]
+            order = [b.tolist() for b in length_sorted_batches(np.asarray(ds.lengths), s.cfg.eval_batch_size)]
             loader = torch.utils.data.DataLoader(ds, batch_sampler=order, collate_fn=make_collate(s.tokenizer, ds))
             feats[name] = (encode_features(model, loader, device, s.amp), doc)
     s.features = {n: (f, doc) for n, (f, doc) in feats.items() if n != "train"}
     features = FeatureDataset(feats["train"][0], train_ds.labels)
     s.sampler = LengthGroupedBatches(features.lengths, s.cfg.batch_size, s.cfg.seed)
-    s.train_dl = torch.utils.data.DataLoader(features, batch_sampler=s.sampler, generator=torch.Generator().manual_seed(s.cfg.seed))
+    s.train_dl = torch.utils.data.DataLoader(
+        features, batch_sampler=s.sampler, generator=torch.Generator().manual_seed(s.cfg.seed)
+    )
     s.trainable = CachedHead(model, fn)
     s.head_fn = fn
     s.features_seconds = time.time() - t
     n = sum(len(f) for f, _ in feats.values())
-    s.say(f"textfit: frozen backbone: encoded {n} texts once in {s.features_seconds:.1f}s; the head trains on the cached vectors")
+    s.say(
+        f"textfit: frozen backbone: encoded {n} texts once in {s.features_seconds:.1f}s; the head trains on the "
+        "cached vectors"
+    )

@@ -11,9 +11,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -66,9 +67,15 @@ class Meter:
         seconds = time.time() - self.t_start - eval_seconds
         counts = torch.tensor([self.samples, self.padded_tokens, int(self.real_tokens)], device=s.accelerator.device)
         samples, padded, real = s.accelerator.reduce(counts, "sum").tolist()
-        return {"seconds": round(seconds, 3), "samples": samples, "samples_per_second": samples / seconds,
-                "real_tokens": real, "padded_tokens": padded, "padding_share": 1 - real / padded if padded else 0.0,
-                "real_tokens_per_second": real / seconds}  # fmt: skip
+        return {
+            "seconds": round(seconds, 3),
+            "samples": samples,
+            "samples_per_second": samples / seconds,
+            "real_tokens": real,
+            "padded_tokens": padded,
+            "padding_share": 1 - real / padded if padded else 0.0,
+            "real_tokens_per_second": real / seconds,
+        }
 
 
 @contextmanager
@@ -91,10 +98,17 @@ def checkpoint(s: TrainState, ev: Evaluator) -> Path | None:
     s.accelerator.wait_for_everyone()
     path = None
     if s.accelerator.is_main_process:
-        state = {"step": s.step, "epoch": s.epoch, "batches_in_epoch": s.batches_in_epoch, "seed": s.cfg.seed,
-                 **ev.state_dict()}  # fmt: skip
+        state = {
+            "step": s.step,
+            "epoch": s.epoch,
+            "batches_in_epoch": s.batches_in_epoch,
+            "seed": s.cfg.seed,
+            **ev.state_dict(),
+        }
         keep_best = ev.best_weights if ev.best_weights is not None and ev.best_step != s.step else None
-        path = save_checkpoint(s.out, s.step, s.model, s.optimizer, s.scheduler, state, keep_best, s.cfg.save_total_limit)
+        path = save_checkpoint(
+            s.out, s.step, s.model, s.optimizer, s.scheduler, state, keep_best, s.cfg.save_total_limit
+        )
     s.accelerator.wait_for_everyone()
     return path
 
@@ -113,8 +127,14 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
     cfg, acc = s.cfg, s.accelerator
     validate = "validation" in s.data.splits
     meter = Meter(acc.device)
-    bar = tqdm(total=s.total_steps, initial=s.step, disable=not acc.is_local_main_process, desc="train",
-               dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    bar = tqdm(
+        total=s.total_steps,
+        initial=s.step,
+        disable=not acc.is_local_main_process,
+        desc="train",
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
 
     def say(text: str) -> None:
         if acc.is_main_process:
@@ -154,15 +174,22 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
                 epoch = round(s.step / s.steps_per_epoch, 4)
                 if s.step % s.log_every == 0 or s.step == s.total_steps:
                     w = meter.window(s)
-                    bar.set_postfix(loss=f"{w['loss']:.4f}", lr=f"{w['learning_rate']:.2e}", samples_s=f"{w['samples_per_second']:.1f}")
+                    bar.set_postfix(
+                        loss=f"{w['loss']:.4f}",
+                        lr=f"{w['learning_rate']:.2e}",
+                        samples_s=f"{w['samples_per_second']:.1f}",
+                    )
                     log({"step": s.step, "epoch": epoch, **w})
                 if validate and s.step % s.eval_every == 0:
                     ev.run(s.step, epoch, s.model, log, say)
                 signum = _stop_requested(s, received)
                 if signum:
                     path = checkpoint(s, ev)
-                    raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {s.step}; checkpoint saved in "
-                                      f"{path or s.out}; continue with: textfit train ... --output {s.out} --resume", signum)  # fmt: skip
+                    raise Interrupted(
+                        f"stopped by {signal.Signals(signum).name} at step {s.step}; checkpoint saved in "
+                        f"{path or s.out}; continue with: textfit train ... --output {s.out} --resume",
+                        signum,
+                    )
                 if cfg.save_steps and s.step % cfg.save_steps == 0:
                     checkpoint(s, ev)
                 if s.step >= s.total_steps or ev.stop:

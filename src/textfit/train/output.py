@@ -28,7 +28,8 @@ def output_folder(cfg: TrainConfig) -> Path:
             return out
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
             raise UsageError(
-                f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, or another --output"
+                f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, or another "
+                "--output"
             )
         return out
     if cfg.resume is not None:

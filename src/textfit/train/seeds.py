@@ -1,13 +1,14 @@
 """--seeds: one run per seed into OUTPUT/seed-N, all on the same data split, and their summary.
 
-    summary = train_seeds(TrainConfig(data="reviews.csv", seeds="1,2,3", output="runs/r"))
-    summary["metrics"]["test"]["accuracy"]["mean"]
+summary = train_seeds(TrainConfig(data="reviews.csv", seeds="1,2,3", output="runs/r"))
+summary["metrics"]["test"]["accuracy"]["mean"]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,18 +21,16 @@ from .output import output_folder
 SHOWN = ("accuracy", "f1", "f1_micro", "f1_macro", "pearson", "spearman", "loss")
 
 
-def train_seeds(cfg: TrainConfig) -> dict[str, Any]:
+def train_seeds(cfg: TrainConfig, train: Callable[[TrainConfig], dict[str, Any]]) -> dict[str, Any]:
     """Writes OUTPUT/seeds.json with each metric's mean and standard deviation over the seeds
-    (the data split uses --split-seed, default the first seed)."""
-    from . import train
-
+    (the data split uses --split-seed, default the first seed); `train` trains one run."""
     seeds = parse_seeds(cfg.seeds)
     base = output_folder(dataclasses.replace(cfg, seeds=None))
     if cfg.resume is not None:
         raise UsageError("--resume with --seeds: resume one seed's run with --output OUTPUT/seed-N --seed N")
     if base.exists() and cfg.overwrite:
         shutil.rmtree(base)
-    runs = []
+    runs: list[dict[str, Any]] = []
     for seed in seeds:
         print(f"textfit: seed {seed} ({len(runs) + 1} of {len(seeds)})", flush=True)
         split_seed = cfg.split_seed if cfg.split_seed is not None else seeds[0]
@@ -50,7 +49,9 @@ def train_seeds(cfg: TrainConfig) -> dict[str, Any]:
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             rows[key] = {"mean": float(np.mean(values)), "std": std, "values": values}
         summary["metrics"][split] = rows
-        lines.append(f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows))
+        lines.append(
+            f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows)
+        )
     write_json(base / "seeds.json", summary)
     print("\n".join(lines))
     print(f"textfit: wrote {base / 'seeds.json'}")

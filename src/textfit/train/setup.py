@@ -9,15 +9,24 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from .. import __version__, accel
-from ..config import DEFAULT_MAX_LENGTH, FROZEN_LR, LARGE_MODEL_LR, LORA_LR, SMALL_MODEL_LR, SMALL_MODEL_PARAMS, TrainConfig
+from .. import accel
+from ..config import (
+    DEFAULT_MAX_LENGTH,
+    FROZEN_LR,
+    LARGE_MODEL_LR,
+    LORA_LR,
+    SMALL_MODEL_LR,
+    SMALL_MODEL_PARAMS,
+    TrainConfig,
+)
 from ..config import attention_dropout as parse_attention_dropout
 from ..data import EncodedDataset, LengthGroupedBatches, TrainingData, encode_long, load_data, make_collate
 from ..errors import UsageError
@@ -26,6 +35,7 @@ from ..inspect_data import analyse, describe_labels, label_namer
 from ..metrics import LOWER_IS_BETTER, default_metric, loss_function, metric_names
 from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
 from ..run import LongText, RunManifest
+from ..version import __version__
 from .output import output_folder
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -57,7 +67,9 @@ class TrainState:
     amp: torch.dtype | None
     model_path: str = ""
     data_report: dict[str, Any] = field(default_factory=dict)  # inspect's analysis, written as data_report.json
-    features: dict[str, tuple[torch.Tensor, Any]] = field(default_factory=dict)  # --freeze-backbone: cached vectors per split
+    features: dict[str, tuple[torch.Tensor, Any]] = field(
+        default_factory=dict
+    )  # --freeze-backbone: cached vectors per split
     head_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
@@ -83,9 +95,15 @@ def versions() -> dict[str, str]:
     import sklearn
     import transformers
 
-    return {"textfit": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "datasets": datasets.__version__, "scikit-learn": sklearn.__version__}  # fmt: skip
+    return {
+        "textfit": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def class_weight_vector(spec: str, labels: list[int], names: list[str], task: str) -> torch.Tensor | None:
@@ -93,7 +111,9 @@ def class_weight_vector(spec: str, labels: list[int], names: list[str], task: st
     if spec == "none":
         return None
     if task != "classification":
-        raise UsageError(f"--class-weights {spec}: weights apply to single-label classification, and this is a {task} task")
+        raise UsageError(
+            f"--class-weights {spec}: weights apply to single-label classification, and this is a {task} task"
+        )
     if spec == "auto":
         from sklearn.utils.class_weight import compute_class_weight
 
@@ -105,7 +125,8 @@ def class_weight_vector(spec: str, labels: list[int], names: list[str], task: st
         values = []
     if len(values) != len(names) or any(not math.isfinite(x) or x <= 0 for x in values):
         raise UsageError(
-            f"--class-weights {spec}: expected none, auto, or {len(names)} positive numbers in label order ({', '.join(names)})"
+            f"--class-weights {spec}: expected none, auto, or {len(names)} positive numbers in label order "
+            f"({', '.join(names)})"
         )
     return torch.tensor(values, dtype=torch.float32)
 
@@ -127,8 +148,9 @@ def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
     GradientState._reset_state()
     # cpu=True on a machine without a GPU: Accelerate then runs torchrun/accelerate-launch
     # processes as one gloo group (MULTI_CPU) instead of independent single processes.
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                              cpu=device_type == "cpu")  # fmt: skip
+    accelerator = Accelerator(
+        mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps, cpu=device_type == "cpu"
+    )
     set_seed(cfg.seed)
     return accelerator, amp
 
@@ -139,15 +161,23 @@ def _check_options(cfg: TrainConfig, data: TrainingData) -> str:
     metric = cfg.metric_for_best_model or default_metric(task)
     names = metric_names(len(data.schema.label_names), task)
     if metric not in names:
-        raise UsageError(f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
-                         f"choose one of {', '.join(names)}")  # fmt: skip
+        raise UsageError(
+            f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
+            f"choose one of {', '.join(names)}"
+        )
     if cfg.tune_threshold and (task != "classification" or len(data.schema.label_names) != 2):
-        raise UsageError("--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)")
+        raise UsageError(
+            "--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)"
+        )
     if cfg.tune_threshold and "validation" not in splits:
-        raise UsageError("--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share")
+        raise UsageError(
+            "--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share"
+        )
     if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
-        raise UsageError("--early-stopping-patience/--eval-steps need a validation split; "
-                         "pass --validation FILE or a --split with a validation share")  # fmt: skip
+        raise UsageError(
+            "--early-stopping-patience/--eval-steps need a validation split; "
+            "pass --validation FILE or a --split with a validation share"
+        )
     return metric
 
 
@@ -178,26 +208,42 @@ def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable
     lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
     say(f"textfit: trainable parameters: {sum(p.numel() for _, p in params) / 1e6:.2f}M of {n_params / 1e6:.1f}M{lora}")
     small = n_params < SMALL_MODEL_PARAMS
-    lr = cfg.learning_rate or (FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR)
+    lr = cfg.learning_rate or (
+        FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR
+    )
     # The fused kernel updates every parameter in one pass instead of one pass per tensor.
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda")), lr
 
 
-def _describe(s: Callable[[str], None], cfg: TrainConfig, data: TrainingData, report: dict[str, Any], model: Any,
-              accelerator: Any, amp: torch.dtype | None, weights: torch.Tensor | None) -> None:  # fmt: skip
+def _describe(
+    s: Callable[[str], None],
+    cfg: TrainConfig,
+    data: TrainingData,
+    report: dict[str, Any],
+    model: Any,
+    accelerator: Any,
+    amp: torch.dtype | None,
+    weights: torch.Tensor | None,
+) -> None:
     schema = data.schema
     for note in data.notes:
         s(f"textfit: {note}")
     for p in report["problems"]:
         s(f"textfit: {p['level']}: {p['message']}")
     for name, split in data.splits.items():
-        s(f"textfit: {name}: {len(split.labels)} rows ({describe_labels(schema.task, split.labels, schema.label_names)})")
+        s(
+            f"textfit: {name}: {len(split.labels)} rows "
+            f"({describe_labels(schema.task, split.labels, schema.label_names)})"
+        )
     if weights is not None:
         shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.label_names, weights.tolist()))
         s(f"textfit: class weights in the loss: {shown}")
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-    s(f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
-      f"parameters, precision {precision}, device {accelerator.device}, {accelerator.num_processes} process(es)")  # fmt: skip
+    s(
+        f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+        f"parameters, precision {precision}, device {accelerator.device}, {accelerator.num_processes} process(es)"
+    )
 
 
 def setup(cfg: TrainConfig) -> TrainState:
@@ -214,13 +260,21 @@ def setup(cfg: TrainConfig) -> TrainState:
     schema, splits = data.schema, data.splits
     weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
-    model, tokenizer = load_for_training(model_path, schema.label_names, cfg.trust_remote_code, schema.task,
-                                         parse_attention_dropout(cfg.attention_dropout))  # fmt: skip
+    model, tokenizer = load_for_training(
+        model_path,
+        schema.label_names,
+        cfg.trust_remote_code,
+        schema.task,
+        parse_attention_dropout(cfg.attention_dropout),
+    )
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
     limit = max_positions(model.config, tokenizer)
     if cfg.max_length is not None and cfg.max_length > limit:
-        raise UsageError(f"--max-length {cfg.max_length}: the model accepts at most {limit} tokens; pass --max-length {limit} or less")
+        raise UsageError(
+            f"--max-length {cfg.max_length}: the model accepts at most {limit} tokens; pass --max-length {limit} or "
+            "less"
+        )
     max_length = cfg.max_length or min(DEFAULT_MAX_LENGTH, limit)
     report = analyse(splits, tokenizer, max_length, label_namer(schema.task, schema.label_names))
     _describe(say, cfg, data, report, model, accelerator, amp, weights)
@@ -230,28 +284,62 @@ def setup(cfg: TrainConfig) -> TrainState:
     enc, doc = encode_long(tokenizer, train.texts, train.pairs, max_length, long)
     train_ds = EncodedDataset(enc, [train.labels[d] for d in doc])
     if long.mode == "window":
-        say(f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from {len(train.texts)} "
-            f"training texts, {long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}")  # fmt: skip
+        say(
+            f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from "
+            f"{len(train.texts)} "
+            f"training texts, {long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}"
+        )
     sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
     # The loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=make_collate(tokenizer, train_ds, sampler.widths),
-                                           generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    train_dl = torch.utils.data.DataLoader(
+        train_ds,
+        batch_sampler=sampler,
+        collate_fn=make_collate(tokenizer, train_ds, sampler.widths),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     model = _prepare_model(cfg, model, data)
     optimizer, lr = _optimizer(cfg, model, accelerator.device, say)
     manifest = RunManifest(
-        schema=schema, max_length=max_length, long_text=long, class_weights=None if weights is None else weights.tolist(),
-        base_model=cfg.model or DEFAULT_MODEL_NAME, seed=cfg.seed, data_fingerprint=data.fingerprint,
-        data_warnings=[p["message"] for p in report["problems"]], precision={None: "fp32", torch.bfloat16: "bf16",
-        torch.float16: "fp16"}[amp], num_processes=accelerator.num_processes, versions=versions(), textfit_version=__version__,
-    )  # fmt: skip
+        schema=schema,
+        max_length=max_length,
+        long_text=long,
+        class_weights=None if weights is None else weights.tolist(),
+        base_model=cfg.model or DEFAULT_MODEL_NAME,
+        seed=cfg.seed,
+        data_fingerprint=data.fingerprint,
+        data_warnings=[p["message"] for p in report["problems"]],
+        precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
+        num_processes=accelerator.num_processes,
+        versions=versions(),
+        textfit_version=__version__,
+    )
     state = TrainState(
-        cfg=cfg, accelerator=accelerator, data=data, manifest=manifest, model=model, tokenizer=tokenizer, trainable=model,
-        optimizer=optimizer, scheduler=None, train_dl=train_dl, sampler=sampler, compute_loss=loss_function(schema.task, weights),
-        metric=metric, out=out, model_path=model_path, data_report=report, total_steps=0, steps_per_epoch=0, eval_every=0, log_every=0, amp=amp, t_start=t_start,
+        cfg=cfg,
+        accelerator=accelerator,
+        data=data,
+        manifest=manifest,
+        model=model,
+        tokenizer=tokenizer,
+        trainable=model,
+        optimizer=optimizer,
+        scheduler=None,
+        train_dl=train_dl,
+        sampler=sampler,
+        compute_loss=loss_function(schema.task, weights),
+        metric=metric,
+        out=out,
+        model_path=model_path,
+        data_report=report,
+        total_steps=0,
+        steps_per_epoch=0,
+        eval_every=0,
+        log_every=0,
+        amp=amp,
+        t_start=t_start,
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
-    )  # fmt: skip
+    )
     if cfg.freeze_backbone and accelerator.num_processes == 1:
         from .frozen import use_cached_features
 
@@ -273,5 +361,7 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     s.log_every = cfg.logging_steps or max(1, min(50, s.total_steps // 25))
     global_batch = cfg.batch_size * s.accelerator.num_processes * cfg.gradient_accumulation_steps
     default = "" if cfg.learning_rate else " (default for this model size)"
-    s.say(f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs), "
-          f"learning rate {lr:g}{default} with {warmup} warmup steps, evaluation every {s.eval_every} steps")  # fmt: skip
+    s.say(
+        f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs), "
+        f"learning rate {lr:g}{default} with {warmup} warmup steps, evaluation every {s.eval_every} steps"
+    )
