@@ -72,7 +72,7 @@ def main() -> None:
     logging.set_verbosity_error()
     run = a.run or quick_run(tempfile.mkdtemp() + "/run")
     ref = Classifier.load(run, precision="fp32")
-    max_length = ref.max_length
+    max_length = ref.manifest.max_length
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; run {run}, max length {max_length}")
     pipe = pipeline("text-classification", model=run, device=0 if torch.cuda.is_available() else -1)

@@ -252,6 +252,8 @@ def setup(cfg: TrainConfig) -> TrainState:
 
     t_start = time.time()
     accelerator, amp = _accelerator(cfg)
+    if accelerator.device.type == "cpu":
+        accel.tune_allocator()  # before the data and the model are allocated: they come from the kept heap
     say = accelerator.print
     data = load_data(cfg)
     model_path = resolve_model(cfg.model)
