@@ -16,6 +16,7 @@ regression. `decide` turns them into labels with the run's thresholds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from .errors import UsageError
 
 TASKS = ("classification", "multi-label", "regression")
 LOWER_IS_BETTER = {"loss", "mse", "mae"}
@@ -200,3 +203,28 @@ def format_metrics(m: dict[str, Any], title: str = "") -> str:
             f"{name:<{width}}  {c['precision']:>9.4f}  {c['recall']:>9.4f}  {c['f1']:>9.4f}  {c['support']:>7d}"
         )
     return "\n".join(lines)
+
+
+def class_weight_vector(spec: str, labels: list[int], names: list[str], task: str) -> torch.Tensor | None:
+    """--class-weights: none, auto (scikit-learn's 'balanced': n / (k * count)) or one number per class."""
+    if spec == "none":
+        return None
+    if task != "classification":
+        raise UsageError(
+            f"--class-weights {spec}: weights apply to single-label classification, and this is a {task} task"
+        )
+    if spec == "auto":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        w = compute_class_weight("balanced", classes=np.arange(len(names)), y=np.asarray(labels))
+        return torch.tensor(w, dtype=torch.float32)
+    try:
+        values = [float(x) for x in spec.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(names) or any(not math.isfinite(x) or x <= 0 for x in values):
+        raise UsageError(
+            f"--class-weights {spec}: expected none, auto, or {len(names)} positive numbers in label order "
+            f"({', '.join(names)})"
+        )
+    return torch.tensor(values, dtype=torch.float32)

@@ -13,19 +13,16 @@ the model saves the trained head.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import EncodedDataset, LengthGroupedBatches, encode_long, length_sorted_batches, make_collate
-
-if TYPE_CHECKING:
-    from .setup import TrainState
+from ..data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
+from ..run import RunManifest
 
 
 def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -86,34 +83,32 @@ class FeatureDataset(torch.utils.data.Dataset):
         return {"features": self.features[i], "labels": self.labels[i], "index": i}
 
 
-def use_cached_features(s: TrainState) -> None:
-    """--freeze-backbone on one process: encode every split once and train the head on the vectors."""
-    fn = head_function(s.model)
-    if fn is None:
-        return
-    t = time.time()
-    model, device = s.model.to(s.accelerator.device), s.accelerator.device
-    train_ds = s.train_dl.dataset
-    feats: dict[str, tuple[torch.Tensor, Any]] = {"train": (encode_features(model, s.train_dl, device, s.amp), None)}
+def encode_splits(
+    model: Any,
+    train_dl: Any,
+    splits: dict[str, Split],
+    tokenizer: Any,
+    manifest: RunManifest,
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> dict[str, tuple[torch.Tensor, Any]]:
+    """Every split's cached vectors: {"train": (vectors, None), "validation": (vectors, window -> text), ...}."""
+    model.to(device)
+    feats: dict[str, tuple[torch.Tensor, Any]] = {"train": (encode_features(model, train_dl, device, amp), None)}
     for name in ("validation", "test"):
-        if name in s.data.splits:
-            split = s.data.splits[name]
-            enc, doc = encode_long(s.tokenizer, split.texts, split.pairs, s.manifest.max_length, s.manifest.long_text)
+        if name in splits:
+            split = splits[name]
+            enc, doc = encode_long(tokenizer, split.texts, split.pairs, manifest.max_length, manifest.long_text)
             ds = EncodedDataset(enc)
-            order = [b.tolist() for b in length_sorted_batches(np.asarray(ds.lengths), s.cfg.eval_batch_size)]
-            loader = torch.utils.data.DataLoader(ds, batch_sampler=order, collate_fn=make_collate(s.tokenizer, ds))
-            feats[name] = (encode_features(model, loader, device, s.amp), doc)
-    s.features = {n: (f, doc) for n, (f, doc) in feats.items() if n != "train"}
-    features = FeatureDataset(feats["train"][0], train_ds.labels)
-    s.sampler = LengthGroupedBatches(features.lengths, s.cfg.batch_size, s.cfg.seed)
-    s.train_dl = torch.utils.data.DataLoader(
-        features, batch_sampler=s.sampler, generator=torch.Generator().manual_seed(s.cfg.seed)
-    )
-    s.trainable = CachedHead(model, fn)
-    s.head_fn = fn
-    s.features_seconds = time.time() - t
-    n = sum(len(f) for f, _ in feats.values())
-    s.say(
-        f"textfit: frozen backbone: encoded {n} texts once in {s.features_seconds:.1f}s; the head trains on the "
-        "cached vectors"
-    )
+            order = [b.tolist() for b in length_sorted_batches(np.asarray(ds.lengths), batch_size)]
+            loader = torch.utils.data.DataLoader(ds, batch_sampler=order, collate_fn=make_collate(tokenizer, ds))
+            feats[name] = (encode_features(model, loader, device, amp), doc)
+    return feats
+
+
+def feature_loader(features: torch.Tensor, labels: list[Any], batch_size: int, seed: int) -> Any:
+    """The training loader over cached vectors, seeded like the token loader."""
+    ds = FeatureDataset(features, labels)
+    sampler = LengthGroupedBatches(ds.lengths, batch_size, seed)
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))

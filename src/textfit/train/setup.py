@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,10 +31,11 @@ from ..data import EncodedDataset, LengthGroupedBatches, TrainingData, encode_lo
 from ..errors import UsageError
 from ..hub import DEFAULT_MODEL_NAME, resolve_model
 from ..inspect_data import analyse, describe_labels, label_namer
-from ..metrics import LOWER_IS_BETTER, default_metric, loss_function, metric_names
+from ..metrics import LOWER_IS_BETTER, class_weight_vector, default_metric, loss_function, metric_names
 from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
-from ..run import LongText, RunManifest
+from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
+from .frozen import CachedHead, encode_splits, feature_loader, head_function
 from .output import output_folder
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -87,48 +87,6 @@ class TrainState:
 
     def say(self, text: str) -> None:
         self.accelerator.print(text)
-
-
-def versions() -> dict[str, str]:
-    import accelerate
-    import datasets
-    import sklearn
-    import transformers
-
-    return {
-        "textfit": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "datasets": datasets.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
-
-
-def class_weight_vector(spec: str, labels: list[int], names: list[str], task: str) -> torch.Tensor | None:
-    """--class-weights: none, auto (scikit-learn's 'balanced': n / (k * count)) or one number per class."""
-    if spec == "none":
-        return None
-    if task != "classification":
-        raise UsageError(
-            f"--class-weights {spec}: weights apply to single-label classification, and this is a {task} task"
-        )
-    if spec == "auto":
-        from sklearn.utils.class_weight import compute_class_weight
-
-        w = compute_class_weight("balanced", classes=np.arange(len(names)), y=np.asarray(labels))
-        return torch.tensor(w, dtype=torch.float32)
-    try:
-        values = [float(x) for x in spec.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != len(names) or any(not math.isfinite(x) or x <= 0 for x in values):
-        raise UsageError(
-            f"--class-weights {spec}: expected none, auto, or {len(names)} positive numbers in label order "
-            f"({', '.join(names)})"
-        )
-    return torch.tensor(values, dtype=torch.float32)
 
 
 def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
@@ -313,7 +271,7 @@ def setup(cfg: TrainConfig) -> TrainState:
         data_warnings=[p["message"] for p in report["problems"]],
         precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
         num_processes=accelerator.num_processes,
-        versions=versions(),
+        versions=library_versions(),
         textfit_version=__version__,
     )
     state = TrainState(
@@ -342,13 +300,29 @@ def setup(cfg: TrainConfig) -> TrainState:
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
-    if cfg.freeze_backbone and accelerator.num_processes == 1:
-        from .frozen import use_cached_features
-
-        use_cached_features(state)
+    if cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
+        _use_cached_features(state)
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
     _schedule(state, lr, get_linear_schedule_with_warmup)
     return state
+
+
+def _use_cached_features(s: TrainState) -> None:
+    """--freeze-backbone on one process: encode every split once; the head trains on the vectors."""
+    t = time.time()
+    feats = encode_splits(
+        s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
+    )
+    s.features = {n: f for n, f in feats.items() if n != "train"}
+    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size, s.cfg.seed)
+    s.sampler = s.train_dl.batch_sampler
+    s.head_fn = fn = head_function(s.model)
+    assert fn is not None
+    s.trainable = CachedHead(s.model, fn)
+    s.features_seconds = time.time() - t
+    n = sum(len(f) for f, _ in feats.values())
+    took = f"{s.features_seconds:.1f}s"
+    s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")
 
 
 def _schedule(s: TrainState, lr: float, make: Any) -> None:
