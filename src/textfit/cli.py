@@ -14,6 +14,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -37,7 +38,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .run import write_json
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    report = inspect(load_config(getattr(args, "config", None), overrides))
+    cfg = load_config(getattr(args, "config", None), overrides)
+    _check_output(Path(args.report), "--report", folder=False)
+    report = inspect(cfg)
     for note in report["notes"]:
         print(f"textfit: {note}")
     print(format_report(report))
@@ -57,6 +60,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .run import RunManifest, write_json
 
     manifest = RunManifest.read(args.run)
+    _check_batch_size(args.batch_size)
+    if args.output:
+        _check_output(Path(args.output), "--output", folder=True)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
     clf = Classifier.load(
         args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
@@ -87,6 +93,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"textfit: wrote metrics.json to {out}")
     return 0
+
+
+def _check_batch_size(n: int) -> None:
+    if n < 1:
+        raise UsageError(f"--batch-size {n}: must be at least 1")
+
+
+def _check_output(path: Path, flag: str, folder: bool) -> None:
+    """`path` can be written: its location is writable, and it is not a file where a folder goes (or the reverse)."""
+    from .run import check_writable
+
+    check_writable(path, flag)
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; pass a file name")
 
 
 def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
@@ -134,6 +156,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if manifest.pairs and args.texts and not args.text_pair:
         raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
+    if args.text_pair and not manifest.pairs:
+        raise UsageError("--text-pair: this run classifies single texts, not pairs; give the texts alone")
+    empty = [i + 1 for i, t in enumerate(list(args.texts) + list(args.text_pair or [])) if not t.strip()]
+    if empty:
+        raise UsageError(f"empty text (argument {empty[0]}): every text to classify needs some text")
+    _check_batch_size(args.batch_size)
+    if args.output:
+        _check_output(Path(args.output), "--output", folder=False)
     clf = Classifier.load(
         args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
     )
@@ -196,8 +226,24 @@ def _shown(pred: Any) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import Limits, serve
+    from .run import RunManifest
+    from .serve import Limits, check_port, serve
 
+    RunManifest.read(args.run)
+    _check_batch_size(args.batch_size)
+    checks = [
+        ("--max-batch", args.max_batch >= 1, "at least 1"),
+        ("--max-queue", args.max_queue >= 1, "at least 1"),
+        ("--max-texts", args.max_texts >= 1, "at least 1"),
+        ("--max-wait-ms", math.isfinite(args.max_wait_ms) and args.max_wait_ms >= 0, "a number of 0 or more"),
+        ("--timeout", math.isfinite(args.timeout) and args.timeout > 0, "a positive number of seconds"),
+        ("--port", 1 <= args.port <= 65535, "a port from 1 to 65535"),
+    ]
+    for flag, ok, want in checks:
+        if not ok:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            raise UsageError(f"{flag} {value}: must be {want}")
+    check_port(args.host, args.port)
     limits = Limits(
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -211,7 +257,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import ParityError, export_onnx
+    from .run import RunManifest
 
+    RunManifest.read(args.run)
+    if args.output:
+        _check_output(Path(args.output), "--output", folder=True)
     try:
         export_onnx(args.run, args.output, args.quantize)
     except ParityError as e:

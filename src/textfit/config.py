@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,8 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag}: expected an integer, got {value!r}")
         if kind.startswith("float") and not isinstance(value, (int, float)):
             raise UsageError(f"{flag}: expected a number, got {value!r}")
+        if kind.startswith("float") and not math.isfinite(value):
+            raise UsageError(f"{flag}: expected a finite number, got {value!r}")
         if kind == "bool" and not isinstance(value, bool):
             raise UsageError(f"{flag}: expected true or false, got {value!r}")
         if kind.startswith("str") and not isinstance(value, str):
@@ -223,6 +226,12 @@ def _check(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
+    if not 0 <= cfg.seed < 2**32 or (cfg.split_seed is not None and not 0 <= cfg.split_seed < 2**32):
+        raise UsageError(f"--seed {cfg.seed}: expected an integer from 0 to {2**32 - 1}")
+    if cfg.weight_decay < 0 or cfg.max_grad_norm < 0:
+        raise UsageError("--weight-decay and --max-grad-norm: must be 0 or more")
+    if cfg.warmup_steps < 0:
+        raise UsageError("--warmup-steps: must be 0 or more")
     if cfg.epochs <= 0:
         raise UsageError("--epochs: must be positive")
     if cfg.learning_rate is not None and cfg.learning_rate <= 0:
@@ -292,7 +301,9 @@ def split_percentages(text: str) -> tuple[float, float, float]:
         parts = [float(x) for x in str(text).split(",")]
     except ValueError:
         parts = []
-    if len(parts) != 3 or any(p < 0 for p in parts) or parts[0] <= 0 or sum(parts) <= 0:
+    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or parts[0] <= 0:
         raise UsageError(f"--split {text}: expected three percentages train,validation,test such as 80,10,10")
+    if abs(sum(parts) - 100) > 1e-6 and abs(sum(parts) - 1) > 1e-9:
+        raise UsageError(f"--split {text}: the three parts add up to {sum(parts):g}, not 100; e.g. --split 80,10,10")
     total = sum(parts)
     return parts[0] / total, parts[1] / total, parts[2] / total

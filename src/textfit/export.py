@@ -116,6 +116,12 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
         run, use_safetensors=True, attn_implementation="eager"
     ).eval()
     out = Path(output) if output else Path(run) / "onnx"
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.onnx").is_file():
+        first = next(p for p in sorted(out.rglob("*")) if p.is_file() or p.is_dir())
+        raise UsageError(
+            f"--output {out}: the folder is not a textfit export, and replacing it would delete {first}; "
+            "choose another --output"
+        )
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -92,6 +92,13 @@ def load_from_run(folder: str | Path) -> tuple[Any, Any]:
     """The run's model (in evaluation mode) and tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file() and not any(Path(folder).glob("model-*.safetensors")):
+        pickles = [p.name for p in Path(folder).iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        found = f" (only {', '.join(pickles)}, which textfit never unpickles)" if pickles else ""
+        raise UsageError(
+            f"{folder}: no model.safetensors in the run folder{found}; retrain the run or restore its weights"
+        )
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     try:  # SDPA predicts fastest where the architecture has it

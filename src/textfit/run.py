@@ -183,3 +183,19 @@ def library_versions() -> dict[str, str]:
         "datasets": datasets.__version__,
         "scikit-learn": sklearn.__version__,
     }
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """`path` can be created here: every name short enough, and its nearest existing folder writable."""
+    for part in path.parts:
+        if len(part.encode()) > 255:
+            raise UsageError(f"{flag} {str(path)[:60]}...: a name in the path is over 255 bytes; choose a shorter one")
+    if len(str(path.absolute()).encode()) > 4000:
+        raise UsageError(f"{flag} {str(path)[:60]}...: the path is too long; choose a shorter one")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder; choose another location")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {parent} (permission denied); choose another location")

@@ -277,6 +277,20 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """The address can be bound now (checked before the model loads, so a busy port fails in a second)."""
+    import errno
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as e:
+        state = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror or e})"
+        raise UsageError(f"--port {port}: {host}:{port} {state}; pass another --port (or --host)") from None
+
+
 def serve(
     run: str,
     host: str = "127.0.0.1",

@@ -10,6 +10,7 @@ the schema, a run applies it unchanged.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..errors import UsageError
 from ..run import RunManifest, Schema
 from .read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame, load_frames, read_one
 from .schema import (
+    check_label_kinds,
     check_labels_present,
     detect_task,
     find_column,
@@ -108,6 +110,8 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         s.task, s.label_separator = task, separator
     if task != cfg.task:
         notes.append(f"task: {task} (from the labels; --task to choose)")
+    if task == "classification":
+        check_label_kinds(splits["train"], label)
     if task == "classification" and len({any(isinstance(v, str) for v in s.labels) for s in splits.values()}) > 1:
         for s in splits.values():  # integers and strings of integers are one label type across splits
             s.labels = [str(v) for v in s.labels]
@@ -248,6 +252,12 @@ def read_for_run(
         return None
 
     label = pick(label_column, "--label-column", schema.label_column, LABEL_NAMES, labels) if labels else None
+    if text_column is None and not labels and cols == [0] and frame.df.shape[0] > 0:
+        print(
+            f"textfit: {frame.source} has one column and no header that textfit knows: every line, the first "
+            "included, is read as a text",
+            file=sys.stderr,
+        )
     if text_column is None and len(cols) == 1 and not labels:
         text = cols[0]
     else:
@@ -257,7 +267,7 @@ def read_for_run(
     if schema.text_pair_column is not None or text_pair_column is not None:
         partner = [PAIR_OF.get(str(text).lower(), "")]
         pair = pick(text_pair_column, "--text-pair-column", schema.text_pair_column, partner, True)
-    split = to_split(frame, text, pair, label, schema.task == "multi-label")
+    split = to_split(frame, text, pair, label, schema.task == "multi-label", "drop" if labels else "error")
     if labels:
         split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
     return split

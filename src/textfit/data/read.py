@@ -121,6 +121,13 @@ def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> 
     if len(df) < 2:
         raise UsageError(f"{path}: the file has a header but no rows")
     header = [str(c).strip() for c in df.iloc[0]]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise UsageError(
+            f"{path}: the column name {repeated[0]!r} appears twice in the header (columns "
+            f"{header.index(repeated[0]) + 1} "
+            f"and {header.index(repeated[0], header.index(repeated[0]) + 1) + 1}); rename one of them"
+        )
     df = df.iloc[1:].reset_index(drop=True)
     df.columns = header
     return Frame(df, path, 2)

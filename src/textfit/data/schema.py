@@ -103,21 +103,43 @@ def rows_text(rows: list[int], unit: str) -> str:
     return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > 5 else ''}"
 
 
-def to_split(frame: Frame, text: Any, pair: Any, label: Any, empty_labels: bool = False) -> Split:
-    """Rows of a frame as a Split; `empty_labels`: an empty label cell is allowed (a multi-label row with no label)."""
+def _text_cells(frame: Frame, column: Any) -> list[str]:
+    """A column's cells as texts; a column of lists (tokens?) is refused rather than read as "['a' 'b']"."""
+    values = list(frame.df[column])
+    lists = [i for i, v in enumerate(values) if isinstance(v, (list, tuple, np.ndarray))]
+    if lists:
+        raise UsageError(
+            f"{frame.source}: column {column!r} holds lists (row {lists[0] + frame.first_line}: "
+            f"{str(values[lists[0]])[:60]}), "
+            "not texts; join each list into one string (e.g. ' '.join(tokens)) or pass another --text-column"
+        )
+    return ["" if missing(v) else str(v) for v in values]
+
+
+def to_split(
+    frame: Frame, text: Any, pair: Any, label: Any, empty_labels: bool = False, empty_texts: str = "drop"
+) -> Split:
+    """Rows of a frame as a Split; `empty_labels`: an empty label cell is allowed (a multi-label row with
+    no label); `empty_texts`: "drop" a few empty texts (with a note by the caller), "error" on any, or
+    "keep" them (inspect reports them)."""
     df, source = frame.df, frame.source
     unit = "line" if frame.first_line else "row"
     rows = [i + frame.first_line for i in range(len(df))]
     labels = list(df[label]) if label is not None else [None] * len(df)
     if label is not None and not empty_labels:
         check_labels_present(source, rows, labels, label, unit)
-    texts = ["" if missing(v) else str(v) for v in df[text]]
-    pairs = None if pair is None else ["" if missing(v) else str(v) for v in df[pair]]
+    texts = _text_cells(frame, text)
+    pairs = None if pair is None else _text_cells(frame, pair)
     empty = [i for i in range(len(texts)) if not texts[i].strip() or (pairs is not None and not pairs[i].strip())]
     split = Split(source, texts, pairs, labels, rows, unit)
-    if not empty:
+    if not empty or empty_texts == "keep":
         return split
     bad = [rows[i] for i in empty]
+    if empty_texts == "error":
+        raise UsageError(
+            f"{source}: {len(bad)} rows have an empty text ({rows_text(bad, unit)}); every row needs a text, "
+            "so that each output row answers its input row: fill them in or remove them"
+        )
     if len(empty) > max(1, EMPTY_TEXT_TOLERANCE * len(texts)):
         col = text if pair is None else f"{text!r} or {pair!r}"
         raise UsageError(
@@ -161,6 +183,26 @@ def normalise_labels(labels: list[Any]) -> list[Any]:
     if any(isinstance(v, str) for v in out):
         out = [str(v) for v in out]
     return out
+
+
+def check_label_kinds(split: Split, column: Any) -> None:
+    """Classes written as numbers in some rows and as names in others (0/1 beside neg/pos) would train
+    as separate classes: refused, naming both kinds."""
+    numbers = sorted({r for r in split.raw_labels if _is_number(r)})
+    names = sorted({r for r in split.raw_labels if not _is_number(r)})
+    if numbers and names:
+        raise UsageError(
+            f"{split.source}: the label column {column!r} mixes numbers and names ({', '.join(numbers[:3])} and "
+            f"{', '.join(repr(n) for n in names[:3])}), which would train as {len(numbers) + len(names)} different "
+            "classes; write every label the same way"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def is_list(v: Any) -> bool:

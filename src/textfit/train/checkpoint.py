@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,26 +127,39 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def mismatch(path: Path) -> str | None:
+    """Why a checkpoint's files do not match the sizes and SHA-256 its checkpoint.json recorded, or None."""
+    try:
+        manifest = json.loads((path / "checkpoint.json").read_text(encoding="utf-8"))
+        for name, f in manifest["files"].items():
+            p = path / name
+            if not p.is_file() or p.stat().st_size != f["bytes"]:
+                return f"{name} is missing or has another size"
+            if _sha256(p) != f["sha256"]:
+                return f"{name} does not match its recorded SHA-256 (changed after it was saved)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no valid checkpoint.json"
+    return None
+
+
 def resolve_resume(resume: str, output: Path) -> Path:
-    """--resume (the latest complete checkpoint of --output) or --resume PATH (a checkpoint or a run folder)."""
-    if resume == "latest":
-        path = latest_checkpoint(output)
-        if path is None:
-            raise UsageError(
-                f"--resume: no complete checkpoint in {output}; pass --resume PATH or train without --resume"
-            )
-        return path
-    p = Path(resume)
+    """--resume (the latest complete checkpoint of --output whose files match their SHA-256; others are
+    skipped with a note) or --resume PATH (a checkpoint, refused when it does not match, or a run folder)."""
+    p = output if resume == "latest" else Path(resume)
     if PATTERN.match(p.name):
-        if not is_complete(p):
-            raise UsageError(
-                f"--resume {resume}: not a complete checkpoint (no valid checkpoint.json); pass another one"
-            )
+        why = mismatch(p)
+        if why:
+            raise UsageError(f"--resume {resume}: {why}; pass another checkpoint")
         return p
-    path = latest_checkpoint(p)
-    if path is None:
-        raise UsageError(f"--resume {resume}: no complete checkpoint-STEP folder there")
-    return path
+    for path in checkpoints(p):
+        why = mismatch(path)
+        if why is None:
+            return path
+        print(f"textfit: skipped {path}: {why}", file=sys.stderr)
+    where = "--resume" if resume == "latest" else f"--resume {resume}"
+    raise UsageError(
+        f"{where}: no complete checkpoint with matching files in {p}; pass --resume PATH or train without --resume"
+    )
 
 
 def load_checkpoint(
@@ -153,7 +167,13 @@ def load_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Restore model, optimizer, scheduler and RNG states; returns the trainer state and the best weights."""
     load_model(model, str(path / "model.safetensors"))
-    blob = torch.load(path / "training_state.pt", weights_only=True)  # tensors and numbers only: nothing is unpickled
+    try:  # tensors and numbers only: nothing is unpickled
+        blob = torch.load(path / "training_state.pt", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a file it will not load
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--resume {path}: training_state.pt holds more than tensors ({first}); textfit never unpickles it"
+        ) from None
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     set_rng_state(blob["rng"])

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..data import pool_windows
+from ..errors import UsageError
 from ..evaluate import evaluate, metrics_from_logits
 from ..metrics import task_metrics, tune_label_thresholds, tune_threshold
 from ..model import inference_copy
@@ -74,6 +75,11 @@ class Evaluator:
         """Evaluate `model` at `step` on the validation split; keep its weights when it is the best."""
         t = time.time()
         m, self.last_scores = self.measure("validation")
+        if not math.isfinite(m["loss"]):
+            raise UsageError(
+                f"the validation loss became {m['loss']} at step {step}; nothing was saved as the final model; "
+                "train again with a lower --learning-rate"
+            )
         self.last = m
         record = {"step": step, "epoch": epoch, "eval": {k: v for k, v in m.items() if k != "per_class"}}
         self.history.append(record)

@@ -7,6 +7,7 @@ Ctrl-C end training at the next step boundary, after a checkpoint.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import Interrupted
+from ..errors import Interrupted, UsageError
 from .checkpoint import save_checkpoint
 from .evaluator import Evaluator
 from .output import RunLog
@@ -76,6 +77,16 @@ class Meter:
             "padding_share": 1 - real / padded if padded else 0.0,
             "real_tokens_per_second": real / seconds,
         }
+
+
+def check_finite(loss: float, s: TrainState) -> None:
+    """A loss that became NaN or infinite stops training: nothing is saved as the final model."""
+    if not math.isfinite(loss):
+        lr = s.scheduler.get_last_lr()[0]
+        raise UsageError(
+            f"the training loss became {loss} by step {s.step} (learning rate {lr:.3g}); nothing was saved as the "
+            f"final model; train again with a lower --learning-rate (e.g. {lr / 10:.1g}) or --max-grad-norm 1"
+        )
 
 
 @contextmanager
@@ -174,6 +185,7 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
                 epoch = round(s.step / s.steps_per_epoch, 4)
                 if s.step % s.log_every == 0 or s.step == s.total_steps:
                     w = meter.window(s)
+                    check_finite(w["loss"], s)
                     bar.set_postfix(
                         loss=f"{w['loss']:.4f}",
                         lr=f"{w['learning_rate']:.2e}",

@@ -15,22 +15,52 @@ from typing import IO, Any
 
 from ..config import TrainConfig
 from ..errors import UsageError
-from ..run import MANIFEST
+from ..run import MANIFEST, check_writable
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder textfit wrote: a run (textfit.json), a run in progress (checkpoints with their
+    manifests), or a --seeds folder (seeds.json, or seed-N runs)."""
+    if (folder / MANIFEST).is_file() or (folder / "seeds.json").is_file():
+        return True
+    if any((p / "checkpoint.json").is_file() for p in folder.glob("checkpoint-*")):
+        return True
+    return any(is_run_folder(p) for p in folder.glob("seed-*") if p.is_dir())
+
+
+def check_replaceable(out: Path, inputs: list[str | None]) -> None:
+    """--overwrite replaces an empty folder or a textfit run, never anything else and never the input data."""
+    files = [p for p in sorted(out.rglob("*")) if p.is_file()]
+    for given in inputs:
+        if given and Path(given).exists() and Path(given).resolve().is_relative_to(out.resolve()):
+            raise UsageError(
+                f"--output {out} --overwrite: would delete the input data {given}; choose another --output"
+            )
+    if files and not is_run_folder(out):
+        raise UsageError(
+            f"--output {out} --overwrite: the folder is not a textfit run, and replacing it would delete "
+            f"{files[0]}; choose another --output"
+        )
 
 
 def output_folder(cfg: TrainConfig) -> Path:
     """The run folder: --output, else runs/<data name>, numbered when that exists."""
     if cfg.output:
         out = Path(cfg.output)
+        check_writable(out, "--output")
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--output {out}: is a file; pass a folder for the run")
         if cfg.resume is not None:
             if (out / MANIFEST).exists():
                 raise UsageError(f"--resume: {out} holds a finished run; pass another --output")
             return out
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
-            raise UsageError(
-                f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, or another "
-                "--output"
-            )
+        if out.exists() and any(out.iterdir()):
+            if not cfg.overwrite:
+                raise UsageError(
+                    f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, "
+                    "or another --output"
+                )
+            check_replaceable(out, [cfg.data, cfg.train, cfg.validation, cfg.test])
         return out
     if cfg.resume is not None:
         raise UsageError("--resume needs --output: the run folder that holds the checkpoints")
@@ -40,6 +70,27 @@ def output_folder(cfg: TrainConfig) -> Path:
         n += 1
         out = Path("runs") / f"{name}-{n}"
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out: Path) -> None:
+    """Temporary folders that a killed run left in this place: `.NAME.tmp-PID` beside the run (the
+    process is gone) and `.checkpoint-STEP.tmp` inside it."""
+    for p in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else []:
+        pid = p.name.rsplit("-", 1)[-1]
+        if p.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in out.glob(".checkpoint-*.tmp") if out.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 class RunLog:
@@ -59,10 +110,14 @@ class RunLog:
 
 
 def work_folder(out: Path, persistent: bool, main: bool, resumed_step: int | None) -> Path:
-    """The folder the run is written into (see the module's docstring), made ready."""
+    """The folder the run is written into (see the module's docstring), made ready: an old run being
+    replaced in place (checkpoints) goes first, with its checkpoints."""
     work = out if persistent else out.parent / f".{out.name}.tmp-{os.getpid()}"
     if not main:
         return work
+    clean_stale(out)
+    if persistent and resumed_step is None and out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(out)  # output_folder checked that it is a textfit run replaced with --overwrite
     if not persistent:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)

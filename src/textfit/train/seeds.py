@@ -28,8 +28,8 @@ def train_seeds(cfg: TrainConfig, train: Callable[[TrainConfig], dict[str, Any]]
     base = output_folder(dataclasses.replace(cfg, seeds=None))
     if cfg.resume is not None:
         raise UsageError("--resume with --seeds: resume one seed's run with --output OUTPUT/seed-N --seed N")
-    if base.exists() and cfg.overwrite:
-        shutil.rmtree(base)
+    if base.exists() and cfg.overwrite and any(base.iterdir()):
+        shutil.rmtree(base)  # output_folder checked that it is textfit's
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         print(f"textfit: seed {seed} ({len(runs) + 1} of {len(seeds)})", flush=True)
