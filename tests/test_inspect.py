@@ -57,8 +57,13 @@ def test_label_only_in_test_duplicates_conflicts_and_leakage(tmp_path):
 def test_empty_rows(tmp_path):
     rows = list(dict(make_rows(60)).items())
     f = write_csv(tmp_path / "r.csv", rows + [("", "positive"), (" ", "negative")])
+    report = inspect(TrainConfig(data=str(f)))  # reported with everything else, not a stop
+    assert kinds(report)["empty_text"] == "error"
+    assert any("2 rows have an empty text in column 'text' (lines 62, 63)" in p["message"] for p in report["problems"])
     with pytest.raises(UsageError, match=r"2 rows have an empty text in column 'text' \(lines 62, 63\)"):
-        inspect(TrainConfig(data=str(f)))
+        from textfit.data import load_data
+
+        load_data(TrainConfig(data=str(f)))  # train stops at it
     big = write_csv(tmp_path / "big.csv", list(dict(make_rows(3000)).items())[:1500] + [("", "positive")])
     report = inspect(TrainConfig(data=str(big)))
     assert kinds(report)["empty_text"] == "warning"
@@ -92,3 +97,21 @@ def test_cli_inspect_exit_1_on_errors(tmp_path):
     te = write_csv(tmp_path / "test.csv", [("meh", "neutral")])
     r = run_cli("inspect", "--train", str(tr), "--test", str(te), "--report", str(tmp_path / "dr.json"))
     assert r.returncode == 1 and "error: " in r.stdout and "neutral" in r.stdout
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    """Empty texts, conflicting duplicates, a label that differs only by case, a label only in the test
+    file and rows shared between train and test: all in one report (train stops at the first)."""
+    rows = list(dict(make_rows(80, chinese=False)).items())
+    train_rows = [("" if i % 10 == 0 else t, y) for i, (t, y) in enumerate(rows[:60])]
+    train_rows += [("the plot was good", "positive"), ("the plot was good", "negative"), ("lovely plot", "Positive")]
+    test_rows = rows[60:] + [rows[1], ("a neutral film", "neutral")]
+    tr, te = write_csv(tmp_path / "tr.csv", train_rows), write_csv(tmp_path / "te.csv", test_rows)
+    report = inspect(TrainConfig(train=str(tr), test=str(te)))
+    found = kinds(report)
+    assert found["empty_text"] == "error" and found["conflicting_labels"] == "warning" and found["leakage"] == "warning"
+    messages = " | ".join(p["message"] for p in report["problems"])
+    assert "differ only by case" in messages and "'neutral'" in messages and "6 rows have an empty text" in messages
+    r = run_cli("inspect", "--train", str(tr), "--test", str(te), "--report", str(tmp_path / "rep.json"), cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr  # errors found: exit 1, the report written
+    assert len(json.loads((tmp_path / "rep.json").read_text())["problems"]) == len(report["problems"])

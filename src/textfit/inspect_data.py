@@ -125,10 +125,15 @@ def _check_tokens(
 
 
 def analyse(
-    splits: dict[str, Split], tokenizer: Any | None, max_length: int | None, label_name: Callable[[Any], Any] = str
+    splits: dict[str, Split],
+    tokenizer: Any | None,
+    max_length: int | None,
+    label_name: Callable[[Any], Any] = str,
+    found: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """All checks on loaded splits; labels are values or ids, shown through `label_name`."""
-    problems: list[dict[str, str]] = []
+    """All checks on loaded splits; labels are values or ids, shown through `label_name`; `found`: problems
+    the reader already reported (they come first)."""
+    problems: list[dict[str, str]] = list(found or [])
     report: dict[str, Any] = {"splits": {}, "problems": problems}
 
     def problem(level: str, kind: str, message: str) -> None:
@@ -174,7 +179,8 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
     from .hub import resolve_model
     from .model import max_positions, quiet_transformers
 
-    splits, _, notes, _ = read_splits(cfg)
+    found: list[dict[str, str]] = []  # problems with rows, reported with the rest instead of stopping
+    splits, _, notes, _ = read_splits(cfg, found)
     if not label_problems(splits):
         splits = carve_splits(
             splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split
@@ -186,7 +192,7 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
     label_name = (
         (lambda v: v) if splits["train"].task != "classification" else str
     )  # multi-label: tuples of names already
-    report = analyse(splits, tokenizer, min(cfg.max_length or DEFAULT_MAX_LENGTH, limit), label_name)
+    report = analyse(splits, tokenizer, min(cfg.max_length or DEFAULT_MAX_LENGTH, limit), label_name, found)
     report["notes"] = notes
     report["model"] = cfg.model or "all-MiniLM-L6-v2 (packaged)"
     return report

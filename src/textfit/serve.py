@@ -113,21 +113,26 @@ class Batcher:
             jobs = [j for j in jobs if not j.future.done()]  # a timed-out request needs no answer
             if not jobs:
                 continue
-            texts = [t for j in jobs for t in j.texts]
-            pairs = [p for j in jobs for p in (j.pairs or [])] if jobs[0].pairs is not None else None
             try:
-                # One worker thread: the event loop keeps accepting requests meanwhile.
-                probs = await loop.run_in_executor(None, self.clf.predict_proba, texts, pairs, 64)
-            except Exception as e:  # noqa: BLE001 - a failed batch fails its requests, not the server
+                await self._answer(jobs)
+            except Exception:  # noqa: BLE001 - one request's failure must not fail the others: each alone
                 for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
-            start = 0
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_result(probs[start : start + len(j.texts)])
-                start += len(j.texts)
+                    try:
+                        await self._answer([j])
+                    except Exception as e:  # noqa: BLE001
+                        if not j.future.done():
+                            j.future.set_exception(e)
+
+    async def _answer(self, jobs: list[_Job]) -> None:
+        texts = [t for j in jobs for t in j.texts]
+        pairs = [p for j in jobs for p in (j.pairs or [])] if jobs[0].pairs is not None else None
+        # One worker thread: the event loop keeps accepting requests meanwhile.
+        probs = await asyncio.get_running_loop().run_in_executor(None, self.clf.predict_proba, texts, pairs, 64)
+        start = 0
+        for j in jobs:
+            if not j.future.done():
+                j.future.set_result(probs[start : start + len(j.texts)])
+            start += len(j.texts)
 
 
 def error(status: int, message: str) -> Any:
@@ -158,6 +163,13 @@ def _inputs(req: PredictRequest, clf: Classifier, limits: Limits) -> Any:
         return error(413, f"a text over {limits.max_chars} characters")
     if any(not t.strip() for t in texts + (pairs or [])):
         return error(422, "empty text: every input needs some text")
+    for i, t in enumerate(texts + (pairs or [])):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return error(
+                422, f"input {i % len(texts)}: not valid Unicode (a lone surrogate {t[e.start]!a}); send UTF-8 text"
+            )
     return texts, pairs
 
 
@@ -190,10 +202,63 @@ def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
     }
 
 
+def _too_deep(body: bytes) -> bool:
+    """Whether parsing the body would exhaust Python's recursion limit (checked only for bodies with
+    many brackets: the framework's parser would otherwise fail with a 500)."""
+    import json
+
+    try:
+        json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:
+        pass  # not JSON: the framework answers 422
+    return False
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413, whether it came with a
+    Content-Length or in chunks (the body is read here, bounded, then handed on)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = length is not None and (not length.isdigit() or int(length) > self.limit)
+        body, more = b"", not too_big
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            too_big = len(body) > self.limit
+            if too_big:
+                break
+        if too_big:
+            return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        if body.count(b"[") + body.count(b"{") > 500 and _too_deep(body):
+            return await error(422, "the JSON body is nested too deeply")(scope, receive, send)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> Any:
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
 
     limits = limits or Limits()
@@ -220,12 +285,14 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
         description="Text classification with a model fine-tuned by textfit. POST /predict takes TEI's request body.",
     )
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return error(413, f"request body over {limits.max_body_bytes} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # Pydantic's own error echoes the input, which may hold NaN or Infinity that JSON cannot carry.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.post(
         "/predict",

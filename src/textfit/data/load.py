@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..run import RunManifest, Schema
 from .read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame, load_frames, read_one
 from .schema import (
+    EMPTY_TEXT_TOLERANCE,
     check_label_kinds,
     check_labels_present,
     detect_task,
@@ -33,7 +34,7 @@ from .schema import (
     task_labels,
     to_split,
 )
-from .splits import Split, carve_splits
+from .splits import Split, carve_splits, take
 
 
 @dataclass
@@ -64,9 +65,12 @@ def _check_columns(frame: Frame, columns: tuple[Any, Any, Any]) -> None:
             )
 
 
-def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any], list[str], str]:
+def read_splits(
+    cfg: TrainConfig, found: list[dict[str, str]] | None = None
+) -> tuple[dict[str, Split], tuple[Any, Any, Any], list[str], str]:
     """Every split the user gave, read and checked row by row; labels read for the task but not mapped.
-    Returns the splits, the (text, pair, label) columns, notes to show, and a data fingerprint."""
+    Returns the splits, the (text, pair, label) columns, notes to show, and a data fingerprint.
+    `found` (inspect): problems with rows are added there, and the rows left out, instead of raising."""
     headerless = _headerless(
         (cfg.text_column, cfg.text_pair_column, cfg.label_column), (cfg.text_column, cfg.label_column)
     )
@@ -74,8 +78,8 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
         cfg.data, cfg.data_config, cfg.train, cfg.validation, cfg.test, cfg.encoding, headerless
     )
     if "train" not in frames:
-        found = ", ".join(frames) or "none"
-        raise UsageError(f"--data {cfg.data}: no training split found (splits there: {found}); pass --train FILE")
+        there = ", ".join(frames) or "none"
+        raise UsageError(f"--data {cfg.data}: no training split found (splits there: {there}); pass --train FILE")
     first = frames["train"]
     text, pair, label, notes = resolve_columns(
         first.df, cfg.text_column, cfg.text_pair_column, cfg.label_column, first.source
@@ -88,16 +92,32 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
             notes.append(f"{frame.source}: test labels are hidden (-1), so there is no test evaluation")
             continue
         # Empty label cells are checked once the task is known: a multi-label row may have no label.
-        s = splits[name] = to_split(frame, text, pair, label, empty_labels=True)
-        if s.dropped:
+        s = splits[name] = to_split(frame, text, pair, label, True, "drop" if found is None else "report")
+        if found is not None and s.dropped:
+            level = (
+                "error"
+                if len(s.dropped) > max(1, EMPTY_TEXT_TOLERANCE * (len(s.texts) + len(s.dropped)))
+                else "warning"
+            )
+            col = text if pair is None else f"{text!r} or {pair!r}"
+            where = rows_text(s.dropped, s.unit)
+            message = f"{frame.source}: {len(s.dropped)} rows have an empty text in column {col!r} ({where})"
+            found.append({"level": level, "kind": "empty_text", "message": f"{message}; fill them in or remove them"})
+        elif s.dropped:
             notes.append(
                 f"{frame.source}: left out {len(s.dropped)} rows with an empty text ({rows_text(s.dropped, s.unit)})"
             )
     train_labels = [v for v in splits["train"].labels if is_list(v) or not missing(v)]
     task, separator = detect_task(cfg.task, train_labels, cfg.label_separator)
     if task != "multi-label":
-        for s in splits.values():
-            check_labels_present(s.source, s.rows, s.labels, label, s.unit)
+        for name, s in splits.items():
+            try:
+                check_labels_present(s.source, s.rows, s.labels, label, s.unit)
+            except UsageError as e:
+                if found is None:
+                    raise
+                found.append({"level": "error", "kind": "missing_labels", "message": str(e)})
+                splits[name] = take(s, [i for i, v in enumerate(s.labels) if not missing(v)])
     if separator is not None and cfg.label_separator is None and cfg.task == "auto":
         example = next(v for v in train_labels if separator in str(v))
         notes.append(
@@ -111,7 +131,12 @@ def read_splits(cfg: TrainConfig) -> tuple[dict[str, Split], tuple[Any, Any, Any
     if task != cfg.task:
         notes.append(f"task: {task} (from the labels; --task to choose)")
     if task == "classification":
-        check_label_kinds(splits["train"], label)
+        try:
+            check_label_kinds(splits["train"], label)
+        except UsageError as e:
+            if found is None:
+                raise
+            found.append({"level": "error", "kind": "label_kinds", "message": str(e)})
     if task == "classification" and len({any(isinstance(v, str) for v in s.labels) for s in splits.values()}) > 1:
         for s in splits.values():  # integers and strings of integers are one label type across splits
             s.labels = [str(v) for v in s.labels]

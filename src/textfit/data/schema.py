@@ -120,8 +120,8 @@ def to_split(
     frame: Frame, text: Any, pair: Any, label: Any, empty_labels: bool = False, empty_texts: str = "drop"
 ) -> Split:
     """Rows of a frame as a Split; `empty_labels`: an empty label cell is allowed (a multi-label row with
-    no label); `empty_texts`: "drop" a few empty texts (with a note by the caller), "error" on any, or
-    "keep" them (inspect reports them)."""
+    no label); `empty_texts`: "drop" a few empty texts (the caller notes them) and refuse more, "error"
+    on any, or "report": drop them all (inspect reports them)."""
     df, source = frame.df, frame.source
     unit = "line" if frame.first_line else "row"
     rows = [i + frame.first_line for i in range(len(df))]
@@ -132,7 +132,7 @@ def to_split(
     pairs = None if pair is None else _text_cells(frame, pair)
     empty = [i for i in range(len(texts)) if not texts[i].strip() or (pairs is not None and not pairs[i].strip())]
     split = Split(source, texts, pairs, labels, rows, unit)
-    if not empty or empty_texts == "keep":
+    if not empty:
         return split
     bad = [rows[i] for i in empty]
     if empty_texts == "error":
@@ -140,7 +140,7 @@ def to_split(
             f"{source}: {len(bad)} rows have an empty text ({rows_text(bad, unit)}); every row needs a text, "
             "so that each output row answers its input row: fill them in or remove them"
         )
-    if len(empty) > max(1, EMPTY_TEXT_TOLERANCE * len(texts)):
+    if empty_texts == "drop" and len(empty) > max(1, EMPTY_TEXT_TOLERANCE * len(texts)):
         col = text if pair is None else f"{text!r} or {pair!r}"
         raise UsageError(
             f"{source}: {len(bad)} rows have an empty text in column {col!r} ({rows_text(bad, unit)}); "
