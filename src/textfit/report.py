@@ -28,10 +28,26 @@ def _plt():
     return plt
 
 
+MATRIX_CLASSES = 20  # beyond this many classes, the matrix shows the most confused ones and "(other)"
+
+
 def confusion(gold: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     from sklearn.metrics import confusion_matrix
 
     return confusion_matrix(gold, pred, labels=list(range(n)))
+
+
+def most_confused(gold: np.ndarray, pred: np.ndarray, n: int, k: int = MATRIX_CLASSES) -> tuple[np.ndarray, list[int]]:
+    """The confusion matrix over the `k - 1` classes with the most errors (as the truth or as the
+    prediction) and one "(other)" class for the rest, built without an n x n array."""
+    wrong = gold != pred
+    errors = np.bincount(gold[wrong], minlength=n) + np.bincount(pred[wrong], minlength=n)
+    keep = sorted(np.argsort(-errors, kind="stable")[: k - 1].tolist())
+    index = np.full(n, len(keep))
+    index[keep] = np.arange(len(keep))
+    cm = np.zeros((len(keep) + 1, len(keep) + 1), dtype=np.int64)
+    np.add.at(cm, (index[gold], index[pred]), 1)
+    return cm, keep
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
@@ -107,6 +123,34 @@ def _img(path: Path) -> str:
     return f'<img alt="{path.name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
+def _write_confusion(folder: Path, gold: np.ndarray, pred: np.ndarray, names: list[str], title: str) -> str:
+    """confusion_matrix.csv and .png; with many classes the CSV lists the (true, predicted) pairs that
+    occur and the picture shows the most confused classes, so neither grows with classes squared.
+    Returns what the report says about it."""
+    if len(names) <= MATRIX_CLASSES:
+        cm = confusion(gold, pred, len(names))
+        with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["true \\ predicted"] + names)
+            for i, n in enumerate(names):
+                w.writerow([n] + cm[i].tolist())
+        plot_confusion(cm, names, folder / "confusion_matrix.png", f"confusion matrix: {title}")
+        return ""
+    pairs, counts = np.unique(np.stack([gold, pred], 1), axis=0, return_counts=True)
+    with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true", "predicted", "rows"])
+        for (i, j), c in sorted(zip(pairs.tolist(), counts.tolist()), key=lambda x: -x[1]):
+            w.writerow([names[i], names[j], c])
+    cm, keep = most_confused(gold, pred, len(names))
+    shown = [names[i] for i in keep] + [f"(other {len(names) - len(keep)})"]
+    plot_confusion(cm, shown, folder / "confusion_matrix.png", f"most confused classes: {title}")
+    return (
+        f"{len(names)} classes: the matrix shows the {len(keep)} classes with the most errors and the other "
+        f"{len(names) - len(keep)} as one; confusion_matrix.csv lists every (true, predicted) pair that occurs."
+    )
+
+
 def write_report(
     folder: Path,
     texts: list[str],
@@ -126,13 +170,7 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     gold = np.asarray(gold)
     pred = decide(probs, "classification", threshold)
-    cm = confusion(gold, pred, len(names))
-    with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["true \\ predicted"] + names)
-        for i, n in enumerate(names):
-            w.writerow([n] + cm[i].tolist())
-    plot_confusion(cm, names, folder / "confusion_matrix.png", f"confusion matrix: {title}")
+    matrix_note = _write_confusion(folder, gold, pred, names, title)
 
     wrong = np.flatnonzero(pred != gold)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")]
@@ -181,7 +219,7 @@ th {{ background: #f3f3f3; }} tr.avg td {{ background: #fafafa; font-style: ital
 <p>{html.escape(title)}: {len(gold)} rows. {summary}</p>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
-<h2>Confusion matrix</h2>
+<h2>Confusion matrix</h2>{f"<p>{html.escape(matrix_note)}</p>" if matrix_note else ""}
 {_img(folder / "confusion_matrix.png")}
 {"<h2>Training curves</h2>" + _img(folder / "training_curves.png") if curves else ""}
 <h2>Misclassified examples</h2>

@@ -1,0 +1,38 @@
+"""The evaluation report stays useful, and small, with many classes."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from textfit.metrics import compute_metrics
+from textfit.report import MATRIX_CLASSES, most_confused, write_report
+
+
+def test_many_classes_give_a_bounded_matrix_and_pair_list(tmp_path):
+    n = 3000  # one row per class, as a data set of thousands of one-row classes
+    rng = np.random.default_rng(0)
+    gold = np.arange(n)
+    pred = np.where(rng.random(n) < 0.3, rng.integers(0, n, n), gold)
+    pred[:50] = 7  # class 7 is predicted for many rows: the most confused
+    probs = np.full((n, n), 0.1 / n, dtype=np.float32)
+    probs[np.arange(n), pred] = 0.9
+    names = [f"class {i}" for i in range(n)]
+    metrics = compute_metrics(gold, pred, names)
+    write_report(tmp_path, [f"text {i}" for i in range(n)], None, gold, probs, names, metrics, None, "test")
+    rows = list(csv.reader(open(tmp_path / "confusion_matrix.csv", encoding="utf-8")))
+    assert rows[0] == ["true", "predicted", "rows"] and len(rows) - 1 == len(set(zip(gold.tolist(), pred.tolist())))
+    assert sum(int(r[2]) for r in rows[1:]) == n
+    assert (tmp_path / "confusion_matrix.png").stat().st_size < 2_000_000
+    assert "classes with the most errors" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    cm, keep = most_confused(gold, pred, n)
+    assert cm.shape == (MATRIX_CLASSES, MATRIX_CLASSES) and cm.sum() == n and 7 in keep
+
+
+def test_few_classes_keep_the_full_matrix(tmp_path):
+    gold, pred = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1])
+    probs = np.eye(3, dtype=np.float32)[pred]
+    write_report(tmp_path, ["a", "b", "c", "d"], None, gold, probs, ["x", "y", "z"], compute_metrics(gold, pred, ["x", "y", "z"]), None, "t")
+    rows = list(csv.reader(open(tmp_path / "confusion_matrix.csv", encoding="utf-8")))
+    assert rows[0] == ["true \\ predicted", "x", "y", "z"] and rows[3] == ["z", "0", "1", "1"]
