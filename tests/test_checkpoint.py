@@ -146,3 +146,54 @@ def test_two_processes_evaluate_every_example_once(tiny_model, tmp_path):
         assert m[name]["accuracy"] == single["accuracy"] and m[name]["per_class"] == single["per_class"]
         loss = float(np.mean(-np.log(probs[np.arange(len(s.labels)), s.labels])))
         assert abs(m[name]["loss"] - loss) < 1e-4
+
+
+def test_a_tampered_checkpoint_is_skipped_or_refused(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "r.csv", make_rows(120))
+    out = tmp_path / "run"
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    (out / "textfit.json").unlink()  # as if the run had been stopped before its end
+    newest, older = checkpoints(out)[:2]
+    with open(newest / "model.safetensors", "r+b") as fh:  # same size, other weights
+        fh.seek(-8, 2)
+        last = fh.read(8)
+        fh.seek(-8, 2)
+        fh.write(bytes(b ^ 0xFF for b in last))
+    assert is_complete(newest)  # sizes match: only the SHA-256 tells
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out), "--resume", str(newest))
+    assert r.returncode == 2 and "does not match its recorded SHA-256" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out), "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"skipped {newest}" in r.stderr and f"resumed from {older}" in r.stdout
+
+
+def test_overwrite_replaces_an_old_run_and_its_checkpoints_and_cleans_stale_temporary_folders(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "r.csv", make_rows(120))
+    out = tmp_path / "run"
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    old = {p.name for p in checkpoints(out)}
+    assert len(old) == 3 and "checkpoint-2" not in old and "checkpoint-4" not in old
+    dead = tmp_path / ".run.tmp-999999999"  # what a killed run left beside the run folder
+    (dead / "x").mkdir(parents=True)
+    alive = tmp_path / f".run.tmp-{os.getpid()}"  # another run's, still going
+    alive.mkdir()
+    (out / ".checkpoint-7.tmp").mkdir()  # a save killed midway
+    args = ARGS[: ARGS.index("--save-steps")] + ARGS[ARGS.index("--save-total-limit") + 2 :]
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, *args, "--save-steps", "2", "--max-steps", "4",
+                "--output", str(out), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in checkpoints(out)} == {"checkpoint-2", "checkpoint-4"}  # none of the old run's
+    assert not dead.exists() and alive.exists() and not (out / ".checkpoint-7.tmp").exists()
+
+
+def test_a_loss_that_becomes_infinite_stops_training_and_saves_nothing(tiny_model, tmp_path):
+    from textfit import TrainConfig, UsageError, train
+
+    rows = [(t, 1e30 * (1 + i % 7)) for i, (t, _) in enumerate(make_rows(60))]  # squared, beyond fp32
+    data = write_csv(tmp_path / "big.csv", rows)
+    with pytest.raises(UsageError, match=r"the training loss became (inf|nan) by step 1 .*lower --learning-rate"):
+        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), logging_steps=1, max_steps=5,
+                          precision="fp32", task="regression"))
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.tmp-*"))
