@@ -1,0 +1,266 @@
+"""The subcommands as plain functions of their parsed flags: `cli.py` maps each command to one of them.
+
+    from textfit.commands import cmd_eval
+    cmd_eval(build_parser().parse_args(["eval", "runs/sst2", "--data", "holdout.csv"]))
+
+Each validates what the user gave before any work starts and raises `UsageError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import FIELDS, load_config
+from .errors import UsageError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    train(load_config(getattr(args, "config", None), overrides))  # with --seeds, one run per seed
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_data import format_report, inspect
+    from .run import write_json
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    cfg = load_config(getattr(args, "config", None), overrides)
+    _check_output(Path(args.report), "--report", folder=False)
+    report = inspect(cfg)
+    for note in report["notes"]:
+        print(f"textfit: {note}")
+    print(format_report(report))
+    write_json(Path(args.report), report)
+    print(f"textfit: wrote {args.report}")
+    return 1 if any(p["level"] == "error" for p in report["problems"]) else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import read_for_run
+    from .evaluate import evaluate
+    from .metrics import format_metrics
+    from .predict import Classifier
+    from .report import write_report
+    from .run import RunManifest, write_json
+
+    manifest = RunManifest.read(args.run)
+    _check_batch_size(args.batch_size)
+    if args.output:
+        _check_output(Path(args.output), "--output", folder=True)
+    split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
+    clf = Classifier.load(
+        args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
+    )
+    m, probs = evaluate(clf, split, args.batch_size)
+    out = (
+        Path(args.output)
+        if args.output
+        else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", {"data": args.data, **m})
+    print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
+    if clf.task == "classification":
+        write_report(
+            out,
+            split.texts,
+            split.pairs,
+            np.array(split.labels),
+            probs,
+            clf.labels,
+            m,
+            None,
+            args.data,
+            threshold=clf.threshold,
+        )
+        print(f"textfit: wrote metrics.json, report.html, confusion_matrix.png/.csv and misclassified.csv to {out}")
+    else:
+        print(f"textfit: wrote metrics.json to {out}")
+    return 0
+
+
+def _check_batch_size(n: int) -> None:
+    if n < 1:
+        raise UsageError(f"--batch-size {n}: must be at least 1")
+
+
+def _check_output(path: Path, flag: str, folder: bool) -> None:
+    """`path` can be written: its location is writable, and it is not a file where a folder goes (or the reverse)."""
+    from .run import check_writable
+
+    check_writable(path, flag)
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; pass a file name")
+
+
+def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
+    """CSV or JSONL, chosen by the extension; written to a temporary file, then renamed."""
+    p = Path(path)
+    if p.suffix.lower() not in (".csv", ".jsonl", ".tsv"):
+        raise UsageError(f"--output {path}: unsupported format; use a .csv, .tsv or .jsonl file")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if p.suffix.lower() == ".jsonl":
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        else:
+            flat = [
+                {k: (",".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"}
+                | {f"prob_{n}": s for n, s in r.get("probabilities", {}).items()}
+                for r in rows
+            ]
+            w = csv.DictWriter(
+                fh,
+                fieldnames=list(flat[0]) if flat else ["text", "label", "score"],
+                delimiter="\t" if p.suffix.lower() == ".tsv" else ",",
+            )
+            w.writeheader()
+            w.writerows(flat)
+    os.replace(tmp, p)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data import read_for_run
+    from .predict import Classifier
+    from .run import RunManifest
+
+    manifest = RunManifest.read(args.run)
+    if not (args.texts or args.input or args.interactive):
+        raise UsageError("nothing to predict: give texts, --input FILE, or --interactive")
+    if args.output and not args.input:
+        raise UsageError("--output needs --input FILE")
+    if args.input and not args.output:
+        raise UsageError("--input needs --output FILE (.csv, .tsv or .jsonl)")
+    if args.text_pair and len(args.text_pair) != len(args.texts):
+        raise UsageError(
+            f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text"
+        )
+    if manifest.pairs and args.texts and not args.text_pair:
+        raise UsageError("this run classifies sentence pairs: give one --text-pair per text")
+    if args.text_pair and not manifest.pairs:
+        raise UsageError("--text-pair: this run classifies single texts, not pairs; give the texts alone")
+    empty = [i + 1 for i, t in enumerate(list(args.texts) + list(args.text_pair or [])) if not t.strip()]
+    if empty:
+        raise UsageError(f"empty text (argument {empty[0]}): every text to classify needs some text")
+    _check_batch_size(args.batch_size)
+    if args.output:
+        _check_output(Path(args.output), "--output", folder=False)
+    clf = Classifier.load(
+        args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
+    )
+    if args.texts:
+        for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
+            if args.json:
+                print(json.dumps({"text": text, **pred.as_dict()}, ensure_ascii=False))
+            else:
+                print(f"{_shown(pred)}\t{text}")
+    if args.input:
+        split = read_for_run(args.input, manifest, args.encoding, args.text_column, args.text_pair_column, labels=False)
+        preds = clf.predict(split.texts, split.pairs, args.batch_size)
+        rows = []
+        for i, pred in enumerate(preds):
+            row: dict[str, Any] = {"text": split.texts[i]}
+            if split.pairs is not None:
+                row["text_pair"] = split.pairs[i]
+            rows.append(row | pred.as_dict())
+        _write_predictions(args.output, rows)
+        print(f"textfit: wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    if args.interactive:
+        interactive(clf, sys.stdin, sys.stdout)
+    return 0
+
+
+def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
+    """A prompt that answers each line with the label and its probability; q or end of input quits."""
+    tty = stdin.isatty()
+    stdout.write("type a text and press Enter (q to quit)\n")
+    while True:
+        stdout.write("> " if not clf.pairs else "text> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line or line.strip() in ("q", "quit", "exit"):
+            break
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        pair = None
+        if clf.pairs:
+            stdout.write("pair> ")
+            stdout.flush()
+            second = stdin.readline()
+            if not second:
+                break
+            pair = [second.rstrip("\n")]
+        pred = clf.predict([text], pair)[0]
+        shown = _shown(pred).replace("\t", " (") + ")" if pred.value is None else _shown(pred)
+        stdout.write(("" if tty else "\n") + f"{shown}\n")
+    stdout.write("\n")
+
+
+def _shown(pred: Any) -> str:
+    """A prediction on one line: label and probability, the labels over their thresholds, or the value."""
+    if pred.value is not None:
+        return f"{pred.value:.4f}"
+    if pred.labels is not None:
+        return f"{pred.label or '(no label)'}\t{pred.score:.4f}"
+    return f"{pred.label}\t{pred.score:.4f}"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .run import RunManifest
+    from .serve import Limits, check_port, serve
+
+    RunManifest.read(args.run)
+    _check_batch_size(args.batch_size)
+    checks = [
+        ("--max-batch", args.max_batch >= 1, "at least 1"),
+        ("--max-queue", args.max_queue >= 1, "at least 1"),
+        ("--max-texts", args.max_texts >= 1, "at least 1"),
+        ("--max-wait-ms", math.isfinite(args.max_wait_ms) and args.max_wait_ms >= 0, "a number of 0 or more"),
+        ("--timeout", math.isfinite(args.timeout) and args.timeout > 0, "a positive number of seconds"),
+        ("--port", 1 <= args.port <= 65535, "a port from 1 to 65535"),
+    ]
+    for flag, ok, want in checks:
+        if not ok:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            raise UsageError(f"{flag} {value}: must be {want}")
+    check_port(args.host, args.port)
+    limits = Limits(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_texts=args.max_texts,
+        timeout_s=args.timeout,
+    )
+    serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ParityError, export_onnx
+    from .run import RunManifest
+
+    RunManifest.read(args.run)
+    if args.output:
+        _check_output(Path(args.output), "--output", folder=True)
+    try:
+        export_onnx(args.run, args.output, args.quantize)
+    except ParityError as e:
+        print(f"textfit: error: {e}", file=sys.stderr)
+        return 1
+    return 0
