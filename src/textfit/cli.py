@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .commands import cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_serve, cmd_train
+from .commands import cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_push, cmd_serve, cmd_train
 from .config import FIELDS
 from .errors import Interrupted, UsageError
 
@@ -151,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", help="folder to write (default: RUN/onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("push", help="upload a run (model, tokenizer, model card) to the Hugging Face Hub")
+    p.add_argument("run", help="a run folder written by 'textfit train'")
+    p.add_argument(
+        "--repo-id", required=True, help="the Hub repository, e.g. your-user/sst2-minilm (created if needed)"
+    )
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--with-onnx", action="store_true", help="upload RUN/onnx (see 'textfit export') too")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("predict", help="label texts given as arguments, in a file, or typed at a prompt")
     _add_run_flags(p)

@@ -264,3 +264,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"textfit: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_run
+
+    url = push_run(args.run, args.repo_id, private=args.private, with_onnx=args.with_onnx)
+    print(f"textfit: pushed {args.run} to {url}")
+    return 0

@@ -157,6 +157,16 @@ class TrainConfig:
     output: str | None = _f(None, "run folder (default: runs/<data name>, numbered if it exists)")
     overwrite: bool = _f(False, "replace an existing run folder")
     label_names: str | None = _f(None, "comma-separated names for integer labels 0,1,..., e.g. negative,positive")
+    # the Hugging Face workflow
+    report_to: str = _f(
+        "none",
+        "experiment trackers, comma-separated: tensorboard (event files in the run folder), mlflow, wandb "
+        "(offline unless WANDB_MODE says otherwise), trackio, or none; log.jsonl is always written",
+    )
+    tracking_uri: str | None = _f(None, "MLflow tracking URI (default: the SQLite file mlflow.db in the run folder)")
+    push_to_hub: str | None = _f(
+        None, "after training, upload the run (model, tokenizer, model card) to this Hub repository, e.g. user/name"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -266,6 +276,21 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.data is not None and cfg.train is not None:
         raise UsageError("--data and --train both given: use one of them")
     split_percentages(cfg.split)
+    report_to(cfg.report_to)
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
+
+
+def report_to(text: str) -> list[str]:
+    """--report-to as a list of trackers (empty for none)."""
+    names = [x.strip() for x in str(text).split(",") if x.strip()]
+    unknown = [x for x in names if x not in (*TRACKERS, "none")]
+    if unknown or not names or ("none" in names and len(names) > 1):
+        raise UsageError(
+            f"--report-to {text}: expected none or trackers among {', '.join(TRACKERS)}, e.g. tensorboard,mlflow"
+        )
+    return [x for x in names if x != "none"]
 
 
 def attention_dropout(text: str) -> float | None:

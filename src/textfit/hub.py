@@ -78,3 +78,61 @@ def resolve_model(name: str | None) -> str:
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise UsageError(f"--model {name}: cannot be downloaded from the hub ({first}); check the name") from None
+
+
+def check_hub_access(repo_id: str, flag: str = "--push-to-hub") -> None:
+    """A valid repository id and a reachable hub, checked before any work (offline: one line at once)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise UsageError(
+            f"{flag} {repo_id}: not a valid repository id ({str(e).splitlines()[0][:120]}); e.g. user/name"
+        ) from None
+    if "/" not in repo_id:
+        raise UsageError(f"{flag} {repo_id}: give the owner too, e.g. your-user/{repo_id}")
+    if not hub_reachable():
+        raise UsageError(
+            f"{flag} {repo_id}: the Hugging Face hub cannot be reached (offline?); push later with 'textfit push RUN "
+            f"--repo-id {repo_id}'"
+        )
+
+
+# What a run folder holds that does not belong on the Hub: training state, local trackers, our temporary files.
+PUSH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "eval-*/**", ".*", "*.tmp", "mlflow.db", "wandb/**"]
+
+
+def push_run(
+    run: str | Path, repo_id: str, private: bool = False, with_onnx: bool = False, token: str | None = None
+) -> str:
+    """Upload a run folder (model, tokenizer, model card README.md, report; the ONNX export with
+    `with_onnx`) to a Hub model repository, created if needed; the token comes from the usual places
+    (HF_TOKEN, `hf auth login`). Returns the repository's URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .run import RunManifest
+
+    RunManifest.read(run)
+    check_hub_access(repo_id, "--repo-id")
+    card = Path(run) / "README.md"
+    if card.is_file() and "PATH/TO/RUN" in card.read_text(encoding="utf-8"):  # the card textfit wrote: name the repo
+        card.write_text(card.read_text(encoding="utf-8").replace("PATH/TO/RUN", repo_id), encoding="utf-8")
+    api = HfApi(token=token)
+    ignore = PUSH_IGNORE + ([] if with_onnx else ["onnx/**", "onnx"])
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            folder_path=str(run),
+            repo_id=repo_id,
+            repo_type="model",
+            ignore_patterns=ignore,
+            commit_message="Upload a textfit run",
+        )
+    except HfHubHTTPError as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--repo-id {repo_id}: the hub refused the upload ({first}); check your token (hf auth login) and the name"
+        ) from None
+    return str(url)

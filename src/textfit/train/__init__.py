@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..config import TrainConfig
+from ..card import write_model_card
+from ..config import TrainConfig, report_to
 from ..evaluate import evaluate
+from ..hub import push_run
 from ..model import inference_copy
 from ..predict import Classifier, TorchBackend
 from ..report import write_report
@@ -31,6 +33,7 @@ from .loop import fit
 from .output import RunLog, move_into_place, work_folder
 from .seeds import train_seeds
 from .setup import TrainState, setup
+from .tracking import Trackers
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -42,7 +45,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     persistent = cfg.save_steps is not None or resume_from is not None
     resumed_step = int(resume_from.name.split("-")[1]) if resume_from is not None else None
     work = work_folder(s.out, persistent, acc.is_main_process, resumed_step)
-    log = RunLog(work / "log.jsonl" if acc.is_main_process else None)
+    trackers = None
+    if acc.is_main_process and report_to(cfg.report_to):
+        trackers = Trackers(report_to(cfg.report_to), work, s.out.name, cfg.tracking_uri, cfg.to_dict())
+    log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
     ev = Evaluator(measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end)
     if s.features:
         log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
@@ -58,6 +64,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if acc.is_main_process and not persistent:
             move_into_place(work, s.out)
         s.say(f"textfit: saved the run to {s.out}")
+        if cfg.push_to_hub and acc.is_main_process:
+            s.say(f"textfit: pushed the run to {push_run(s.out, cfg.push_to_hub)}")
         acc.wait_for_everyone()
     finally:
         log.close()
@@ -148,6 +156,8 @@ def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str
             base_model_path=s.model_path if s.cfg.model else None,
         )
         final = final.merge_and_unload()
+    sizes = {n: len(sp.texts) for n, sp in s.data.splits.items()}
+    write_model_card(work, m, metrics, sizes, s.cfg.to_dict(), s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
     m.write(work)  # textfit.json last: the run is complete

@@ -96,17 +96,22 @@ def clean_stale(out: Path) -> None:
 class RunLog:
     """log.jsonl: one JSON record a line (main process only; the others write nothing)."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, trackers: Any = None):
         self.file: IO[str] | None = open(path, "a", encoding="utf-8") if path is not None else None
+        self.trackers = trackers  # --report-to: every record reaches them too (tracking.Trackers)
 
     def __call__(self, record: dict[str, Any]) -> None:
         if self.file:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        if self.trackers is not None and "epoch_end" not in record:
+            self.trackers.log(record)
 
     def close(self) -> None:
         if self.file and not self.file.closed:
             self.file.close()
+        if self.trackers is not None:
+            self.trackers.finish()
 
 
 def work_folder(out: Path, persistent: bool, main: bool, resumed_step: int | None) -> Path:

@@ -25,11 +25,12 @@ from ..config import (
     SMALL_MODEL_LR,
     SMALL_MODEL_PARAMS,
     TrainConfig,
+    report_to,
 )
 from ..config import attention_dropout as parse_attention_dropout
 from ..data import EncodedDataset, LengthGroupedBatches, TrainingData, encode_long, load_data, make_collate
 from ..errors import UsageError
-from ..hub import DEFAULT_MODEL_NAME, resolve_model
+from ..hub import DEFAULT_MODEL_NAME, check_hub_access, resolve_model
 from ..inspect_data import analyse, describe_labels, label_namer
 from ..metrics import LOWER_IS_BETTER, class_weight_vector, default_metric, loss_function, metric_names
 from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
@@ -37,6 +38,7 @@ from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
 from .frozen import CachedHead, encode_splits, feature_loader, head_function
 from .output import output_folder
+from .tracking import check_installed
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -213,6 +215,9 @@ def setup(cfg: TrainConfig) -> TrainState:
     if accelerator.device.type == "cpu":
         accel.tune_allocator()  # before the data and the model are allocated: they come from the kept heap
     say = accelerator.print
+    check_installed(report_to(cfg.report_to))
+    if cfg.push_to_hub:
+        check_hub_access(cfg.push_to_hub)
     data = load_data(cfg)
     model_path = resolve_model(cfg.model)
     out = output_folder(cfg)
