@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .commands import cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_push, cmd_serve, cmd_train
+from .commands import cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_push, cmd_serve, cmd_train, cmd_tune
 from .config import FIELDS
 from .errors import Interrupted, UsageError
 
@@ -151,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", help="folder to write (default: RUN/onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna; each trial a run folder")
+    _add_train_flags(p)
+    p.add_argument(
+        "--tune-space",
+        help="YAML: option: [choices] or {low, high, log} (default: learning rate, batch size, "
+        "epochs, warmup ratio, weight decay)",
+    )
+    p.add_argument("--trials", type=int, default=10, help="finished trials the study should have (default: 10)")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument(
+        "--storage",
+        help="an Optuna storage URL shared by several processes or machines (default: OUTPUT/study.db, SQLite)",
+    )
+    p.add_argument("--study-name", default="textfit", help="the study's name in the storage (default: textfit)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("push", help="upload a run (model, tokenizer, model card) to the Hugging Face Hub")
     p.add_argument("run", help="a run folder written by 'textfit train'")

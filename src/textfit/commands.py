@@ -272,3 +272,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     url = push_run(args.run, args.repo_id, private=args.private, with_onnx=args.with_onnx)
     print(f"textfit: pushed {args.run} to {url}")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import load_space, tune
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    cfg = load_config(getattr(args, "config", None), overrides)
+    tune(cfg, load_space(args.tune_space), args.trials, args.timeout, args.storage, args.study_name)
+    return 0

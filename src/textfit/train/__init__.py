@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ from .setup import TrainState, setup
 from .tracking import Trackers
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, on_evaluate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train a run as `cfg` says; `on_evaluate(step, metrics)` hears every validation evaluation."""
     if cfg.seeds:
         return train_seeds(cfg, train)
     s = setup(cfg)
@@ -49,7 +51,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if acc.is_main_process and report_to(cfg.report_to):
         trackers = Trackers(report_to(cfg.report_to), work, s.out.name, cfg.tracking_uri, cfg.to_dict())
     log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
-    ev = Evaluator(measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end)
+    ev = Evaluator(
+        measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end, on_evaluate
+    )
     if s.features:
         log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
     try:

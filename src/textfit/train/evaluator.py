@@ -57,8 +57,17 @@ def measure_for(s: TrainState) -> Measure:
 
 
 class Evaluator:
-    def __init__(self, measure: Measure, metric: str, sign: float, patience: int | None, keep_best: bool):
+    def __init__(
+        self,
+        measure: Measure,
+        metric: str,
+        sign: float,
+        patience: int | None,
+        keep_best: bool,
+        on_evaluate: Callable[[int, dict[str, Any]], None] | None = None,
+    ):
         self.measure, self.metric, self.sign, self.patience, self.keep_best = measure, metric, sign, patience, keep_best
+        self.on_evaluate = on_evaluate  # told every evaluation (textfit tune prunes trials there)
         self.best_score: float = -math.inf
         self.best_step: int | None = None
         self.best_metrics: dict[str, Any] | None = None
@@ -100,6 +109,8 @@ class Evaluator:
                 self.stop = True
                 say(f"textfit: early stopping at step {step}: no better {self.metric} for {self.bad_evals} evaluations")
         self.seconds += time.time() - t
+        if self.on_evaluate is not None:
+            self.on_evaluate(step, m)
 
     def state_dict(self) -> dict[str, Any]:
         return {
