@@ -218,10 +218,10 @@ def _plots(study: Any, folder: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import warnings
+
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
-
-    import warnings
 
     warnings.filterwarnings("ignore", category=optuna_warning())
     warnings.filterwarnings("ignore", message="Target and region quantiles")
