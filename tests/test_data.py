@@ -213,3 +213,23 @@ def test_hub_data_set_fails_fast_offline():
     with pytest.raises(UsageError, match=r"--data glue mrpc: not a local file or folder, and the hub data set could not be loaded"):
         load_data(cfg(data="glue mrpc"))
     assert time.time() - t < 15
+
+
+def test_tsv_with_quoted_tabs_and_newlines_is_read_with_quoting(tmp_path):
+    """A review export whose quoted fields hold tabs and newlines (pandas' default reader loads it);
+    SST-2 and MRPC's stray quotes keep being read quote-free (test_shared_data_sets_load)."""
+    import csv as csv_module
+
+    rows = [(t, y) for t, y in make_rows(40)]
+    rows[3] = ("a review with\ta tab and\na newline, then \"quotes\"", rows[3][1])
+    path = tmp_path / "export.tsv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv_module.writer(fh, delimiter="\t")
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    from textfit.data.read import read_table
+
+    frame = read_table(str(path))
+    assert frame.df.shape == (40, 2) and frame.df.iloc[3, 0] == rows[3][0]
+    splits = load_data(cfg(data=str(path), split="80,20,0")).splits
+    assert sum(len(s.texts) for s in splits.values()) == 40

@@ -36,3 +36,32 @@ def test_few_classes_keep_the_full_matrix(tmp_path):
     write_report(tmp_path, ["a", "b", "c", "d"], None, gold, probs, ["x", "y", "z"], compute_metrics(gold, pred, ["x", "y", "z"]), None, "t")
     rows = list(csv.reader(open(tmp_path / "confusion_matrix.csv", encoding="utf-8")))
     assert rows[0] == ["true \\ predicted", "x", "y", "z"] and rows[3] == ["z", "0", "1", "1"]
+
+
+def test_a_collapsed_model_is_reported():
+    from textfit.metrics import collapse
+
+    gold = np.array([0, 1] * 20)
+    one_class = np.tile([0.3, 0.7], (40, 1))
+    assert "predicts 'pos' for 100% of the rows" in collapse("classification", gold, one_class, ["neg", "pos"])
+    learned = np.eye(2)[gold] * 0.8 + 0.1
+    assert collapse("classification", gold, learned, ["neg", "pos"]) is None
+    skewed = np.array([0] * 39 + [1])  # labels that skewed: predicting the majority is no collapse
+    assert collapse("classification", skewed, np.tile([0.9, 0.1], (40, 1)), ["neg", "pos"]) is None
+    values = np.linspace(0, 10, 40)
+    assert "hardly vary" in collapse("regression", values, np.full((40, 1), 5.0), ["score"])
+    assert collapse("regression", values, values[:, None], ["score"]) is None
+
+
+def test_collapse_reaches_the_metrics_and_the_report(tmp_path):
+    from textfit.evaluate import metrics_from_logits
+    from textfit.run import LongText, RunManifest, Schema
+
+    manifest = RunManifest(Schema("classification", "text", None, "label", ["neg", "pos"], ["neg", "pos"]), 64, LongText())
+    gold = [0, 1] * 20
+    m, scores = metrics_from_logits(np.tile(np.array([[0.0, 2.0]], dtype=np.float32), (40, 1)), gold, manifest, None)
+    assert "collapsed to one class" in m["collapsed"] and m["accuracy"] == 0.5
+    write_report(tmp_path, ["t"] * 40, None, np.array(gold), scores, ["neg", "pos"], m, None, "validation")
+    assert "collapsed to one class" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    m, _ = metrics_from_logits(np.eye(2, dtype=np.float32)[gold] * 3, gold, manifest, None)
+    assert "collapsed" not in m

@@ -121,7 +121,8 @@ def model_card(
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     base, license_ = _base(manifest)
-    hub_data = data_name if data_name and not Path(data_name.split()[0]).exists() else None
+    local = bool(data_name) and (Path(str(data_name)).exists() or Path(str(data_name).split()[0]).exists())
+    hub_data = data_name if data_name and not local else None
     results = [
         EvalResult(
             task_type="text-classification",

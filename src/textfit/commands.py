@@ -72,6 +72,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
+    if "collapsed" in m:
+        print(f"textfit: warning: {m['collapsed']}", file=sys.stderr)
     if clf.task == "classification":
         write_report(
             out,

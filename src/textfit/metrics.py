@@ -228,3 +228,29 @@ def class_weight_vector(spec: str, labels: list[int], names: list[str], task: st
             f"({', '.join(names)})"
         )
     return torch.tensor(values, dtype=torch.float32)
+
+
+def collapse(task: str, gold: np.ndarray, scores: np.ndarray, labels: list[str], threshold: Any = None) -> str | None:
+    """A one-line warning when the model has collapsed: one class takes nearly every prediction while the
+    labels are not that skewed, or regression predictions hardly vary; None when it has not."""
+    if task == "regression":
+        spread, wanted = float(np.std(scores[:, 0])), float(np.std(gold))
+        if wanted > 0 and spread < 0.05 * wanted:
+            return (
+                f"the predictions hardly vary (standard deviation {spread:.3g} against the labels' {wanted:.3g}): "
+                "the model has collapsed to the mean; train longer or lower --learning-rate"
+            )
+        return None
+    if task != "classification" or len(gold) < 10:
+        return None
+    pred = decide(scores, task, threshold)
+    counts = np.bincount(pred, minlength=len(labels))
+    top = int(counts.argmax())
+    share, gold_share = counts[top] / len(pred), float(np.bincount(gold, minlength=len(labels)).max() / len(gold))
+    if share >= 0.95 and gold_share < 0.8:
+        return (
+            f"the model predicts '{labels[top]}' for {share:.0%} of the rows, whose most common label covers only "
+            f"{gold_share:.0%}: it has collapsed to one class; train longer (--epochs), lower --learning-rate, "
+            "or pass --class-weights auto"
+        )
+    return None

@@ -206,6 +206,8 @@ def write_report(
         + f"<td>{probs[i, pred[i]]:.3f}</td></tr>"
         for i in wrong[:max_mistakes]
     )
+    collapsed = metrics.get("collapsed")
+    warning = f"<p><b>Warning:</b> {html.escape(collapsed)}</p>" if collapsed else ""
     shown = f"; the first {max_mistakes} shown, all in misclassified.csv" if len(wrong) > max_mistakes else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>textfit report: {html.escape(title)}</title>
@@ -216,7 +218,7 @@ td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-
 th {{ background: #f3f3f3; }} tr.avg td {{ background: #fafafa; font-style: italic; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>textfit report</h1>
-<p>{html.escape(title)}: {len(gold)} rows. {summary}</p>
+<p>{html.escape(title)}: {len(gold)} rows. {summary}</p>{warning}
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Confusion matrix</h2>{f"<p>{html.escape(matrix_note)}</p>" if matrix_note else ""}

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +108,42 @@ def _first_rows_are_data(df: pd.DataFrame) -> bool:
     return any(str(df.iloc[0, j]) in set(body.iloc[:, j].astype(str)) for j in range(df.shape[1]))
 
 
-def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> Frame:
-    sep, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
+def _quoted_tsv(text: str) -> bool:
+    """Whether a TSV is written with standard quoting that matters: it parses strictly as quoted CSV
+    with tabs, every row as wide as the first, and some quoted field holds a tab, a newline or a quote.
+    SST-2 and MRPC, whose quotes are stray characters of the text, fail this and are read quote-free."""
     try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=None, dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as e:
-        last = str(e).strip().splitlines()[-1]
-        raise UsageError(f"{path}: cannot parse as {fmt.upper()} ({last}); check the delimiter and quotes") from None
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=True) if r]
+    except csv.Error:
+        return False
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        return False
+    return any("\t" in c or "\n" in c or '"' in c for r in rows for c in r)
+
+
+def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> Frame:
+    sep = "\t" if fmt == "tsv" else ","
+    # TSVs are read with quoting off first: SST-2 and MRPC hold stray quotes. A TSV that does not parse
+    # that way is read again with standard quoting (fields in quotes may hold tabs and newlines).
+    tries = [csv.QUOTE_NONE, csv.QUOTE_MINIMAL] if fmt == "tsv" else [csv.QUOTE_MINIMAL]
+    if fmt == "tsv" and '"' in text and _quoted_tsv(text):
+        tries = [csv.QUOTE_MINIMAL]
+        print(f"textfit: {path}: read with quoted fields (quotes hold tabs, newlines or quotes)", file=sys.stderr)
+    for n, quoting in enumerate(tries):
+        try:
+            df = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=None, dtype=str, keep_default_na=False)
+            if n:
+                print(
+                    f"textfit: {path}: read with quoted fields (it does not parse with quotes as plain text)",
+                    file=sys.stderr,
+                )
+            break
+        except pd.errors.ParserError as e:
+            if n == len(tries) - 1:
+                last = str(e).strip().splitlines()[-1]
+                raise UsageError(
+                    f"{path}: cannot parse as {fmt.upper()} ({last}); check the delimiter and quotes"
+                ) from None
     if headerless is None:
         headerless = len(df) > 1 and _first_rows_are_data(df)
     if headerless:

@@ -47,16 +47,17 @@ def train(cfg: TrainConfig, on_evaluate: Callable[[int, dict[str, Any]], None] |
     persistent = cfg.save_steps is not None or resume_from is not None
     resumed_step = int(resume_from.name.split("-")[1]) if resume_from is not None else None
     work = work_folder(s.out, persistent, acc.is_main_process, resumed_step)
-    trackers = None
-    if acc.is_main_process and report_to(cfg.report_to):
-        trackers = Trackers(report_to(cfg.report_to), work, s.out.name, cfg.tracking_uri, cfg.to_dict())
-    log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
     ev = Evaluator(
         measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end, on_evaluate
     )
-    if s.features:
-        log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
+    log = RunLog(None)
     try:
+        trackers = None
+        if acc.is_main_process and report_to(cfg.report_to):
+            trackers = Trackers(report_to(cfg.report_to), work, s.out.name, cfg.tracking_uri, cfg.to_dict())
+        log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
+        if s.features:
+            log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
         if resume_from is not None:
             state, best_weights = load_checkpoint(resume_from, s.model, s.optimizer, s.scheduler)
             s.step, s.epoch, s.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
@@ -99,6 +100,8 @@ def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[s
         if s.manifest.threshold is not None:
             metrics["validation_untuned"], metrics["validation"] = metrics["validation"], tuned
         s.say(format_metrics(metrics["validation"], f"\nvalidation ({len(splits['validation'].texts)} rows)"))
+        if "collapsed" in metrics["validation"]:
+            s.say(f"textfit: warning: {metrics['validation']['collapsed']}")
     if "test" in splits:
         metrics["test"], scores["test"] = evaluate(clf, splits["test"], s.cfg.eval_batch_size, s.manifest.threshold)
         s.say(format_metrics(metrics["test"], f"\ntest ({len(splits['test'].texts)} rows)"))

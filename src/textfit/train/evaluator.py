@@ -22,7 +22,7 @@ import torch
 from ..data import pool_windows
 from ..errors import UsageError
 from ..evaluate import evaluate, metrics_from_logits
-from ..metrics import task_metrics, tune_label_thresholds, tune_threshold
+from ..metrics import collapse, task_metrics, tune_label_thresholds, tune_threshold
 from ..model import inference_copy
 from ..predict import Classifier, TorchBackend
 from .setup import TrainState
@@ -96,6 +96,8 @@ class Evaluator:
         say(
             f"step {step}: validation loss {m['loss']:.4f}, " + ", ".join(f"{k} {m[k]:.4f}" for k in HEADLINE if k in m)
         )
+        if "collapsed" in m:
+            say(f"textfit: warning: step {step}: {m['collapsed']}")
         if self.sign * m[self.metric] > self.best_score:
             self.best_score, self.best_step, self.best_metrics = self.sign * m[self.metric], step, m
             self.best_scores = self.last_scores
@@ -160,7 +162,6 @@ def tune_thresholds(s: TrainState, metrics: dict[str, Any], scores: np.ndarray) 
             f"textfit: decision threshold {threshold:.4f} on P({schema.label_names[1]}) maximises validation {tuned} "
             f"({metrics[tuned]:.4f} at 0.5, {value:.4f} at {threshold:.4f})"
         )
-    return threshold, {
-        **task_metrics(schema.task, gold, scores, schema.label_names, threshold),
-        "loss": metrics["loss"],
-    }
+    tuned_metrics = {**task_metrics(schema.task, gold, scores, schema.label_names, threshold), "loss": metrics["loss"]}
+    warning = collapse(schema.task, gold, scores, schema.label_names, threshold)
+    return threshold, {**tuned_metrics, **({"collapsed": warning} if warning else {})}
