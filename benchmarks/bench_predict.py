@@ -28,7 +28,7 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from userdata import data_label, read_user_data  # noqa: E402
+from userdata import data_label, machine_kind, read_user_data  # noqa: E402
 
 
 def texts_for(name: str, n: int, seed: int) -> list[str]:
@@ -73,8 +73,7 @@ def main() -> None:
     run = a.run or quick_run(tempfile.mkdtemp() + "/run")
     ref = Classifier.load(run, precision="fp32")
     max_length = ref.manifest.max_length
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; run {run}, max length {max_length}")
+    print(f"machine: {machine_kind()}, torch {torch.__version__}, threads {torch.get_num_threads()}" + f"; run {run}, max length {max_length}")
     pipe = pipeline("text-classification", model=run, device=0 if torch.cuda.is_available() else -1)
     label_of = {name: i for i, name in enumerate(ref.labels)}
 

@@ -35,7 +35,7 @@ VARIANTS = ["trainer", "fixed", "textfit"]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-from userdata import data_label, read_user_data  # noqa: E402
+from userdata import data_label, machine_kind, read_user_data  # noqa: E402
 
 
 def prepare(name: str, n_train: int, n_eval: int, seed: int, folder: Path) -> dict:
@@ -199,8 +199,7 @@ def main() -> None:
     import torch
 
     peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
+    print(f"machine: {machine_kind()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"matmul peak here: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s")
     tmp = Path(tempfile.mkdtemp())
     rows = []

@@ -39,3 +39,24 @@ def data_label(name: str) -> str:
     path = Path(name)
     stem = path.stem if path.stem.lower() not in ("train", "dev", "test", "validation", "data") else path.parent.name or path.stem
     return stem.replace(" ", "_")[:14]
+
+
+def machine_kind() -> str:
+    """The machine in one line: the GPU's name, or the CPU's model and the matrix units PyTorch sees."""
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name()}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    except OSError:
+        pass
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    units = "AMX + AVX-512 bf16" if amx else "AVX-512 bf16, no AMX" if bf16 else "no bf16 matrix units"
+    return f"CPU {model} ({units}), {os.cpu_count()} cores"

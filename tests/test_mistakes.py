@@ -57,6 +57,8 @@ CASES = [
     ("train-warmup", [*T, "--data", "r.csv", "--warmup-ratio", "1.5"], "--warmup-ratio"),
     ("train-weight-decay-nan", [*T, "--data", "r.csv", "--weight-decay", "nan"], "--weight-decay"),
     ("train-grad-norm-negative", [*T, "--data", "r.csv", "--max-grad-norm", "-1"], "--max-grad-norm"),
+    ("train-device-cuda", [*T, "--data", "r.csv", "--device", "cuda"], "--device cuda: no CUDA device is visible"),
+    ("train-device-word", [*T, "--data", "r.csv", "--device", "tpu"], "--device: 'tpu' is not one of"),
     ("train-precision", [*T, "--data", "r.csv", "--precision", "fp8"], "--precision: 'fp8' is not one of"),
     ("train-task", [*T, "--data", "r.csv", "--task", "ranking"], "--task: 'ranking' is not one of"),
     ("train-metric", [*T, "--data", "r.csv", "--metric-for-best-model", "f2"], "--metric-for-best-model f2"),
@@ -118,6 +120,8 @@ CASES = [
     ("predict-no-column", ["predict", "{run}", "--input", "twocols.csv", "--output", "p.csv"], "no text column found"),
     ("predict-not-a-run", ["predict", "mine", "hi"], "not a textfit run"),
     ("predict-pickled-weights", ["predict", "pickle-run", "hi"], "never unpickles"),
+    ("predict-device-cuda", ["predict", "{run}", "hi", "--device", "cuda"], "--device cuda: no CUDA device"),
+    ("serve-device-mps", ["serve", "{run}", "--device", "mps"], "--device mps: no MPS device"),
     ("predict-batch-zero", ["predict", "{run}", "hi", "--batch-size", "0"], "--batch-size"),
     # export
     ("export-no-run", ["export", "nowhere", "--format", "onnx"], "nowhere: no such run folder"),

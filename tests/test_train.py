@@ -319,3 +319,15 @@ def test_validation_metrics_equal_textfit_eval_on_the_validation_file(tiny_model
     assert {"loss", "accuracy", "f1", "per_class"} <= set(saved) & set(printed)
     _close(saved, printed)
     assert saved["n"] == printed["n"] == 40
+
+
+def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    from textfit.accel import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda" and pick_device("mps") == "mps"

@@ -63,6 +63,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="utf-8", help="encoding of the file (default: utf-8)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
     p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda", "mps", "cpu"],
+        help="auto: a CUDA GPU, else Apple's MPS, else the CPU",
+    )
+    p.add_argument(
         "--precision",
         default="auto",
         choices=["auto", "bf16", "fp16", "fp32"],

@@ -61,7 +61,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _check_output(Path(args.output), "--output", folder=True)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
     clf = Classifier.load(
-        args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
+        args.run,
+        precision=args.precision,
+        quantize=args.quantize,
+        backend=args.backend,
+        adapter=args.adapter,
+        device=args.device,
     )
     m, probs = evaluate(clf, split, args.batch_size)
     out = (
@@ -163,7 +168,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         _check_output(Path(args.output), "--output", folder=False)
     clf = Classifier.load(
-        args.run, precision=args.precision, quantize=args.quantize, backend=args.backend, adapter=args.adapter
+        args.run,
+        precision=args.precision,
+        quantize=args.quantize,
+        backend=args.backend,
+        adapter=args.adapter,
+        device=args.device,
     )
     if args.texts:
         for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
@@ -224,6 +234,7 @@ def _shown(pred: Any) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from . import accel
     from .run import RunManifest
     from .serve import Limits, check_port, serve
 
@@ -241,6 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not ok:
             value = getattr(args, flag[2:].replace("-", "_"))
             raise UsageError(f"{flag} {value}: must be {want}")
+    accel.pick_device(args.device)
     check_port(args.host, args.port)
     limits = Limits(
         max_batch=args.max_batch,
@@ -249,7 +261,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_texts=args.max_texts,
         timeout_s=args.timeout,
     )
-    serve(args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter)
+    serve(
+        args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter, args.device
+    )
     return 0
 
 

@@ -120,6 +120,7 @@ class TrainConfig:
         "(multi-label runs always tune one threshold per label)",
     )
     precision: str = _f("auto", "auto (bf16 where the hardware supports it), bf16, fp16 or fp32")
+    device: str = _f("auto", "auto (a CUDA GPU, else Apple's MPS, else the CPU), cuda, mps or cpu")
     # evaluation and checkpoints
     eval_steps: int | None = _f(None, "evaluate every N optimizer steps (default: at the end of each epoch)")
     logging_steps: int | None = _f(
@@ -255,6 +256,7 @@ def _check(cfg: TrainConfig) -> None:
         "truncation": ("head", "tail", "head+tail"),
         "long_text": ("truncate", "window"),
         "window_pool": ("mean", "max"),
+        "device": ("auto", "cuda", "mps", "cpu"),
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:

@@ -69,7 +69,7 @@ class TorchBackend:
     autocast on GPUs, or PyTorch's dynamic int8 quantization of the linear layers (CPU)."""
 
     def __init__(self, model: Any, precision: str = "auto", device: str | None = None, quantize: str | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(accel.pick_device(device or "auto"))
         self.model = model.to(self.device).eval()
         self.dtype = accel.autocast_dtype(precision, self.device)
         if quantize in ("int8", "int8-dynamic"):

@@ -367,10 +367,11 @@ def serve(
     quantize: str | None = None,
     backend: str = "torch",
     adapter: bool = False,
+    device: str = "auto",
 ) -> None:
     import uvicorn
 
-    clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend, adapter=adapter)
+    clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend, adapter=adapter, device=device)
     app = create_app(clf, limits, run)
     print(f"textfit: serving {run} on http://{host}:{port} (page at /, API docs at /docs)", flush=True)
     # uvicorn answers SIGTERM by refusing new connections and finishing the requests in flight.

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from . import attention, dropout, inference, training
 
 _ALLOCATOR_TUNED = False
@@ -40,6 +41,25 @@ def enable(model: Any, mode: str, device: torch.device | None = None) -> Any:
     if mode == "infer":
         return inference.for_cpu_inference(model) if bf16_supported(device) else model
     raise ValueError(f"accel.enable: unknown mode {mode!r}")
+
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+def pick_device(name: str = "auto") -> str:
+    """--device: auto is a CUDA GPU, else Apple's GPU (MPS, fp32 there; untested where no Mac is at hand),
+    else the CPU; a device asked for that is not there is one line."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name not in DEVICES:
+        raise UsageError(f"--device {name}: choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise UsageError(
+            f"--device {name}: no {name.upper()} device is visible to PyTorch here; pass --device auto or cpu"
+        )
+    return name
 
 
 def bf16_supported(device: torch.device) -> bool:

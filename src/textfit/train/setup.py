@@ -99,7 +99,7 @@ def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = accel.pick_device(cfg.device)
     amp = accel.autocast_dtype(cfg.precision, torch.device(device_type))
     mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     # A second train() in one Python process (a notebook, the tests) may use another precision:
