@@ -69,7 +69,10 @@ class TorchBackend:
     autocast on GPUs, or PyTorch's dynamic int8 quantization of the linear layers (CPU)."""
 
     def __init__(self, model: Any, precision: str = "auto", device: str | None = None, quantize: str | None = None):
-        self.device = torch.device(accel.pick_device(device or "auto"))
+        # --device names (auto, cuda, mps, cpu) are resolved; a torch device such as "cuda:1" is taken as it is
+        if device is None or device in accel.DEVICES:
+            device = accel.pick_device(device or "auto")
+        self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.dtype = accel.autocast_dtype(precision, self.device)
         if quantize in ("int8", "int8-dynamic"):

@@ -111,4 +111,12 @@ def tune_allocator() -> bool:
     return _ALLOCATOR_TUNED
 
 
-__all__ = ["autocast_dtype", "bf16_supported", "enable", "fused_attention_unavailable", "tune_allocator"]
+__all__ = [
+    "DEVICES",
+    "autocast_dtype",
+    "bf16_supported",
+    "enable",
+    "fused_attention_unavailable",
+    "pick_device",
+    "tune_allocator",
+]
