@@ -19,6 +19,7 @@ from typing import Any
 
 from .config import FIELDS, load_config
 from .errors import UsageError
+from .run import check_output
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     cfg = load_config(getattr(args, "config", None), overrides)
-    _check_output(Path(args.report), "--report", folder=False)
+    check_output(Path(args.report), "--report", folder=False)
     report = inspect(cfg)
     for note in report["notes"]:
         print(f"textfit: {note}")
@@ -51,23 +52,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data import read_for_run
     from .evaluate import evaluate
     from .metrics import format_metrics
-    from .predict import Classifier
     from .report import write_report
     from .run import RunManifest, write_json
 
     manifest = RunManifest.read(args.run)
     _check_batch_size(args.batch_size)
     if args.output:
-        _check_output(Path(args.output), "--output", folder=True)
+        check_output(Path(args.output), "--output", folder=True)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
-    clf = Classifier.load(
-        args.run,
-        precision=args.precision,
-        quantize=args.quantize,
-        backend=args.backend,
-        adapter=args.adapter,
-        device=args.device,
-    )
+    clf = _classifier(args)
     m, probs = evaluate(clf, split, args.batch_size)
     out = (
         Path(args.output)
@@ -103,15 +96,18 @@ def _check_batch_size(n: int) -> None:
         raise UsageError(f"--batch-size {n}: must be at least 1")
 
 
-def _check_output(path: Path, flag: str, folder: bool) -> None:
-    """`path` can be written: its location is writable, and it is not a file where a folder goes (or the reverse)."""
-    from .run import check_writable
+def _classifier(args: argparse.Namespace) -> Any:
+    """The run's Classifier as the shared run flags (`cli._add_run_flags`) ask for it."""
+    from .predict import Classifier
 
-    check_writable(path, flag)
-    if folder and path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path}: is a file; pass a folder")
-    if not folder and path.is_dir():
-        raise UsageError(f"{flag} {path}: is a folder; pass a file name")
+    return Classifier.load(
+        args.run,
+        precision=args.precision,
+        quantize=args.quantize,
+        backend=args.backend,
+        adapter=args.adapter,
+        device=args.device,
+    )
 
 
 def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
@@ -143,7 +139,6 @@ def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_for_run
-    from .predict import Classifier
     from .run import RunManifest
 
     manifest = RunManifest.read(args.run)
@@ -166,15 +161,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"empty text (argument {empty[0]}): every text to classify needs some text")
     _check_batch_size(args.batch_size)
     if args.output:
-        _check_output(Path(args.output), "--output", folder=False)
-    clf = Classifier.load(
-        args.run,
-        precision=args.precision,
-        quantize=args.quantize,
-        backend=args.backend,
-        adapter=args.adapter,
-        device=args.device,
-    )
+        check_output(Path(args.output), "--output", folder=False)
+    clf = _classifier(args)
     if args.texts:
         for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
             if args.json:
@@ -273,7 +261,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     RunManifest.read(args.run)
     if args.output:
-        _check_output(Path(args.output), "--output", folder=True)
+        check_output(Path(args.output), "--output", folder=True)
     try:
         export_onnx(args.run, args.output, args.quantize)
     except ParityError as e:

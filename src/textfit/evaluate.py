@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .data.splits import Split
-from .metrics import collapse, loss_function, scores_from_logits, task_metrics
+from .metrics import loss_function, scores_from_logits, task_report
 from .predict import Classifier
 from .run import RunManifest
 
@@ -37,8 +37,4 @@ def metrics_from_logits(
     gold = np.asarray(labels)
     loss = loss_function(manifest.task, manifest.class_weights)(torch.from_numpy(logits), torch.from_numpy(gold))
     scores = scores_from_logits(logits, manifest.task)
-    out = {**task_metrics(manifest.task, gold, scores, manifest.label_names, threshold), "loss": float(loss)}
-    warning = collapse(manifest.task, gold, scores, manifest.label_names, threshold)
-    if warning:
-        out["collapsed"] = warning
-    return out, scores
+    return {**task_report(manifest.task, gold, scores, manifest.label_names, threshold), "loss": float(loss)}, scores

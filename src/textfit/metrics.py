@@ -230,6 +230,13 @@ def class_weight_vector(spec: str, labels: list[int], names: list[str], task: st
     return torch.tensor(values, dtype=torch.float32)
 
 
+def task_report(task: str, gold: Any, scores: np.ndarray, labels: list[str], threshold: Any = None) -> dict[str, Any]:
+    """`task_metrics`, with a `collapsed` warning when the model has collapsed (see `collapse`)."""
+    out = task_metrics(task, gold, scores, labels, threshold)
+    warning = collapse(task, np.asarray(gold), scores, labels, threshold)
+    return {**out, "collapsed": warning} if warning else out
+
+
 def collapse(task: str, gold: np.ndarray, scores: np.ndarray, labels: list[str], threshold: Any = None) -> str | None:
     """A one-line warning when the model has collapsed: one class takes nearly every prediction while the
     labels are not that skewed, or regression predictions hardly vary; None when it has not."""

@@ -185,8 +185,9 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def check_writable(path: Path, flag: str) -> None:
-    """`path` can be created here: every name short enough, and its nearest existing folder writable."""
+def check_output(path: Path, flag: str, folder: bool) -> None:
+    """`path` can be written here: every name short enough, its nearest existing folder writable, and it
+    is not a file where a folder goes (`folder`), or a folder where a file goes."""
     for part in path.parts:
         if len(part.encode()) > 255:
             raise UsageError(f"{flag} {str(path)[:60]}...: a name in the path is over 255 bytes; choose a shorter one")
@@ -199,3 +200,7 @@ def check_writable(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {parent} is a file, not a folder; choose another location")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: cannot write in {parent} (permission denied); choose another location")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; pass a file name")

@@ -25,7 +25,7 @@ import yaml
 from .config import FIELDS, TrainConfig
 from .errors import UsageError
 from .metrics import LOWER_IS_BETTER, default_metric
-from .run import check_writable, write_json
+from .run import check_output, write_json
 
 DEFAULT_SPACE: dict[str, Any] = {
     "learning_rate": {"low": 1e-5, "high": 5e-4, "log": True},
@@ -89,9 +89,7 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
 
 def _folder(cfg: TrainConfig) -> Path:
     out = Path(cfg.output or f"runs/tune-{Path((cfg.data or cfg.train or 'data').rstrip('/')).stem}")
-    check_writable(out, "--output")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out}: is a file; pass a folder for the search")
+    check_output(out, "--output", folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise UsageError(
             f"--output {out}: the folder holds something other than a textfit search; pass another --output"

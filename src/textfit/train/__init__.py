@@ -24,12 +24,10 @@ from ..card import write_model_card
 from ..config import TrainConfig, report_to
 from ..evaluate import evaluate
 from ..hub import push_run
-from ..model import inference_copy
-from ..predict import Classifier, TorchBackend
 from ..report import write_report
 from ..run import LoraInfo, write_json
 from .checkpoint import load_checkpoint, resolve_resume
-from .evaluator import Evaluator, measure_for, tune_thresholds
+from .evaluator import Evaluator, current_classifier, measure_for, tune_thresholds
 from .loop import fit
 from .output import RunLog, move_into_place, work_folder
 from .seeds import train_seeds
@@ -53,8 +51,9 @@ def train(cfg: TrainConfig, on_evaluate: Callable[[int, dict[str, Any]], None] |
     log = RunLog(None)
     try:
         trackers = None
-        if acc.is_main_process and report_to(cfg.report_to):
-            trackers = Trackers(report_to(cfg.report_to), work, s.out.name, cfg.tracking_uri, cfg.to_dict())
+        names = report_to(cfg.report_to)
+        if acc.is_main_process and names:
+            trackers = Trackers(names, work, s.out.name, cfg.tracking_uri, cfg.to_dict())
         log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
         if s.features:
             log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
@@ -87,10 +86,13 @@ def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[s
     metrics: dict[str, Any] = {}
     scores: dict[str, np.ndarray] = {}
     splits = s.data.splits
-    clf = Classifier(TorchBackend(inference_copy(s.model), "auto", str(s.accelerator.device)), s.tokenizer, s.manifest)
+    # The final weights as `textfit eval` loads them: built only when a split is measured here.
+    clf = None
+    if s.features or "test" in splits:
+        clf = current_classifier(s)
     if "validation" in splits:
         restored = s.cfg.load_best_model_at_end and ev.best_step is not None  # the weights are the best evaluated
-        if s.features:  # the evaluations ran on cached features: measure the whole model once
+        if clf is not None and s.features:  # the evaluations ran on cached features: measure the whole model once
             metrics["validation"], scores["validation"] = evaluate(
                 clf, splits["validation"], s.cfg.eval_batch_size, None
             )
@@ -102,7 +104,7 @@ def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[s
         s.say(format_metrics(metrics["validation"], f"\nvalidation ({len(splits['validation'].texts)} rows)"))
         if "collapsed" in metrics["validation"]:
             s.say(f"textfit: warning: {metrics['validation']['collapsed']}")
-    if "test" in splits:
+    if clf is not None and "test" in splits:
         metrics["test"], scores["test"] = evaluate(clf, splits["test"], s.cfg.eval_batch_size, s.manifest.threshold)
         s.say(format_metrics(metrics["test"], f"\ntest ({len(splits['test'].texts)} rows)"))
     return metrics, scores

@@ -22,7 +22,7 @@ import torch
 from ..data import pool_windows
 from ..errors import UsageError
 from ..evaluate import evaluate, metrics_from_logits
-from ..metrics import collapse, task_metrics, tune_label_thresholds, tune_threshold
+from ..metrics import task_report, tune_label_thresholds, tune_threshold
 from ..model import inference_copy
 from ..predict import Classifier, TorchBackend
 from .setup import TrainState
@@ -31,14 +31,17 @@ Measure = Callable[..., tuple[dict[str, Any], np.ndarray]]
 HEADLINE = ("accuracy", "f1", "f1_micro", "pearson", "spearman")
 
 
+def current_classifier(s: TrainState) -> Classifier:
+    """The model being trained as `textfit eval` would load it once saved, ready to predict."""
+    backend = TorchBackend(inference_copy(s.model), "auto", str(s.accelerator.device))
+    return Classifier(backend, s.tokenizer, s.manifest)
+
+
 def measure_for(s: TrainState) -> Measure:
     """How `s` evaluates a split: on cached features (--freeze-backbone), else through `Classifier`."""
 
     def predicted(name: str, threshold: Any = None) -> tuple[dict[str, Any], np.ndarray]:
-        clf = Classifier(
-            TorchBackend(inference_copy(s.model), "auto", str(s.accelerator.device)), s.tokenizer, s.manifest
-        )
-        return evaluate(clf, s.data.splits[name], s.cfg.eval_batch_size, threshold)
+        return evaluate(current_classifier(s), s.data.splits[name], s.cfg.eval_batch_size, threshold)
 
     def cached(name: str, threshold: Any = None) -> tuple[dict[str, Any], np.ndarray]:
         feats, doc = s.features[name]
@@ -162,6 +165,4 @@ def tune_thresholds(s: TrainState, metrics: dict[str, Any], scores: np.ndarray) 
             f"textfit: decision threshold {threshold:.4f} on P({schema.label_names[1]}) maximises validation {tuned} "
             f"({metrics[tuned]:.4f} at 0.5, {value:.4f} at {threshold:.4f})"
         )
-    tuned_metrics = {**task_metrics(schema.task, gold, scores, schema.label_names, threshold), "loss": metrics["loss"]}
-    warning = collapse(schema.task, gold, scores, schema.label_names, threshold)
-    return threshold, {**tuned_metrics, **({"collapsed": warning} if warning else {})}
+    return threshold, {**task_report(schema.task, gold, scores, schema.label_names, threshold), "loss": metrics["loss"]}

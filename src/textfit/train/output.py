@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from ..config import TrainConfig
 from ..errors import UsageError
-from ..run import MANIFEST, check_writable
+from ..run import MANIFEST, check_output
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -47,9 +47,7 @@ def output_folder(cfg: TrainConfig) -> Path:
     """The run folder: --output, else runs/<data name>, numbered when that exists."""
     if cfg.output:
         out = Path(cfg.output)
-        check_writable(out, "--output")
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--output {out}: is a file; pass a folder for the run")
+        check_output(out, "--output", folder=True)
         if cfg.resume is not None:
             if (out / MANIFEST).exists():
                 raise UsageError(f"--resume: {out} holds a finished run; pass another --output")

@@ -40,6 +40,7 @@ from .frozen import CachedHead, encode_splits, feature_loader, head_function
 from .output import output_folder
 from .tracking import check_installed
 
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # the autocast dtype as the run says it
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
@@ -69,10 +70,8 @@ class TrainState:
     amp: torch.dtype | None
     model_path: str = ""
     data_report: dict[str, Any] = field(default_factory=dict)  # inspect's analysis, written as data_report.json
-    features: dict[str, tuple[torch.Tensor, Any]] = field(
-        default_factory=dict
-    )  # --freeze-backbone: cached vectors per split
-    head_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # --freeze-backbone: the cached vectors of the validation and test splits (and their window -> text map)
+    features: dict[str, tuple[torch.Tensor, Any]] = field(default_factory=dict)
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
     step: int = 0
@@ -82,10 +81,6 @@ class TrainState:
     @property
     def sign(self) -> float:
         return -1.0 if self.metric in LOWER_IS_BETTER else 1.0
-
-    def hf_model(self) -> Any:
-        """The Hugging Face model itself (unwrapped from DDP; never the cached-head wrapper)."""
-        return self.model
 
     def say(self, text: str) -> None:
         self.accelerator.print(text)
@@ -198,7 +193,7 @@ def _describe(
     if weights is not None:
         shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.label_names, weights.tolist()))
         s(f"textfit: class weights in the loss: {shown}")
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    precision = PRECISION_NAMES[amp]
     s(
         f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
@@ -251,8 +246,8 @@ def setup(cfg: TrainConfig) -> TrainState:
     if long.mode == "window":
         say(
             f"textfit: --long-text window: {len(train_ds)} windows of up to {max_length} tokens from "
-            f"{len(train.texts)} "
-            f"training texts, {long.window_stride(max_length)} tokens shared, logits pooled by {long.pool}"
+            f"{len(train.texts)} training texts, {long.window_stride(max_length)} tokens shared, "
+            f"logits pooled by {long.pool}"
         )
     sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
     # The loader has a generator of its own: starting an iteration then never draws from the
@@ -274,7 +269,7 @@ def setup(cfg: TrainConfig) -> TrainState:
         seed=cfg.seed,
         data_fingerprint=data.fingerprint,
         data_warnings=[p["message"] for p in report["problems"]],
-        precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
+        precision=PRECISION_NAMES[amp],
         num_processes=accelerator.num_processes,
         versions=library_versions(),
         textfit_version=__version__,
@@ -321,7 +316,7 @@ def _use_cached_features(s: TrainState) -> None:
     s.features = {n: f for n, f in feats.items() if n != "train"}
     s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size, s.cfg.seed)
     s.sampler = s.train_dl.batch_sampler
-    s.head_fn = fn = head_function(s.model)
+    fn = head_function(s.model)
     assert fn is not None
     s.trainable = CachedHead(s.model, fn)
     s.features_seconds = time.time() - t
