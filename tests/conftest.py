@@ -22,7 +22,9 @@ BAD = ["bad", "awful", "terrible", "boring", "poor", "差", "烂"]
 FILLER = ["the", "film", "hotel", "room", "was", "very", "food", "staff", "房间", "服务", "酒店", "and", "plot"]
 
 
-def make_rows(n: int = 60, seed: int = 0, labels: tuple[str, str] = ("negative", "positive"), chinese: bool = True) -> list[tuple[str, str]]:
+def make_rows(
+    n: int = 60, seed: int = 0, labels: tuple[str, str] = ("negative", "positive"), chinese: bool = True
+) -> list[tuple[str, str]]:
     """Sentences whose label is set by one sentiment word, so a tiny model can learn them."""
     rng = random.Random(seed)
     keep = (lambda w: True) if chinese else (lambda w: w.isascii())
@@ -66,10 +68,22 @@ def build_tiny_bert(folder: Path) -> str:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
     )
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -78,6 +92,14 @@ def build_tiny_bert(folder: Path) -> str:
     return str(folder)
 
 
-def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "textfit", *args], input=stdin, capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout)
+def run_cli(
+    *args: str, stdin: str | None = None, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "textfit", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )

@@ -17,7 +17,9 @@ import pytest
 from conftest import ROOT, make_rows, write_csv
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"
+)
 
 
 @contextlib.contextmanager
@@ -31,12 +33,26 @@ def page(run: str, tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "textfit", "serve", run, "--port", str(port)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "textfit", "serve", run, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=900,700"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+        "--window-size=900,700",
+    ):
         opts.add_argument(flag)
     driver = None
     try:
@@ -59,6 +75,17 @@ def page(run: str, tmp_path: Path):
         server.wait(30)
 
 
+def tiny_run(tiny_model: str, tmp_path: Path, rows: list, epochs: int, learning_rate: float) -> str:
+    from textfit import TrainConfig, train
+
+    data = write_csv(tmp_path / "rows.csv", rows)
+    cfg = TrainConfig(
+        data=str(data), model=tiny_model, output=str(tmp_path / "run"), epochs=epochs, batch_size=8,
+        learning_rate=learning_rate, precision="fp32", freeze_word_embeddings=False,
+    )
+    return train(cfg)["folder"]
+
+
 def classify(driver, text: str, rows: int) -> list:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -72,10 +99,9 @@ def classify(driver, text: str, rows: int) -> list:
 def test_page_classifies_a_text_in_a_real_browser(tiny_model, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from textfit import Classifier, TrainConfig, train
+    from textfit import Classifier
 
-    run = train(TrainConfig(data=str(write_csv(tmp_path / "r.csv", make_rows(120))), model=tiny_model, output=str(tmp_path / "run"),
-                            epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False))["folder"]
+    run = tiny_run(tiny_model, tmp_path, make_rows(120), epochs=5, learning_rate=1e-2)
     with page(run, tmp_path) as driver:
         rows = classify(driver, "the film was good and lovely", 2)
         shown = [r.find_element(By.CLASS_NAME, "label").text for r in rows]
@@ -98,8 +124,30 @@ def test_page_marks_every_label_over_its_threshold(tmp_path):
     text = "the dinner was fine and the waiter very good"
     with page(run, tmp_path) as driver:
         rows = classify(driver, text, 3)
-        marked = {r.find_element(By.CLASS_NAME, "label").text for r in rows if "best" in r.get_attribute("class").split()}
+        marked = {
+            r.find_element(By.CLASS_NAME, "label").text for r in rows if "best" in r.get_attribute("class").split()
+        }
         assert marked == set(Classifier.load(run).predict([text])[0].labels) == {"food", "staff"}
         assert "multi-label · labels: food, room, staff" in driver.find_element(By.ID, "meta").text
         driver.save_screenshot(str(tmp_path / "multi.png"))
         assert (tmp_path / "multi.png").stat().st_size > 5000
+
+
+def test_page_explains_a_prediction(tiny_model, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_trust import CUE, planted_rows
+
+    run = tiny_run(tiny_model, tmp_path, planted_rows(300, seed=7), epochs=6, learning_rate=3e-3)
+    with page(run, tmp_path) as driver:
+        assert driver.find_element(By.ID, "explainbox").is_displayed()
+        driver.find_element(By.ID, "explain").click()
+        classify(driver, f"the staff were {CUE} and the food", 2)
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation .w"))
+        words = driver.find_elements(By.CSS_SELECTOR, "#explanation .w")
+        assert [w.text for w in words] == f"the staff were {CUE} and the food".split()
+        top = max(words, key=lambda w: float(w.get_attribute("data-attribution")))
+        assert top.text == CUE and "31, 157, 85" in top.get_attribute("style")  # green, full strength
+        assert 'Why "positive"' in driver.find_element(By.CSS_SELECTOR, "#explanation .note").text
+        driver.save_screenshot(str(tmp_path / "explain.png"))

@@ -20,8 +20,25 @@ from safetensors.torch import load_file
 from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit.train.checkpoint import checkpoints, is_complete, latest_checkpoint
 
-ARGS = ["--epochs", "3", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32", "--no-freeze-word-embeddings",
-        "--eval-steps", "7", "--save-steps", "3", "--save-total-limit", "3", "--max-length", "32"]
+ARGS = [
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "1e-2",
+    "--precision",
+    "fp32",
+    "--no-freeze-word-embeddings",
+    "--eval-steps",
+    "7",
+    "--save-steps",
+    "3",
+    "--save-total-limit",
+    "3",
+    "--max-length",
+    "32",
+]
 
 
 def latest_step(out: Path) -> int:
@@ -62,7 +79,10 @@ def test_kill_and_resume_gives_bit_identical_weights(tiny_model, tmp_path):
     assert (out / "textfit.json").is_file()
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((out / "metrics.json").read_text())["test"] == json.loads((tmp_path / "full" / "metrics.json").read_text())["test"]
+    assert (
+        json.loads((out / "metrics.json").read_text())["test"]
+        == json.loads((tmp_path / "full" / "metrics.json").read_text())["test"]
+    )
 
 
 def test_incomplete_checkpoint_is_skipped(tiny_model, tmp_path):
@@ -102,8 +122,19 @@ def test_malicious_pickle_is_never_loaded(tiny_model, tmp_path):
     assert not marker.exists() and not (tmp_path / "run").exists()
     # With safetensors beside the pickle, the safetensors are read and the pickle never is.
     shutil.copy(Path(tiny_model) / "model.safetensors", evil / "model.safetensors")
-    r = run_cli("train", "--data", str(data), "--model", str(evil), "--output", str(tmp_path / "run2"), "--max-steps", "2",
-                "--precision", "fp32")
+    r = run_cli(
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        str(evil),
+        "--output",
+        str(tmp_path / "run2"),
+        "--max-steps",
+        "2",
+        "--precision",
+        "fp32",
+    )
     assert r.returncode == 0, r.stderr
     assert not marker.exists()
 
@@ -112,7 +143,15 @@ def test_deterministic_runs_give_the_same_metrics(tiny_model, tmp_path):
     from textfit import TrainConfig, train
 
     data = write_csv(tmp_path / "r.csv", make_rows(120))
-    kw = dict(data=str(data), model=tiny_model, epochs=2, batch_size=8, learning_rate=1e-2, deterministic=True, freeze_word_embeddings=False)
+    kw = dict(
+        data=str(data),
+        model=tiny_model,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-2,
+        deterministic=True,
+        freeze_word_embeddings=False,
+    )
     a = train(TrainConfig(output=str(tmp_path / "a"), **kw))
     b = train(TrainConfig(output=str(tmp_path / "b"), **kw))
     torch.use_deterministic_algorithms(False)
@@ -129,9 +168,33 @@ def test_two_processes_evaluate_every_example_once(tiny_model, tmp_path):
 
     data = write_csv(tmp_path / "r.csv", make_rows(203))  # uneven shards: 20 validation rows over 2 processes
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "textfit", "train", "--data", str(data),
-           "--model", tiny_model, "--epochs", "6", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32",
-           "--no-freeze-word-embeddings", "--output", str(tmp_path / "run"), "--eval-batch-size", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "textfit",
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        tiny_model,
+        "--epochs",
+        "6",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-2",
+        "--precision",
+        "fp32",
+        "--no-freeze-word-embeddings",
+        "--output",
+        str(tmp_path / "run"),
+        "--eval-batch-size",
+        "3",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout and r.stdout.count("saved the run") == 1
@@ -161,7 +224,9 @@ def test_a_tampered_checkpoint_is_skipped_or_refused(tiny_model, tmp_path):
         fh.seek(-8, 2)
         fh.write(bytes(b ^ 0xFF for b in last))
     assert is_complete(newest)  # sizes match: only the SHA-256 tells
-    r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out), "--resume", str(newest))
+    r = run_cli(
+        "train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out), "--resume", str(newest)
+    )
     assert r.returncode == 2 and "does not match its recorded SHA-256" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--output", str(out), "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -181,8 +246,21 @@ def test_overwrite_replaces_an_old_run_and_its_checkpoints_and_cleans_stale_temp
     alive.mkdir()
     (out / ".checkpoint-7.tmp").mkdir()  # a save killed midway
     args = ARGS[: ARGS.index("--save-steps")] + ARGS[ARGS.index("--save-total-limit") + 2 :]
-    r = run_cli("train", "--data", str(data), "--model", tiny_model, *args, "--save-steps", "2", "--max-steps", "4",
-                "--output", str(out), "--overwrite")
+    r = run_cli(
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        tiny_model,
+        *args,
+        "--save-steps",
+        "2",
+        "--max-steps",
+        "4",
+        "--output",
+        str(out),
+        "--overwrite",
+    )
     assert r.returncode == 0, r.stderr
     assert {p.name for p in checkpoints(out)} == {"checkpoint-2", "checkpoint-4"}  # none of the old run's
     assert not dead.exists() and alive.exists() and not (out / ".checkpoint-7.tmp").exists()
@@ -194,6 +272,15 @@ def test_a_loss_that_becomes_infinite_stops_training_and_saves_nothing(tiny_mode
     rows = [(t, 1e30 * (1 + i % 7)) for i, (t, _) in enumerate(make_rows(60))]  # squared, beyond fp32
     data = write_csv(tmp_path / "big.csv", rows)
     with pytest.raises(UsageError, match=r"the training loss became (inf|nan) by step 1 .*lower --learning-rate"):
-        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), logging_steps=1, max_steps=5,
-                          precision="fp32", task="regression"))
+        train(
+            TrainConfig(
+                data=str(data),
+                model=tiny_model,
+                output=str(tmp_path / "run"),
+                logging_steps=1,
+                max_steps=5,
+                precision="fp32",
+                task="regression",
+            )
+        )
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.tmp-*"))

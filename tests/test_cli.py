@@ -9,7 +9,17 @@ import pytest
 
 from conftest import make_rows, run_cli, write_csv
 
-TRAIN = ["--epochs", "5", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32", "--no-freeze-word-embeddings"]
+TRAIN = [
+    "--epochs",
+    "5",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "1e-2",
+    "--precision",
+    "fp32",
+    "--no-freeze-word-embeddings",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +69,10 @@ def test_predict_texts_file_and_prompt(cli_run):
     [
         (["train", "--data", "nope.csv"], "nope.csv: no such file"),
         (["train", "--data", "{data}", "--text-column", "body"], "--text-column body: no such column"),
-        (["train", "--data", "{data}", "--model", "{model}", "--max-length", "9999"], "--max-length 9999: the model accepts at most 128"),
+        (
+            ["train", "--data", "{data}", "--model", "{model}", "--max-length", "9999"],
+            "--max-length 9999: the model accepts at most 128",
+        ),
         (["train", "--data", "{data}", "--model", "not-a-user/not-a-model"], "not in the Hugging Face cache"),
         (["train", "--data", "{data}", "--learning-rate", "fast"], "argument --learning-rate: invalid float value"),
         (["train", "--config", "{bad_config}"], "unknown option 'learning_rat'"),
@@ -71,7 +84,13 @@ def test_errors_are_one_line_with_exit_2(tiny_model, tmp_path, args, match):
     data = write_csv(tmp_path / "r.csv", make_rows(40))
     (tmp_path / "bad.yaml").write_text("learning_rat: 0.1\n")
     (tmp_path / "g.csv").write_bytes("text,label\n酒店很好,1\n房间很差,0\n".encode("gb18030"))
-    fill = {"{data}": str(data), "{model}": tiny_model, "{bad_config}": str(tmp_path / "bad.yaml"), "{gbk}": str(tmp_path / "g.csv"), "{dir}": str(tmp_path)}
+    fill = {
+        "{data}": str(data),
+        "{model}": tiny_model,
+        "{bad_config}": str(tmp_path / "bad.yaml"),
+        "{gbk}": str(tmp_path / "g.csv"),
+        "{dir}": str(tmp_path),
+    }
     args = [fill.get(a, a) for a in args]
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr

@@ -30,8 +30,14 @@ def test_flags_override_file_and_defaults_stay_in_code(tmp_path):
     assert cfg.epochs == 1.0 and cfg.learning_rate == 0.001 and cfg.batch_size == TrainConfig().batch_size
 
 
-@pytest.mark.parametrize("text, match", [("epochs: many\ndata: x\n", "--epochs: expected a number"), ("- 1\n", "expected a mapping"),
-                                         ("data: x\nsplit: 80,20\n", "--split 80,20")])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("epochs: many\ndata: x\n", "--epochs: expected a number"),
+        ("- 1\n", "expected a mapping"),
+        ("data: x\nsplit: 80,20\n", "--split 80,20"),
+    ],
+)
 def test_bad_config_values(tmp_path, text, match):
     p = tmp_path / "c.yaml"
     p.write_text(text)

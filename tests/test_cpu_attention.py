@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from textfit.accel import attention as cpu_attention
 from textfit.accel.inference import for_cpu_inference
 
-needs_kernel = pytest.mark.skipif(cpu_attention.unavailable() is not None, reason=f"fused attention: {cpu_attention.unavailable()}")
+needs_kernel = pytest.mark.skipif(
+    cpu_attention.unavailable() is not None, reason=f"fused attention: {cpu_attention.unavailable()}"
+)
 
 
 def bert_layout(b: int, length: int, heads: int, d: int, seed: int) -> list[torch.Tensor]:
@@ -27,15 +29,19 @@ def test_kernel_matches_sdpa(length, d, mask):
     additive = None
     if mask != "none":
         keep = torch.ones(b, length, dtype=torch.bool)
-        keep[1, max(1, length // 2):] = False  # padding at the end
+        keep[1, max(1, length // 2) :] = False  # padding at the end
         if mask == "holes":
             keep[2, ::3] = False
             keep[2, -1] = True
-        additive = torch.zeros(b, 1, 1, length, dtype=torch.bfloat16).masked_fill(~keep[:, None, None, :], torch.finfo(torch.bfloat16).min)
+        additive = torch.zeros(b, 1, 1, length, dtype=torch.bfloat16).masked_fill(
+            ~keep[:, None, None, :], torch.finfo(torch.bfloat16).min
+        )
     with torch.inference_mode():
         assert cpu_attention.supports(q, k, v, additive)
         ours = cpu_attention.fused_attention(q, k, v, additive, d**-0.5).float()
-        exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=None if additive is None else additive.float())
+        exact = F.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), attn_mask=None if additive is None else additive.float()
+        )
         sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=additive).float()
     exact = exact.transpose(1, 2)
     sdpa = sdpa.transpose(1, 2)
@@ -57,14 +63,28 @@ def test_inputs_the_kernel_does_not_take_go_to_sdpa():
 
 
 def tiny_classifier(kind: str, seed: int = 0) -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
 
     torch.manual_seed(seed)
     if kind == "distilbert":
-        config = DistilBertConfig(vocab_size=99, dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=64, num_labels=3)
+        config = DistilBertConfig(
+            vocab_size=99, dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=64, num_labels=3
+        )
         return DistilBertForSequenceClassification(config).eval()
-    config = BertConfig(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                        max_position_embeddings=64, num_labels=3)
+    config = BertConfig(
+        vocab_size=99,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
     return BertForSequenceClassification(config).eval()
 
 

@@ -38,7 +38,7 @@ def test_tsv_with_quotes_and_bom(tmp_path):
     f = tmp_path / "mrpc.tsv"
     lines = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
     for i, (t, y) in enumerate(make_rows(40)):
-        lines.append(f"{int(y == 'positive')}\t{i}\t{i + 1}\tHe said \" the witness \" {t}\tShe said \"{t}")
+        lines.append(f'{int(y == "positive")}\t{i}\t{i + 1}\tHe said " the witness " {t}\tShe said "{t}')
     f.write_bytes(("\ufeff" + "\n".join(lines) + "\n").encode("utf-8"))
     data_ = load_data(cfg(train=str(f), split="50,50,0"))
     splits, info = data_.splits, data_.schema
@@ -71,12 +71,22 @@ def test_json_jsonl_parquet_and_datasets_folder(tmp_path):
     pd.DataFrame(recs).to_parquet(tmp_path / "a.parquet")
     import datasets
 
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_list([{"sentence": t, "label": int(y == "positive")} for t, y in rows[:30]],
-                                            features=datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})),
-        "validation": datasets.Dataset.from_list([{"sentence": t, "label": int(y == "positive")} for t, y in rows[30:]],
-                                                 features=datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(
+                [{"sentence": t, "label": int(y == "positive")} for t, y in rows[:30]],
+                features=datasets.Features(
+                    {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+                ),
+            ),
+            "validation": datasets.Dataset.from_list(
+                [{"sentence": t, "label": int(y == "positive")} for t, y in rows[30:]],
+                features=datasets.Features(
+                    {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+                ),
+            ),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "dd"))
     for name in ("a.json", "a.jsonl", "a.parquet"):
         data_ = load_data(cfg(data=str(tmp_path / name)))
@@ -120,11 +130,28 @@ def test_rare_empty_text_dropped_with_note(tmp_path):
         (lambda d: (d / "a.xlsx").write_text("x") and d / "a.xlsx", r"unsupported format '\.xlsx'"),
         (lambda d: (d / "e.csv").write_text("") or d / "e.csv", r"e\.csv: the file is empty"),
         (lambda d: (d / "h.csv").write_text("text,label\n") and d / "h.csv", r"header but no rows"),
-        (lambda d: write_csv(d / "l.csv", make_rows(20) + [("fine text", "")] * 2), r"l\.csv: 2 rows have no label in column 'label' \(lines 22, 23\)"),
-        (lambda d: write_csv(d / "t.csv", make_rows(20) + [("  ", "positive")] * 3), r"t\.csv: 3 rows have an empty text in column 'text' \(lines 22, 23, 24\)"),
-        (lambda d: write_csv(d / "s.csv", [(t, "positive") for t, _ in make_rows(20)]), r"every training row has the label 'positive'"),
-        (lambda d: (d / "g.csv").write_bytes("text,label\n酒店很好,1\n房间很差,0\n".encode("gb18030")) and d / "g.csv", r"g\.csv: not valid utf-8 .*--encoding"),
-        (lambda d: write_csv(d / "c.csv", make_rows(20), header=["body", "y"]), r"no label column found among 'body', 'y'; pass --label-column"),
+        (
+            lambda d: write_csv(d / "l.csv", make_rows(20) + [("fine text", "")] * 2),
+            r"l\.csv: 2 rows have no label in column 'label' \(lines 22, 23\)",
+        ),
+        (
+            lambda d: write_csv(d / "t.csv", make_rows(20) + [("  ", "positive")] * 3),
+            r"t\.csv: 3 rows have an empty text in column 'text' \(lines 22, 23, 24\)",
+        ),
+        (
+            lambda d: write_csv(d / "s.csv", [(t, "positive") for t, _ in make_rows(20)]),
+            r"every training row has the label 'positive'",
+        ),
+        (
+            lambda d: (
+                (d / "g.csv").write_bytes("text,label\n酒店很好,1\n房间很差,0\n".encode("gb18030")) and d / "g.csv"
+            ),
+            r"g\.csv: not valid utf-8 .*--encoding",
+        ),
+        (
+            lambda d: write_csv(d / "c.csv", make_rows(20), header=["body", "y"]),
+            r"no label column found among 'body', 'y'; pass --label-column",
+        ),
     ],
 )
 def test_bad_files_give_one_line(tmp_path, make, match):
@@ -136,14 +163,18 @@ def test_bad_files_give_one_line(tmp_path, make, match):
 
 def test_unknown_column_lists_columns(tmp_path):
     f = write_csv(tmp_path / "r.csv", make_rows(20))
-    with pytest.raises(UsageError, match=r"--text-column body: no such column in .*r\.csv; its columns are 'text', 'label'"):
+    with pytest.raises(
+        UsageError, match=r"--text-column body: no such column in .*r\.csv; its columns are 'text', 'label'"
+    ):
         load_data(cfg(data=str(f), text_column="body"))
 
 
 def test_unseen_validation_label(tmp_path):
     tr = write_csv(tmp_path / "tr.csv", make_rows(20))
     va = write_csv(tmp_path / "va.csv", make_rows(6) + [("so so", "neutral")])
-    with pytest.raises(UsageError, match=r"va\.csv: label 'neutral' \(line 8, 1 rows\) never appears in the training data"):
+    with pytest.raises(
+        UsageError, match=r"va\.csv: label 'neutral' \(line 8, 1 rows\) never appears in the training data"
+    ):
         load_data(cfg(train=str(tr), validation=str(va)))
 
 
@@ -210,7 +241,9 @@ def test_hub_data_set_fails_fast_offline():
     import time
 
     t = time.time()
-    with pytest.raises(UsageError, match=r"--data glue mrpc: not a local file or folder, and the hub data set could not be loaded"):
+    with pytest.raises(
+        UsageError, match=r"--data glue mrpc: not a local file or folder, and the hub data set could not be loaded"
+    ):
         load_data(cfg(data="glue mrpc"))
     assert time.time() - t < 15
 
@@ -221,7 +254,7 @@ def test_tsv_with_quoted_tabs_and_newlines_is_read_with_quoting(tmp_path):
     import csv as csv_module
 
     rows = [(t, y) for t, y in make_rows(40)]
-    rows[3] = ("a review with\ta tab and\na newline, then \"quotes\"", rows[3][1])
+    rows[3] = ('a review with\ta tab and\na newline, then "quotes"', rows[3][1])
     path = tmp_path / "export.tsv"
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv_module.writer(fh, delimiter="\t")

@@ -17,7 +17,9 @@ FAST = dict(epochs=2, batch_size=8, learning_rate=1e-2, precision="fp32", freeze
 def tracked(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("tracked")
     data = write_csv(d / "r.csv", make_rows(80))
-    return train(TrainConfig(data=str(data), model=tiny_model, output=str(d / "run"), report_to="tensorboard,mlflow", **FAST))
+    return train(
+        TrainConfig(data=str(data), model=tiny_model, output=str(d / "run"), report_to="tensorboard,mlflow", **FAST)
+    )
 
 
 def test_tensorboard_events_hold_the_loss_and_every_evaluation(tracked):
@@ -29,7 +31,9 @@ def test_tensorboard_events_hold_the_loss_and_every_evaluation(tracked):
     assert {"train/loss", "train/learning_rate", "train/samples_per_second", "eval/accuracy", "eval/loss"} <= set(tags)
     steps = [e.step for e in events.Scalars("eval/accuracy")]
     assert steps == [h["step"] for h in tracked["history"]]
-    assert [round(e.value, 5) for e in events.Scalars("eval/accuracy")] == [round(h["eval"]["accuracy"], 5) for h in tracked["history"]]
+    assert [round(e.value, 5) for e in events.Scalars("eval/accuracy")] == [
+        round(h["eval"]["accuracy"], 5) for h in tracked["history"]
+    ]
 
 
 def test_mlflow_run_holds_the_metrics_and_the_config(tracked):
@@ -49,13 +53,17 @@ def test_every_run_has_a_model_card_the_hub_tools_parse(tracked):
 
     card = ModelCard.load(str(Path(tracked["folder"]) / "README.md"))
     meta = card.data.to_dict()
-    assert meta["pipeline_tag"] == "text-classification" and meta["library_name"] == "transformers" and "textfit" in meta["tags"]
+    assert (
+        meta["pipeline_tag"] == "text-classification"
+        and meta["library_name"] == "transformers"
+        and "textfit" in meta["tags"]
+    )
     name, results = model_index_to_eval_results(meta["model-index"])
     by = {(r.dataset_split, r.metric_type): r.metric_value for r in results}
     assert by[("test", "accuracy")] == pytest.approx(tracked["metrics"]["test"]["accuracy"], abs=1e-6)
     assert by[("validation", "f1")] == pytest.approx(tracked["metrics"]["validation"]["f1"], abs=1e-6)
     body = card.text
-    assert "pipeline(\"text-classification\"" in body and "| test |" in body and "`negative`, `positive`" in body
+    assert 'pipeline("text-classification"' in body and "| test |" in body and "`negative`, `positive`" in body
 
 
 def test_the_packaged_model_names_its_base_and_license():
@@ -63,8 +71,15 @@ def test_the_packaged_model_names_its_base_and_license():
     from textfit.hub import DEFAULT_MODEL_NAME
     from textfit.run import LongText, RunManifest, Schema
 
-    m = RunManifest(Schema("classification", "text", None, "label", ["a", "b"], ["a", "b"]), 128, LongText(), base_model=DEFAULT_MODEL_NAME)
-    meta = model_card(m, {"test": {"n": 4, "accuracy": 0.75}}, {"train": 10}, {"learning_rate": 1e-4}, "glue mrpc").data.to_dict()
+    m = RunManifest(
+        Schema("classification", "text", None, "label", ["a", "b"], ["a", "b"]),
+        128,
+        LongText(),
+        base_model=DEFAULT_MODEL_NAME,
+    )
+    meta = model_card(
+        m, {"test": {"n": 4, "accuracy": 0.75}}, {"train": 10}, {"learning_rate": 1e-4}, "glue mrpc"
+    ).data.to_dict()
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["license"] == "apache-2.0"
     assert meta["datasets"] == ["glue"]
 
@@ -75,8 +90,20 @@ def test_push_offline_fails_at_once_with_one_line(tracked, tiny_model, tmp_path)
     assert r.returncode == 2 and "cannot be reached" in r.stderr and "Traceback" not in r.stderr
     assert time.time() - t < 30
     data = write_csv(tmp_path / "r.csv", make_rows(40))
-    r = run_cli("train", "--data", str(data), "--model", tiny_model, "--output", str(tmp_path / "run"), "--push-to-hub", "someone/x")
-    assert r.returncode == 2 and "--push-to-hub someone/x" in r.stderr and not (tmp_path / "run").exists()  # before training
+    r = run_cli(
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        tiny_model,
+        "--output",
+        str(tmp_path / "run"),
+        "--push-to-hub",
+        "someone/x",
+    )
+    assert (
+        r.returncode == 2 and "--push-to-hub someone/x" in r.stderr and not (tmp_path / "run").exists()
+    )  # before training
     r = run_cli("push", tracked["folder"], "--repo-id", "not a repo id!")
     assert r.returncode == 2 and "not a valid repository id" in r.stderr
 

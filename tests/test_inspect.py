@@ -28,7 +28,10 @@ def test_clean_data_has_no_problems(tmp_path):
 
 def test_mixed_case_labels_are_an_error_and_spaces_a_warning(tmp_path):
     rows = list(dict(make_rows(60)).items())
-    rows = [(t, {"positive": "Pos", "negative": "neg"}[y]) for t, y in rows] + [("lovely staff", "pos"), ("great room", "neg ")]
+    rows = [(t, {"positive": "Pos", "negative": "neg"}[y]) for t, y in rows] + [
+        ("lovely staff", "pos"),
+        ("great room", "neg "),
+    ]
     f = write_csv(tmp_path / "r.csv", rows)
     report = inspect(TrainConfig(data=str(f)))
     assert kinds(report)["labels"] == "error"
@@ -47,7 +50,12 @@ def test_label_only_in_test_duplicates_conflicts_and_leakage(tmp_path):
     tr, te = write_csv(tmp_path / "train.csv", train), write_csv(tmp_path / "test.csv", test)
     report = inspect(TrainConfig(train=str(tr), test=str(te)))
     k = kinds(report)
-    assert k["labels"] == "error" and k["duplicates"] == "warning" and k["conflicting_labels"] == "warning" and k["leakage"] == "warning"
+    assert (
+        k["labels"] == "error"
+        and k["duplicates"] == "warning"
+        and k["conflicting_labels"] == "warning"
+        and k["leakage"] == "warning"
+    )
     msgs = " ".join(p["message"] for p in report["problems"])
     assert "label 'neutral' (line 23, 1 rows) never appears in the training data" in msgs
     assert report["splits"]["test"]["shared_with_train"] == 1

@@ -35,7 +35,11 @@ CASES = [
     ("train-empty-texts", [*T, "--data", "emptytexts.csv"], "have an empty text"),
     ("train-duplicate-header", [*T, "--data", "duphead.csv"], "column name 'text' appears twice"),
     ("train-mixed-labels", [*T, "--data", "mixed.csv"], "mixes numbers and names"),
-    ("train-unseen-val-label", [*T, "--train", "r.csv", "--validation", "unseen.csv"], "never appears in the training data"),
+    (
+        "train-unseen-val-label",
+        [*T, "--train", "r.csv", "--validation", "unseen.csv"],
+        "never appears in the training data",
+    ),
     ("train-gbk", [*T, "--data", "gbk.csv"], "not valid utf-8"),
     ("train-bad-encoding", [*T, "--data", "r.csv", "--encoding", "klingon"], "--encoding klingon: unknown encoding"),
     ("train-headerless-index", [*T, "--data", "headerless.csv", "--text-column", "5"], "--text-column 5: "),
@@ -51,7 +55,11 @@ CASES = [
     ("train-seed-huge", [*T, "--data", "r.csv", "--seed", str(2**70)], "--seed"),
     ("train-seed-negative", [*T, "--data", "r.csv", "--seed", "-5"], "--seed"),
     ("train-batch-zero", [*T, "--data", "r.csv", "--batch-size", "0"], "--batch-size: must be at least 1"),
-    ("train-max-length", [*T, "--data", "r.csv", "--max-length", "9999"], "--max-length 9999: the model accepts at most"),
+    (
+        "train-max-length",
+        [*T, "--data", "r.csv", "--max-length", "9999"],
+        "--max-length 9999: the model accepts at most",
+    ),
     ("train-split-sum", [*T, "--data", "r.csv", "--split", "80,30,10"], "--split 80,30,10"),
     ("train-split-two", [*T, "--data", "r.csv", "--split", "80,20"], "--split 80,20"),
     ("train-warmup", [*T, "--data", "r.csv", "--warmup-ratio", "1.5"], "--warmup-ratio"),
@@ -62,7 +70,11 @@ CASES = [
     ("train-precision", [*T, "--data", "r.csv", "--precision", "fp8"], "--precision: 'fp8' is not one of"),
     ("train-task", [*T, "--data", "r.csv", "--task", "ranking"], "--task: 'ranking' is not one of"),
     ("train-metric", [*T, "--data", "r.csv", "--metric-for-best-model", "f2"], "--metric-for-best-model f2"),
-    ("train-threshold-3-classes", [*T, "--data", "three.csv", "--tune-threshold"], "--tune-threshold: applies to binary"),
+    (
+        "train-threshold-3-classes",
+        [*T, "--data", "three.csv", "--tune-threshold"],
+        "--tune-threshold: applies to binary",
+    ),
     ("train-class-weights", [*T, "--data", "r.csv", "--class-weights", "1,2,3"], "--class-weights 1,2,3"),
     ("train-lora-zero", [*T, "--data", "r.csv", "--lora", "0"], "--lora: the rank must be at least 1"),
     ("train-lora-frozen", [*T, "--data", "r.csv", "--lora", "4", "--freeze-backbone"], "--lora and --freeze-backbone"),
@@ -71,7 +83,11 @@ CASES = [
     ("train-seeds", [*T, "--data", "r.csv", "--seeds", "1,1"], "--seeds 1,1"),
     ("train-label-names", [*T, "--data", "ints.csv", "--label-names", "a,b,c"], "--label-names"),
     ("train-max-train-samples", [*T, "--data", "r.csv", "--max-train-samples", "0"], "--max-train-samples: must be"),
-    ("train-eval-steps-no-validation", [*T, "--data", "r.csv", "--split", "100,0,0", "--eval-steps", "2"], "need a validation split"),
+    (
+        "train-eval-steps-no-validation",
+        [*T, "--data", "r.csv", "--split", "100,0,0", "--eval-steps", "2"],
+        "need a validation split",
+    ),
     # train: configs and models
     ("train-config-missing", [*T, "--config", "missing.yaml"], "--config missing.yaml: no such file"),
     ("train-config-yaml", [*T, "--config", "broken.yaml"], "not valid YAML"),
@@ -82,8 +98,16 @@ CASES = [
     # train: output
     ("train-output-file", [*T, "--data", "r.csv", "--output", "notes.txt"], "--output notes.txt: is a file"),
     ("train-output-user-folder", [*T, "--data", "r.csv", "--output", "mine", "--overwrite"], "not a textfit run"),
-    ("train-output-holds-data", [*T, "--data", "mine/data.csv", "--output", "mine", "--overwrite"], "would delete the input data"),
-    ("train-output-run-holds-data", [*T, "--data", "oldrun/data.csv", "--output", "oldrun", "--overwrite"], "would delete the input data"),
+    (
+        "train-output-holds-data",
+        [*T, "--data", "mine/data.csv", "--output", "mine", "--overwrite"],
+        "would delete the input data",
+    ),
+    (
+        "train-output-run-holds-data",
+        [*T, "--data", "oldrun/data.csv", "--output", "oldrun", "--overwrite"],
+        "would delete the input data",
+    ),
     ("train-case-labels", [*T, "--data", "case.csv"], "differ only by case"),
     ("train-list-column", [*T, "--data", "tokens.parquet", "--text-column", "tokens"], "holds lists"),
     ("train-output-not-empty", [*T, "--data", "r.csv", "--output", "mine"], "the folder exists and is not empty"),
@@ -93,8 +117,16 @@ CASES = [
     ("train-resume-nothing", [*T, "--data", "r.csv", "--output", "fresh", "--resume"], "no complete checkpoint"),
     # inspect
     ("inspect-no-file", ["inspect", "--data", "nope.csv"], "nope.csv: no such file"),
-    ("inspect-report-folder", ["inspect", "--data", "r.csv", "--model", "{model}", "--report", "mine"], "--report mine"),
-    ("inspect-report-under-file", ["inspect", "--data", "r.csv", "--model", "{model}", "--report", "notes.txt/r.json"], "--report"),
+    (
+        "inspect-report-folder",
+        ["inspect", "--data", "r.csv", "--model", "{model}", "--report", "mine"],
+        "--report mine",
+    ),
+    (
+        "inspect-report-under-file",
+        ["inspect", "--data", "r.csv", "--model", "{model}", "--report", "notes.txt/r.json"],
+        "--report",
+    ),
     # eval
     ("eval-no-run", ["eval", "nowhere", "--data", "r.csv"], "nowhere: no such run folder"),
     ("eval-not-a-run", ["eval", "mine", "--data", "r.csv"], "not a textfit run"),
@@ -116,7 +148,11 @@ CASES = [
     ("predict-output-format", ["predict", "{run}", "--input", "texts.csv", "--output", "p.xlsx"], "unsupported format"),
     ("predict-empty-row", ["predict", "{run}", "--input", "holes.csv", "--output", "p.csv"], "empty text"),
     ("predict-text-pair-single", ["predict", "{run}", "hi", "--text-pair", "there"], "classifies single texts"),
-    ("predict-output-under-file", ["predict", "{run}", "--input", "texts.csv", "--output", "notes.txt/p.csv"], "--output"),
+    (
+        "predict-output-under-file",
+        ["predict", "{run}", "--input", "texts.csv", "--output", "notes.txt/p.csv"],
+        "--output",
+    ),
     ("predict-no-column", ["predict", "{run}", "--input", "twocols.csv", "--output", "p.csv"], "no text column found"),
     ("predict-not-a-run", ["predict", "mine", "hi"], "not a textfit run"),
     ("predict-pickled-weights", ["predict", "pickle-run", "hi"], "never unpickles"),
@@ -153,7 +189,9 @@ def world(tiny_model, tmp_path_factory):
     write_csv(d / "nolabel.csv", [(t, "" if i % 3 == 0 else y) for i, (t, y) in enumerate(rows)])
     write_csv(d / "emptytexts.csv", [("" if i % 3 == 0 else t, y) for i, (t, y) in enumerate(rows)])
     write_csv(d / "duphead.csv", [(t, t, y) for t, y in rows], header=["text", "text", "label"])
-    write_csv(d / "mixed.csv", [(t, ("1" if y == "positive" else "0") if i % 2 else y[:3]) for i, (t, y) in enumerate(rows)])
+    write_csv(
+        d / "mixed.csv", [(t, ("1" if y == "positive" else "0") if i % 2 else y[:3]) for i, (t, y) in enumerate(rows)]
+    )
     write_csv(d / "unseen.csv", [(t, "neutral") for t, _ in rows[:10]])
     write_csv(d / "three.csv", [(t, ["a", "b", "c"][i % 3]) for i, (t, _) in enumerate(rows)])
     write_csv(d / "ints.csv", [(t, int(y == "positive")) for t, y in rows])
@@ -171,7 +209,9 @@ def world(tiny_model, tmp_path_factory):
     write_csv(d / "case.csv", [(t, y.upper() if i % 4 == 0 else y) for i, (t, y) in enumerate(rows)])
     import pandas as pd
 
-    pd.DataFrame({"tokens": [t.split() for t, _ in rows], "label": [y for _, y in rows]}).to_parquet(d / "tokens.parquet")
+    pd.DataFrame({"tokens": [t.split() for t, _ in rows], "label": [y for _, y in rows]}).to_parquet(
+        d / "tokens.parquet"
+    )
     (d / "pickled").mkdir()
     (d / "pickled" / "config.json").write_text('{"model_type": "bert"}')
     (d / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
@@ -184,7 +224,11 @@ def world(tiny_model, tmp_path_factory):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_the_catalogue_is_large():

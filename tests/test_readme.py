@@ -21,7 +21,9 @@ def test_readme_opens_with_the_two_setup_commands():
 def test_make_demo_runs(tmp_path):
     """`make demo` is install + demo-run; run the demo-run part with this environment."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(["make", "-s", "demo-run", f"VENV={sys.prefix}"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        ["make", "-s", "demo-run", f"VENV={sys.prefix}"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "saved the run to runs/demo" in r.stdout
     holdout = re.search(r"holdout.csv \(20 rows\)\n(.*)\n(.*)\n", r.stdout)

@@ -33,7 +33,17 @@ def test_many_classes_give_a_bounded_matrix_and_pair_list(tmp_path):
 def test_few_classes_keep_the_full_matrix(tmp_path):
     gold, pred = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1])
     probs = np.eye(3, dtype=np.float32)[pred]
-    write_report(tmp_path, ["a", "b", "c", "d"], None, gold, probs, ["x", "y", "z"], compute_metrics(gold, pred, ["x", "y", "z"]), None, "t")
+    write_report(
+        tmp_path,
+        ["a", "b", "c", "d"],
+        None,
+        gold,
+        probs,
+        ["x", "y", "z"],
+        compute_metrics(gold, pred, ["x", "y", "z"]),
+        None,
+        "t",
+    )
     rows = list(csv.reader(open(tmp_path / "confusion_matrix.csv", encoding="utf-8")))
     assert rows[0] == ["true \\ predicted", "x", "y", "z"] and rows[3] == ["z", "0", "1", "1"]
 
@@ -55,11 +65,15 @@ def test_a_collapsed_model_is_reported():
 
 def test_collapse_reaches_the_metrics_and_the_report(tmp_path):
     from textfit.evaluate import metrics_from_logits
+    from textfit.metrics import scores_from_logits
     from textfit.run import LongText, RunManifest, Schema
 
-    manifest = RunManifest(Schema("classification", "text", None, "label", ["neg", "pos"], ["neg", "pos"]), 64, LongText())
+    manifest = RunManifest(
+        Schema("classification", "text", None, "label", ["neg", "pos"], ["neg", "pos"]), 64, LongText()
+    )
     gold = [0, 1] * 20
-    m, scores = metrics_from_logits(np.tile(np.array([[0.0, 2.0]], dtype=np.float32), (40, 1)), gold, manifest, None)
+    m, logits = metrics_from_logits(np.tile(np.array([[0.0, 2.0]], dtype=np.float32), (40, 1)), gold, manifest, None)
+    scores = scores_from_logits(logits, "classification")
     assert "collapsed to one class" in m["collapsed"] and m["accuracy"] == 0.5
     write_report(tmp_path, ["t"] * 40, None, np.array(gold), scores, ["neg", "pos"], m, None, "validation")
     assert "collapsed to one class" in (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -26,10 +26,21 @@ FAST = dict(epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze
 @pytest.fixture(scope="module")
 def runs(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
-    single = train(TrainConfig(data=str(write_csv(d / "r.csv", make_rows(120))), model=tiny_model, output=str(d / "single"), **FAST))
+    single = train(
+        TrainConfig(
+            data=str(write_csv(d / "r.csv", make_rows(120))), model=tiny_model, output=str(d / "single"), **FAST
+        )
+    )
     rows = [(t, t.split()[0] + " same", y) for t, y in make_rows(60)]
-    pair = train(TrainConfig(data=str(write_csv(d / "p.csv", rows, header=["sentence1", "sentence2", "label"])), model=tiny_model,
-                             output=str(d / "pair"), max_steps=3, **FAST))
+    pair = train(
+        TrainConfig(
+            data=str(write_csv(d / "p.csv", rows, header=["sentence1", "sentence2", "label"])),
+            model=tiny_model,
+            output=str(d / "pair"),
+            max_steps=3,
+            **FAST,
+        )
+    )
     return {"single": single["folder"], "pair": pair["folder"]}
 
 
@@ -100,7 +111,9 @@ def test_concurrent_requests_are_batched(runs):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                rs = await asyncio.gather(*[c.post("/predict", json={"inputs": [f"good film {i}", "awful room"]}) for i in range(24)])
+                rs = await asyncio.gather(
+                    *[c.post("/predict", json={"inputs": [f"good film {i}", "awful room"]}) for i in range(24)]
+                )
         return rs
 
     rs = asyncio.run(go())
@@ -113,10 +126,18 @@ def test_fuzz_never_5xx(runs):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=30),
-                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-    bodies = st.one_of(json_values.map(lambda v: {"inputs": v}), json_values, st.fixed_dictionaries({"inputs": st.lists(st.text(max_size=50), max_size=5)}))
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=8,
+    )
+    bodies = st.one_of(
+        json_values.map(lambda v: {"inputs": v}),
+        json_values,
+        st.fixed_dictionaries({"inputs": st.lists(st.text(max_size=50), max_size=5)}),
+    )
     with client(runs["single"], max_texts=8) as c:
+
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(bodies)
         def check(body):
@@ -135,8 +156,13 @@ def _free_port() -> int:
 
 def test_real_server_drains_on_sigterm(runs):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "textfit", "serve", runs["single"], "--port", str(port), "--max-wait-ms", "200"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "textfit", "serve", runs["single"], "--port", str(port), "--max-wait-ms", "200"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -145,13 +171,18 @@ def test_real_server_drains_on_sigterm(runs):
                 if urllib.request.urlopen(url + "/ready", timeout=1).status == 200:
                     break
             except OSError:
-                assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "not ready"
+                assert time.time() < deadline and proc.poll() is None, (
+                    proc.stderr.read() if proc.poll() is not None else "not ready"
+                )
                 time.sleep(0.25)
         results = []
 
         def post():
-            req = urllib.request.Request(url + "/predict", data=json.dumps({"inputs": ["good film"] * 4}).encode(),
-                                         headers={"content-type": "application/json"})
+            req = urllib.request.Request(
+                url + "/predict",
+                data=json.dumps({"inputs": ["good film"] * 4}).encode(),
+                headers={"content-type": "application/json"},
+            )
             results.append(urllib.request.urlopen(req, timeout=30).status)
 
         threads = [threading.Thread(target=post) for _ in range(6)]
@@ -201,10 +232,15 @@ def test_onnx_dynamic_int8_export(runs, tmp_path):
 
     run = runs["single"]
     r = export_onnx(run, output=str(tmp_path / "onnx"), quantize="int8-dynamic")
-    assert r["files"] == ["model.onnx", "model.int8-dynamic.onnx"] and r["parity"]["model.int8-dynamic.onnx"]["label_agreement"] >= 0.95
+    assert (
+        r["files"] == ["model.onnx", "model.int8-dynamic.onnx"]
+        and r["parity"]["model.int8-dynamic.onnx"]["label_agreement"] >= 0.95
+    )
     texts = [t for t, _ in make_rows(40, seed=3)]
     torch_labels = [p.label for p in Classifier.load(run, precision="fp32").predict(texts)]
     got = [p.label for p in Classifier.load_onnx(run, quantize="int8-dynamic", folder=tmp_path / "onnx").predict(texts)]
     assert sum(a == b for a, b in zip(got, torch_labels)) >= 0.9 * len(texts)
     r = run_cli("predict", run, "--backend", "onnx", "--quantize", "int8-dynamic", "a text")
-    assert r.returncode == 2 and "no model.int8-dynamic.onnx" in r.stderr and "--quantize int8-dynamic' first" in r.stderr
+    assert (
+        r.returncode == 2 and "no model.int8-dynamic.onnx" in r.stderr and "--quantize int8-dynamic' first" in r.stderr
+    )

@@ -46,7 +46,9 @@ POISON = [
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
-    return train(TrainConfig(data=str(write_csv(d / "r.csv", make_rows(80))), model=tiny_model, output=str(d / "run"), **FAST))["folder"]
+    return train(
+        TrainConfig(data=str(write_csv(d / "r.csv", make_rows(80))), model=tiny_model, output=str(d / "run"), **FAST)
+    )["folder"]
 
 
 def _random_body(rng: random.Random) -> bytes:
@@ -61,12 +63,22 @@ def _random_body(rng: random.Random) -> bytes:
         return json.dumps({"inputs": texts}).encode("utf-8", "surrogatepass")
     if kind == 3:  # numbers JSON cannot carry, anywhere
         value = rng.choice(["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
-        return rng.choice([f'{{"inputs": {value}}}', f'{{"inputs": ["a", {value}]}}', f'{{"inputs": "a", "truncate": {value}}}']).encode()
+        return rng.choice(
+            [f'{{"inputs": {value}}}', f'{{"inputs": ["a", {value}]}}', f'{{"inputs": "a", "truncate": {value}}}']
+        ).encode()
     if kind == 4:  # structure
+
         def junk(depth: int):
-            makers = [rng.random, lambda: "txt " * rng.randrange(3), lambda: None, lambda: True,
-                      lambda: [junk(depth + 1) for _ in range(rng.randrange(3))], lambda: {str(rng.randrange(9)): junk(depth + 1)}]
+            makers = [
+                rng.random,
+                lambda: "txt " * rng.randrange(3),
+                lambda: None,
+                lambda: True,
+                lambda: [junk(depth + 1) for _ in range(rng.randrange(3))],
+                lambda: {str(rng.randrange(9)): junk(depth + 1)},
+            ]
             return makers[rng.randrange(6) if depth < 4 else rng.randrange(4)]()
+
         return json.dumps({"inputs": junk(0)}).encode()
     return json.dumps({"inputs": rng.choice(["good film", ["a", "b"], "x" * 200_001, ["t"] * 200, "", "   "])}).encode()
 
@@ -79,7 +91,9 @@ def test_fuzz_no_5xx(run):
     with TestClient(create_app(Classifier.load(run), Limits(max_wait_ms=1), run)) as client:
         bodies = POISON + [_random_body(rng) for _ in range(1500)]
         for body in bodies:
-            r = client.post("/predict", content=body, headers={"content-type": rng.choice(["application/json", "text/plain"])})
+            r = client.post(
+                "/predict", content=body, headers={"content-type": rng.choice(["application/json", "text/plain"])}
+            )
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
             assert r.status_code < 500, (body[:200], r.status_code, r.text[:300])
             r.json()  # every answer is JSON
@@ -96,7 +110,11 @@ def test_poisoned_requests_do_not_fail_their_batch(run):
     bodies = [b for pair in zip(good, bad) for b in pair]
     with TestClient(create_app(Classifier.load(run), Limits(max_wait_ms=50), run)) as client:
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda b: client.post("/predict", content=b, headers={"content-type": "application/json"}), bodies))
+            answers = list(
+                pool.map(
+                    lambda b: client.post("/predict", content=b, headers={"content-type": "application/json"}), bodies
+                )
+            )
     for body, r in zip(bodies, answers):
         if body in good:
             assert r.status_code == 200 and len(r.json()) == 2, r.text
@@ -119,7 +137,11 @@ def test_a_batch_that_fails_is_answered_request_by_request(run, monkeypatch):
     monkeypatch.setattr(clf, "predict_proba", fragile)
     with TestClient(create_app(clf, Limits(max_wait_ms=100), run), raise_server_exceptions=False) as client:
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda t: client.post("/predict", json={"inputs": t}), ["good film", "BOOM", "bad film", "nice"] * 4))
+            answers = list(
+                pool.map(
+                    lambda t: client.post("/predict", json={"inputs": t}), ["good film", "BOOM", "bad film", "nice"] * 4
+                )
+            )
     codes = [r.status_code for r in answers]
     assert codes.count(200) == 12, codes
 
@@ -128,8 +150,13 @@ def test_chunked_body_over_the_limit_on_a_real_server(run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "textfit", "serve", run, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "textfit", "serve", run, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(300):
             try:
@@ -146,7 +173,13 @@ def test_chunked_body_over_the_limit_on_a_real_server(run):
         assert r.status == 413, r.read()[:200]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         body = json.dumps({"inputs": "a good film"}).encode()
-        conn.request("POST", "/predict", body=iter([body[:5], body[5:]]), headers={"content-type": "application/json"}, encode_chunked=True)
+        conn.request(
+            "POST",
+            "/predict",
+            body=iter([body[:5], body[5:]]),
+            headers={"content-type": "application/json"},
+            encode_chunked=True,
+        )
         assert conn.getresponse().status == 200  # a small chunked body is read whole
     finally:
         proc.terminate()

@@ -15,8 +15,17 @@ def test_packaged_model_fine_tunes_on_sst2(tmp_path):
 
     dev = pd.read_csv(SHARED / "sst2/dev.tsv", sep="\t", quoting=3)
     dev.iloc[:48].to_csv(tmp_path / "val.tsv", sep="\t", index=False)
-    r = train(TrainConfig(train=str(SHARED / "sst2/train.tsv"), validation=str(tmp_path / "val.tsv"), max_train_samples=64,
-                          epochs=1, batch_size=16, label_names="negative,positive", output=str(tmp_path / "run")))
+    r = train(
+        TrainConfig(
+            train=str(SHARED / "sst2/train.tsv"),
+            validation=str(tmp_path / "val.tsv"),
+            max_train_samples=64,
+            epochs=1,
+            batch_size=16,
+            label_names="negative,positive",
+            output=str(tmp_path / "run"),
+        )
+    )
     m = r["metrics"]["validation"]
     assert m["n"] == 48 and 0 <= m["accuracy"] <= 1 and r["steps"] == 4
     texts = ["a gripping , beautifully acted film", "a dull , lifeless mess"]

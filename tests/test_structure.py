@@ -107,5 +107,7 @@ def test_functions_fit_on_a_screen_or_two():
 
 def test_only_run_py_reads_the_manifest_file():
     """textfit.json is written and read in run.py only (the export copies it through RunManifest)."""
-    users = [n for n, p in _modules().items() if '"textfit.json"' in p.read_text(encoding="utf-8") and n != "textfit.run"]
+    users = [
+        n for n, p in _modules().items() if '"textfit.json"' in p.read_text(encoding="utf-8") and n != "textfit.run"
+    ]
     assert users == ["textfit.export"]  # the ONNX folder's own copy, written from RunManifest.to_dict()

@@ -28,7 +28,11 @@ def multi_label_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(n):
         on = [t for t in TOPICS if rng.random() < 0.45]
-        words = ["the", "was", "very"] + [rng.choice(TOPICS[t]) for t in on] + rng.sample(["and", "good", "fine", "place"], 2)
+        words = (
+            ["the", "was", "very"]
+            + [rng.choice(TOPICS[t]) for t in on]
+            + rng.sample(["and", "good", "fine", "place"], 2)
+        )
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "labels": on})
     return rows
@@ -52,7 +56,9 @@ def test_multi_label_lists_train_tune_thresholds_and_predict_every_label(ml_run)
     test = ml_run["metrics"]["test"]
     assert {"f1_micro", "f1_macro", "accuracy"} <= set(test) and test["f1_micro"] >= 0.8, test
     clf = Classifier.load(ml_run["folder"], precision="fp32")
-    preds = clf.predict(["the food was very good and the staff fine", "the room and the bed", "the place was very fine"])
+    preds = clf.predict(
+        ["the food was very good and the staff fine", "the room and the bed", "the place was very fine"]
+    )
     assert set(preds[0].labels) == {"food", "staff"} and preds[1].labels == ("room",) and preds[2].labels == ()
     assert preds[0].label == "food,staff" and all(0 <= s <= 1 for s in preds[0].scores.values())
     # The server answers every label, the ones over their thresholds first.
@@ -66,7 +72,11 @@ def test_multi_label_separated_strings_and_eval(tiny_model, tmp_path, ml_run):
     rows = [(r["text"], "|".join(r["labels"])) for r in multi_label_rows(40, seed=5)]
     holdout = write_csv(tmp_path / "holdout.csv", rows, header=["text", "labels"])
     r = run_cli("eval", ml_run["folder"], "--data", str(holdout), "--output", str(tmp_path / "ev"))
-    assert r.returncode == 2 and "is not one the model knows (food, room, staff); write a row's labels as a JSON list or separated by ','" in r.stderr
+    assert (
+        r.returncode == 2
+        and "is not one the model knows (food, room, staff); write a row's labels as a JSON list or separated by ','"
+        in r.stderr
+    )
     rows = [(r["text"], json.dumps(r["labels"])) for r in multi_label_rows(40, seed=5)]
     write_csv(holdout, rows, header=["text", "labels"])
     r = run_cli("eval", ml_run["folder"], "--data", str(holdout), "--output", str(tmp_path / "ev"))
@@ -74,8 +84,21 @@ def test_multi_label_separated_strings_and_eval(tiny_model, tmp_path, ml_run):
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["n"] == 40 and m["f1_micro"] >= 0.75
     # Training from separated strings: --label-separator.
-    sep = write_csv(tmp_path / "sep.csv", [(r["text"], "|".join(r["labels"])) for r in multi_label_rows(80, seed=6)], header=["text", "labels"])
-    out = train(TrainConfig(data=str(sep), model=tiny_model, output=str(tmp_path / "sep"), label_separator="|", max_steps=2, precision="fp32"))
+    sep = write_csv(
+        tmp_path / "sep.csv",
+        [(r["text"], "|".join(r["labels"])) for r in multi_label_rows(80, seed=6)],
+        header=["text", "labels"],
+    )
+    out = train(
+        TrainConfig(
+            data=str(sep),
+            model=tiny_model,
+            output=str(tmp_path / "sep"),
+            label_separator="|",
+            max_steps=2,
+            precision="fp32",
+        )
+    )
     assert json.loads((Path(out["folder"]) / "textfit.json").read_text())["label_names"] == ["food", "room", "staff"]
 
 
@@ -90,8 +113,14 @@ def test_regression_on_float_labels(tiny_model, tmp_path):
     data = write_csv(tmp_path / "scores.csv", rows, header=["sentence", "score"])
     # A random model trained from scratch needs the attention dropout that pretrained ones do without:
     # Pearson 0.91 / 0.64 with seeds 42 / 1 without it, 0.99 / 0.90 with 0.1.
-    out = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"),
-                            **{**FAST, "epochs": 10, "learning_rate": 3e-3, "attention_dropout": "0.1"}))
+    out = train(
+        TrainConfig(
+            data=str(data),
+            model=tiny_model,
+            output=str(tmp_path / "run"),
+            **{**FAST, "epochs": 10, "learning_rate": 3e-3, "attention_dropout": "0.1"},
+        )
+    )
     manifest = json.loads((Path(out["folder"]) / "textfit.json").read_text())
     assert manifest["task"] == "regression" and manifest["label_names"] == ["score"]
     test = out["metrics"]["test"]
@@ -111,21 +140,41 @@ def test_regression_on_float_labels(tiny_model, tmp_path):
 
 
 def test_bad_regression_label_is_one_line(tiny_model, tmp_path):
-    data = write_csv(tmp_path / "s.csv", [("a film", "1.5"), ("a room", "high"), ("the food", "2.25")] * 5, header=["text", "score"])
-    r = run_cli("train", "--data", str(data), "--model", tiny_model, "--task", "regression", "--output", str(tmp_path / "o"))
-    assert r.returncode == 2 and "line 3" in r.stderr and "'high' is not a number" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    data = write_csv(
+        tmp_path / "s.csv", [("a film", "1.5"), ("a room", "high"), ("the food", "2.25")] * 5, header=["text", "score"]
+    )
+    r = run_cli(
+        "train", "--data", str(data), "--model", tiny_model, "--task", "regression", "--output", str(tmp_path / "o")
+    )
+    assert (
+        r.returncode == 2
+        and "line 3" in r.stderr
+        and "'high' is not a number" in r.stderr
+        and len(r.stderr.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "o").exists()
 
 
 @pytest.fixture(scope="module")
 def skewed(tmp_path_factory) -> Path:
-    rows = [r for r in make_rows(300, seed=3) if r[1] == "negative"][:120] + [r for r in make_rows(300, seed=3) if r[1] == "positive"][:30]
+    rows = [r for r in make_rows(300, seed=3) if r[1] == "negative"][:120] + [
+        r for r in make_rows(300, seed=3) if r[1] == "positive"
+    ][:30]
     return write_csv(tmp_path_factory.mktemp("skew") / "skewed.csv", rows)
 
 
 def test_class_weights_and_tuned_threshold_are_stored_and_used(tiny_model, skewed, tmp_path):
-    out = train(TrainConfig(data=str(skewed), model=tiny_model, output=str(tmp_path / "run"), class_weights="auto", tune_threshold=True,
-                            metric_for_best_model="f1", **FAST))
+    out = train(
+        TrainConfig(
+            data=str(skewed),
+            model=tiny_model,
+            output=str(tmp_path / "run"),
+            class_weights="auto",
+            tune_threshold=True,
+            metric_for_best_model="f1",
+            **FAST,
+        )
+    )
     manifest = json.loads((Path(out["folder"]) / "textfit.json").read_text())
     w = manifest["class_weights"]
     assert w[1] / w[0] == pytest.approx(4.0, rel=0.05)  # 4:1 imbalance, 'balanced' weights
@@ -139,14 +188,20 @@ def test_class_weights_and_tuned_threshold_are_stored_and_used(tiny_model, skewe
     assert labels == [["negative", "positive"][int(p[1] >= t)] for p in probs]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--class-weights", "1,2,3"], "--class-weights 1,2,3: expected none, auto, or 2 positive numbers in label order (negative, positive)"),
-    (["--class-weights", "heavy"], "--class-weights heavy: expected none, auto, or 2"),
-    (["--truncation", "middle"], "--truncation: 'middle' is not one of head, tail, head+tail"),
-    (["--seeds", "1,x"], "--seeds 1,x: expected distinct integers"),
-    (["--lora", "0"], "--lora: the rank must be at least 1"),
-    (["--lora", "4", "--freeze-backbone"], "--lora and --freeze-backbone both given"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--class-weights", "1,2,3"],
+            "--class-weights 1,2,3: expected none, auto, or 2 positive numbers in label order (negative, positive)",
+        ),
+        (["--class-weights", "heavy"], "--class-weights heavy: expected none, auto, or 2"),
+        (["--truncation", "middle"], "--truncation: 'middle' is not one of head, tail, head+tail"),
+        (["--seeds", "1,x"], "--seeds 1,x: expected distinct integers"),
+        (["--lora", "0"], "--lora: the rank must be at least 1"),
+        (["--lora", "4", "--freeze-backbone"], "--lora and --freeze-backbone both given"),
+    ],
+)
 def test_bad_option_values_are_one_line(tiny_model, skewed, tmp_path, flags, message):
     r = run_cli("train", "--data", str(skewed), "--model", tiny_model, "--output", str(tmp_path / "o"), *flags)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -154,7 +209,9 @@ def test_bad_option_values_are_one_line(tiny_model, skewed, tmp_path, flags, mes
 
 
 def test_class_weights_need_a_classification_task(tiny_model, tmp_path):
-    data = write_csv(tmp_path / "s.csv", [("a film", "1.5"), ("a room", "0.2"), ("the food", "2.25")] * 5, header=["text", "score"])
+    data = write_csv(
+        tmp_path / "s.csv", [("a film", "1.5"), ("a room", "0.2"), ("the food", "2.25")] * 5, header=["text", "score"]
+    )
     with pytest.raises(UsageError, match="weights apply to single-label classification, and this is a regression task"):
         train(TrainConfig(data=str(data), model=tiny_model, class_weights="auto", output=str(tmp_path / "o")))
 
@@ -200,8 +257,17 @@ def test_long_text_window_trains_evaluates_and_predicts_from_the_manifest(tiny_m
         words = [rng.choice(FILLER[:8]) for _ in range(rng.randint(60, 90))] + [rng.choice(GOOD[:5] if y else BAD[:5])]
         rows.append((" ".join(words), "positive" if y else "negative"))
     data = write_csv(tmp_path / "long.csv", rows)
-    out = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), max_length=32, long_text="window",
-                            window_pool="max", **{**FAST, "epochs": 4}))
+    out = train(
+        TrainConfig(
+            data=str(data),
+            model=tiny_model,
+            output=str(tmp_path / "run"),
+            max_length=32,
+            long_text="window",
+            window_pool="max",
+            **{**FAST, "epochs": 4},
+        )
+    )
     manifest = json.loads((Path(out["folder"]) / "textfit.json").read_text())
     assert manifest["long_text"] == {"truncation": "head", "mode": "window", "stride": None, "pool": "max"}
     assert out["metrics"]["test"]["n"] == 8  # texts, not windows
@@ -224,9 +290,13 @@ def test_long_text_options_refuse_pairs(tiny_model, tmp_path):
 def test_lora_saves_an_adapter_that_loads_merged_or_not(tmp_path):
     # The packaged MiniLM: adapters on a random tiny BERT have nothing pretrained to adapt.
     data = write_csv(tmp_path / "d.csv", make_rows(160, chinese=False))
-    out = train(TrainConfig(data=str(data), output=str(tmp_path / "run"), lora=4, epochs=3, batch_size=8, learning_rate=1e-3))
+    out = train(
+        TrainConfig(data=str(data), output=str(tmp_path / "run"), lora=4, epochs=3, batch_size=8, learning_rate=1e-3)
+    )
     folder = Path(out["folder"])
-    assert (folder / "adapter" / "adapter_config.json").is_file() and (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert (folder / "adapter" / "adapter_config.json").is_file() and (
+        folder / "adapter" / "adapter_model.safetensors"
+    ).is_file()
     assert (folder / "model.safetensors").is_file()
     manifest = json.loads((folder / "textfit.json").read_text())
     assert manifest["lora"]["r"] == 4 and manifest["lora"]["alpha"] == 8
@@ -237,17 +307,37 @@ def test_lora_saves_an_adapter_that_loads_merged_or_not(tmp_path):
     from safetensors.torch import load_file
 
     keys = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
-    assert any("lora_A" in k for k in keys) and any("classifier" in k for k in keys)  # adapters and the fully trained head
+    assert any("lora_A" in k for k in keys) and any(
+        "classifier" in k for k in keys
+    )  # adapters and the fully trained head
     assert not any("word_embeddings" in k or "intermediate" in k for k in keys)
     assert out["metrics"]["test"]["accuracy"] >= 0.8, out["metrics"]["test"]
     r = run_cli("predict", str(folder), "--adapter", "the staff were lovely")
-    assert r.returncode == 0 and r.stdout.startswith(Classifier.load(folder, precision="fp32").predict(["the staff were lovely"])[0].label)
+    assert r.returncode == 0 and r.stdout.startswith(
+        Classifier.load(folder, precision="fp32").predict(["the staff were lovely"])[0].label
+    )
 
 
 def test_seeds_report_mean_and_std_on_one_split(tiny_model, tmp_path):
     data = write_csv(tmp_path / "d.csv", make_rows(100))
-    r = run_cli("train", "--data", str(data), "--model", tiny_model, "--output", str(tmp_path / "runs"), "--seeds", "1,2,3",
-                "--max-steps", "6", "--precision", "fp32", "--learning-rate", "1e-2", "--no-freeze-word-embeddings")
+    r = run_cli(
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        tiny_model,
+        "--output",
+        str(tmp_path / "runs"),
+        "--seeds",
+        "1,2,3",
+        "--max-steps",
+        "6",
+        "--precision",
+        "fp32",
+        "--learning-rate",
+        "1e-2",
+        "--no-freeze-word-embeddings",
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "runs" / "seeds.json").read_text())
     assert summary["seeds"] == [1, 2, 3]

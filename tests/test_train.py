@@ -29,7 +29,16 @@ def run(tiny_model, data, tmp_path_factory) -> dict:
 
 def test_run_folder_is_a_hugging_face_model_folder(run):
     folder = Path(run["folder"])
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "textfit.json", "metrics.json", "log.jsonl", "splits.json", "train_config.yaml"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "textfit.json",
+        "metrics.json",
+        "log.jsonl",
+        "splits.json",
+        "train_config.yaml",
+    ):
         assert (folder / name).is_file(), name
     assert not list(folder.glob("*.bin"))
     config = json.loads((folder / "config.json").read_text())
@@ -75,8 +84,12 @@ def test_predict_always_returns_records(run):
 
 
 def test_same_seed_same_weights(tiny_model, data, tmp_path):
-    a = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "a"), max_steps=6, **{**FAST, "epochs": 1}))
-    b = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "b"), max_steps=6, **{**FAST, "epochs": 1}))
+    a = train(
+        TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "a"), max_steps=6, **{**FAST, "epochs": 1})
+    )
+    b = train(
+        TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "b"), max_steps=6, **{**FAST, "epochs": 1})
+    )
     wa, wb = load_file(Path(a["folder"]) / "model.safetensors"), load_file(Path(b["folder"]) / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -84,7 +97,11 @@ def test_same_seed_same_weights(tiny_model, data, tmp_path):
 def test_freeze_backbone_changes_only_the_head(tiny_model, data, tmp_path):
     from transformers import AutoModel
 
-    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "f"), freeze_backbone=True, max_steps=4, **FAST))
+    r = train(
+        TrainConfig(
+            data=str(data), model=tiny_model, output=str(tmp_path / "f"), freeze_backbone=True, max_steps=4, **FAST
+        )
+    )
     before = AutoModel.from_pretrained(tiny_model).state_dict()
     after = load_file(Path(r["folder"]) / "model.safetensors")
     encoder = [k for k in before if not k.startswith("pooler")]
@@ -96,7 +113,11 @@ def test_frozen_backbone_trains_from_cached_features(tiny_model, data, tmp_path)
     """Later epochs run only the head on cached vectors: a small fraction of the first epoch."""
     from transformers import AutoModel
 
-    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "c"), freeze_backbone=True, **{**FAST, "epochs": 4}))
+    r = train(
+        TrainConfig(
+            data=str(data), model=tiny_model, output=str(tmp_path / "c"), freeze_backbone=True, **{**FAST, "epochs": 4}
+        )
+    )
     log = [json.loads(x) for x in (Path(r["folder"]) / "log.jsonl").read_text().splitlines()]
     features = next(x["features_seconds"] for x in log if "features_seconds" in x)
     epochs = [x["seconds"] for x in log if "epoch_end" in x]
@@ -118,16 +139,35 @@ def test_frozen_backbone_trains_from_cached_features(tiny_model, data, tmp_path)
 def test_word_embeddings_frozen_by_default(tiny_model, data, tmp_path):
     from transformers import AutoModel
 
-    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "w"), max_steps=3, **{**FAST, "freeze_word_embeddings": True}))
+    r = train(
+        TrainConfig(
+            data=str(data),
+            model=tiny_model,
+            output=str(tmp_path / "w"),
+            max_steps=3,
+            **{**FAST, "freeze_word_embeddings": True},
+        )
+    )
     before = AutoModel.from_pretrained(tiny_model).state_dict()
     after = load_file(Path(r["folder"]) / "model.safetensors")
     assert torch.equal(before["embeddings.word_embeddings.weight"], after["bert.embeddings.word_embeddings.weight"])
-    assert not torch.equal(before["encoder.layer.0.output.dense.weight"], after["bert.encoder.layer.0.output.dense.weight"])
+    assert not torch.equal(
+        before["encoder.layer.0.output.dense.weight"], after["bert.encoder.layer.0.output.dense.weight"]
+    )
 
 
 def test_early_stopping_and_best_checkpoint(tiny_model, data, tmp_path):
-    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "e"), eval_steps=2, early_stopping_patience=1,
-                          metric_for_best_model="loss", **{**FAST, "epochs": 20, "learning_rate": 5e-2}))
+    r = train(
+        TrainConfig(
+            data=str(data),
+            model=tiny_model,
+            output=str(tmp_path / "e"),
+            eval_steps=2,
+            early_stopping_patience=1,
+            metric_for_best_model="loss",
+            **{**FAST, "epochs": 20, "learning_rate": 5e-2},
+        )
+    )
     evals = [h for h in r["history"]]
     assert r["steps"] < 20 * 12  # stopped early
     best = min(e["eval"]["loss"] for e in evals)
@@ -135,7 +175,10 @@ def test_early_stopping_and_best_checkpoint(tiny_model, data, tmp_path):
 
 
 def test_unknown_metric_is_an_error_at_start(tiny_model, data, tmp_path):
-    with pytest.raises(UsageError, match=r"--metric-for-best-model f2: evaluation does not produce it for a classification task; choose one of loss, accuracy"):
+    with pytest.raises(
+        UsageError,
+        match=r"--metric-for-best-model f2: evaluation does not produce it for a classification task; choose one of loss, accuracy",
+    ):
         train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "m"), metric_for_best_model="f2"))
     assert not (tmp_path / "m").exists()
 
@@ -162,7 +205,9 @@ def test_offline_hub_model_fails_fast(data, tmp_path):
     import time
 
     t = time.time()
-    with pytest.raises(UsageError, match=r"--model no-such-org/no-such-model: not a local folder .* pass a local model folder"):
+    with pytest.raises(
+        UsageError, match=r"--model no-such-org/no-such-model: not a local folder .* pass a local model folder"
+    ):
         train(TrainConfig(data=str(data), model="no-such-org/no-such-model", output=str(tmp_path / "o")))
     assert time.time() - t < 10
 
@@ -192,10 +237,18 @@ def test_report_files_show_what_they_claim(run):
 def test_attention_dropout_default_zero_and_model_value(tiny_model, data, tmp_path):
     r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "a"), max_steps=2, **FAST))
     assert json.loads((Path(r["folder"]) / "config.json").read_text())["attention_probs_dropout_prob"] == 0.0
-    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "m"), max_steps=2, attention_dropout="model", **FAST))
-    assert json.loads((Path(r["folder"]) / "config.json").read_text())["attention_probs_dropout_prob"] == 0.1  # BertConfig's default
+    r = train(
+        TrainConfig(
+            data=str(data), model=tiny_model, output=str(tmp_path / "m"), max_steps=2, attention_dropout="model", **FAST
+        )
+    )
+    assert (
+        json.loads((Path(r["folder"]) / "config.json").read_text())["attention_probs_dropout_prob"] == 0.1
+    )  # BertConfig's default
     with pytest.raises(UsageError, match="--attention-dropout 1.5: expected a probability"):
-        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), attention_dropout="1.5", **FAST))
+        train(
+            TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), attention_dropout="1.5", **FAST)
+        )
 
 
 def test_bf16_cpu_prediction_agrees_with_fp32(run):
@@ -213,7 +266,9 @@ def test_bf16_cpu_prediction_agrees_with_fp32(run):
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         assert isinstance(layer.intermediate.dense, OneDNNLinear) and layer.intermediate.dense.activation == "gelu"
         assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
-        assert isinstance(layer.output, OneDNNResidualOutput) and isinstance(layer.attention.output, OneDNNResidualOutput)
+        assert isinstance(layer.output, OneDNNResidualOutput) and isinstance(
+            layer.attention.output, OneDNNResidualOutput
+        )
     assert layer.attention.self.query.weight.dtype == torch.bfloat16
     assert bf16.backend.model.classifier.weight.dtype == torch.float32  # logits are not rounded to bf16
     texts = [t for t, _ in make_rows(40, seed=3)]
@@ -242,7 +297,9 @@ def test_prediction_batches_by_length_and_token_budget(run):
     for side in ("right", "left"):
         clf.tokenizer.padding_side = side
         ours = pad(clf.tokenizer, enc, np.array([1, 0, 2]))
-        theirs = clf.tokenizer.pad({k: [v[i] for i in (1, 0, 2)] for k, v in enc.items()}, padding=True, return_tensors="pt")
+        theirs = clf.tokenizer.pad(
+            {k: [v[i] for i in (1, 0, 2)] for k, v in enc.items()}, padding=True, return_tensors="pt"
+        )
         assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
@@ -279,8 +336,12 @@ def test_cpu_training_attention_masks_padding(tiny_model):
     from textfit.accel.training import register as register_attention
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    ours = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2, attn_implementation=register_attention()).eval()
-    sdpa = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2, attn_implementation="sdpa").eval()
+    ours = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model, num_labels=2, attn_implementation=register_attention()
+    ).eval()
+    sdpa = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model, num_labels=2, attn_implementation="sdpa"
+    ).eval()
     sdpa.load_state_dict(ours.state_dict())
     texts = ["a short one", "a much longer sentence with many more words in it than the first"]
     batch = tok(texts, padding=True, return_tensors="pt")
@@ -310,8 +371,16 @@ def test_validation_metrics_equal_textfit_eval_on_the_validation_file(tiny_model
 
     rows = make_rows(160, seed=5)
     tr, va = write_csv(tmp_path / "tr.csv", rows[:120]), write_csv(tmp_path / "va.csv", rows[120:])
-    r = train(TrainConfig(train=str(tr), validation=str(va), model=tiny_model, output=str(tmp_path / "run"), eval_steps=5,
-                          **{**FAST, "epochs": 2, **extra}))
+    r = train(
+        TrainConfig(
+            train=str(tr),
+            validation=str(va),
+            model=tiny_model,
+            output=str(tmp_path / "run"),
+            eval_steps=5,
+            **{**FAST, "epochs": 2, **extra},
+        )
+    )
     saved = json.loads((Path(r["folder"]) / "metrics.json").read_text())["validation"]
     cli = run_cli("eval", r["folder"], "--data", str(va), "--output", str(tmp_path / "ev"))
     assert cli.returncode == 0, cli.stderr

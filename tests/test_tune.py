@@ -14,8 +14,23 @@ def test_tune_runs_trials_continues_the_study_and_writes_a_config_train_takes(ti
     data = write_csv(tmp_path / "r.csv", make_rows(80))
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate: {low: 0.001, high: 0.05, log: true}\nepochs: [1, 2]\n")
-    args = ["tune", "--data", str(data), "--model", tiny_model, "--precision", "fp32", "--batch-size", "8",
-            "--eval-steps", "2", "--tune-space", str(space), "--output", str(tmp_path / "search")]
+    args = [
+        "tune",
+        "--data",
+        str(data),
+        "--model",
+        tiny_model,
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "8",
+        "--eval-steps",
+        "2",
+        "--tune-space",
+        str(space),
+        "--output",
+        str(tmp_path / "search"),
+    ]
     r = run_cli(*args, "--trials", "4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     search = tmp_path / "search"
@@ -34,8 +49,14 @@ def test_tune_runs_trials_continues_the_study_and_writes_a_config_train_takes(ti
         assert db.execute("select count(*) from trials").fetchone()[0] == 5
 
 
-@pytest.mark.parametrize("text, match", [("epochs: many\n", "needs a list of choices"), ("output: x\n", "not a train option that can be searched"),
-                                         ("learning_rate: {low: 1, high: 0.1}\n", "low < high")])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("epochs: many\n", "needs a list of choices"),
+        ("output: x\n", "not a train option that can be searched"),
+        ("learning_rate: {low: 1, high: 0.1}\n", "low < high"),
+    ],
+)
 def test_bad_search_spaces_are_one_line(tmp_path, text, match):
     space = tmp_path / "s.yaml"
     space.write_text(text)

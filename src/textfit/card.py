@@ -57,7 +57,7 @@ classifier = pipeline("text-classification", model="{{ repo }}")
 classifier("{{ example }}")
 ```
 
-or with textfit: `textfit predict {{ repo }} "{{ example }}"` on the downloaded folder.
+or with textfit: `textfit predict {{ repo }} "{{ example }}"` on the downloaded folder.{{ calibration }}
 
 ## Training recipe
 
@@ -167,6 +167,29 @@ def model_card(
         example="a text to classify",
         recipe=recipe,
         warnings=("\n## Data warnings (textfit inspect)\n\n" + warnings) if warnings else "",
+        calibration=_calibration(manifest, metrics),
+    )
+
+
+def _calibration(manifest: RunManifest, metrics: dict[str, Any]) -> str:
+    """What the pipeline does not know: textfit's probabilities are divided by a temperature first."""
+    t = manifest.temperature
+    if t is None:
+        return ""
+    shown = f"{t:.4f}" if isinstance(t, float) else "one per label: " + ", ".join(f"{x:.4f}" for x in t)
+    split = "test" if "calibration" in metrics.get("test", {}) else "validation"
+    c = metrics.get(split, {}).get("calibration")
+    figures = (
+        f" On the {split} split, the expected calibration error went from {c['before']['ece']:.4f} to "
+        f"{c['after']['ece']:.4f}."
+        if c
+        else ""
+    )
+    return (
+        f"\n\ntextfit calibrates the probabilities with temperature scaling fitted on the validation split: "
+        f"the logits are divided by {shown} before the softmax{' (sigmoid)' if manifest.task == 'multi-label' else ''}"
+        f" (`temperature` in textfit.json).{figures} `pipeline` gives the uncalibrated probabilities; the "
+        "predicted labels are the same."
     )
 
 

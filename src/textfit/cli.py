@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .commands import cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_push, cmd_serve, cmd_train, cmd_tune
+from .commands import cmd_cv, cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_push, cmd_serve, cmd_train, cmd_tune
 from .config import FIELDS
 from .errors import Interrupted, UsageError
 
@@ -93,6 +93,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_folds_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds, stratified by label and seeded (default: 5)"
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         self.exit(2, f"textfit: error: {message} (see '{self.prog} --help')\n")
@@ -118,7 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", default="data_report.json", help="where to write the JSON report (default: data_report.json)"
     )
+    p.add_argument(
+        "--label-issues",
+        action="store_true",
+        help="also rank the training rows whose label is most likely wrong: 'textfit cv' with these flags "
+        "(out-of-fold probabilities, cleanlab), writing label_issues.csv into --output",
+    )
+    _add_folds_flag(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "cv",
+        help="cross-validate a recipe: K runs, each metric's mean and spread, out-of-fold probabilities (oof.csv) "
+        "and the rows most likely mislabelled (label_issues.csv)",
+    )
+    _add_train_flags(p)
+    _add_folds_flag(p)
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("eval", help="evaluate a run on a labelled file")
     _add_run_flags(p)
@@ -191,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where to write predictions: .csv, .tsv or .jsonl")
     p.add_argument("--interactive", action="store_true", help="answer texts typed at a prompt")
     p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also show each word's contribution to the predicted label (integrated gradients, Captum); "
+        "in --json and .jsonl output as numbers",
+    )
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -37,13 +37,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     cfg = load_config(getattr(args, "config", None), overrides)
     check_output(Path(args.report), "--report", folder=False)
+    if args.label_issues:
+        from .cv import check_cv
+
+        check_cv(cfg, args.folds)
     report = inspect(cfg)
     for note in report["notes"]:
         print(f"textfit: {note}")
     print(format_report(report))
     write_json(Path(args.report), report)
     print(f"textfit: wrote {args.report}")
-    return 1 if any(p["level"] == "error" for p in report["problems"]) else 0
+    failed = any(p["level"] == "error" for p in report["problems"])
+    if args.label_issues and failed:
+        print("textfit: no label-issue search: fix the errors above first", file=sys.stderr)
+    elif args.label_issues:
+        from .cv import cross_validate
+
+        print(f"textfit: ranking label issues with {args.folds}-fold cross-validation (one training run per fold)")
+        cross_validate(cfg, args.folds)
+    return 1 if failed else 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .cv import cross_validate
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    cross_validate(load_config(getattr(args, "config", None), overrides), args.folds)
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -61,7 +81,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_output(Path(args.output), "--output", folder=True)
     split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
     clf = _classifier(args)
-    m, probs = evaluate(clf, split, args.batch_size)
+    m, logits = evaluate(clf, split, args.batch_size)
+    probs = clf.scores(logits)
     out = (
         Path(args.output)
         if args.output
@@ -70,6 +91,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"data": args.data, **m})
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
+    if "calibration" in m:
+        from .report import plot_reliability
+
+        c = m["calibration"]
+        print(
+            f"calibration (temperature from training): expected calibration error {c['before']['ece']:.4f} "
+            f"uncalibrated, {c['after']['ece']:.4f} calibrated; Brier {c['before']['brier']:.4f} -> "
+            f"{c['after']['brier']:.4f}; NLL {c['before']['nll']:.4f} -> {c['after']['nll']:.4f}"
+        )
+        plot_reliability(logits, split.labels, clf.task, clf.manifest.temperature, out / "reliability.png", args.data)
     if "collapsed" in m:
         print(f"textfit: warning: {m['collapsed']}", file=sys.stderr)
     if clf.task == "classification":
@@ -110,6 +141,9 @@ def _classifier(args: argparse.Namespace) -> Any:
     )
 
 
+NESTED = ("probabilities", "explanation")  # spread into prob_<label> and top_words columns in CSV
+
+
 def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
     """CSV or JSONL, chosen by the extension; written to a temporary file, then renamed."""
     p = Path(path)
@@ -123,8 +157,13 @@ def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         else:
             flat = [
-                {k: (",".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"}
+                {
+                    k: (",".join(v) if k == "labels" else v)
+                    for k, v in r.items()
+                    if k not in ("probabilities", "explanation")
+                }
                 | {f"prob_{n}": s for n, s in r.get("probabilities", {}).items()}
+                | ({"top_words": _top_words(r["explanation"])} if "explanation" in r else {})
                 for r in rows
             ]
             w = csv.DictWriter(
@@ -160,15 +199,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if empty:
         raise UsageError(f"empty text (argument {empty[0]}): every text to classify needs some text")
     _check_batch_size(args.batch_size)
+    if args.explain and args.backend != "torch":
+        raise UsageError(
+            "--explain needs the PyTorch backend (integrated gradients take gradients through the model); "
+            "drop --backend onnx"
+        )
     if args.output:
         check_output(Path(args.output), "--output", folder=False)
     clf = _classifier(args)
+    explainer = None
+    if args.explain:
+        from .explain import Explainer
+
+        explainer = Explainer.load(args.run)
     if args.texts:
-        for text, pred in zip(args.texts, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
+        pairs = args.text_pair or [None] * len(args.texts)
+        for text, pair, pred in zip(
+            args.texts, pairs, clf.predict(args.texts, args.text_pair or None, args.batch_size)
+        ):
+            e = explainer.explain(text, pair, _explained(pred)) if explainer is not None else None
             if args.json:
-                print(json.dumps({"text": text, **pred.as_dict()}, ensure_ascii=False))
+                extra = {"explanation": e.as_dict()} if e is not None else {}
+                print(json.dumps({"text": text, **pred.as_dict(), **extra}, ensure_ascii=False))
             else:
                 print(f"{_shown(pred)}\t{text}")
+                if e is not None:
+                    _print_explanation(e)
     if args.input:
         split = read_for_run(args.input, manifest, args.encoding, args.text_column, args.text_pair_column, labels=False)
         preds = clf.predict(split.texts, split.pairs, args.batch_size)
@@ -177,15 +233,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
             row: dict[str, Any] = {"text": split.texts[i]}
             if split.pairs is not None:
                 row["text_pair"] = split.pairs[i]
-            rows.append(row | pred.as_dict())
+            row |= pred.as_dict()
+            if explainer is not None:
+                pair = split.pairs[i] if split.pairs is not None else None
+                row["explanation"] = explainer.explain(split.texts[i], pair, _explained(pred)).as_dict()
+            rows.append(row)
         _write_predictions(args.output, rows)
         print(f"textfit: wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     if args.interactive:
-        interactive(clf, sys.stdin, sys.stdout)
+        interactive(clf, sys.stdin, sys.stdout, explainer)
     return 0
 
 
-def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
+def _top_words(explanation: dict[str, Any], k: int = 5) -> str:
+    """A CSV cell: the k words that pushed hardest towards the label, with their attributions."""
+    top = sorted(explanation["words"], key=lambda w: -w["attribution"])[:k]
+    return " ".join(f"{w['word']}:{w['attribution']:+.3f}" for w in top)
+
+
+def _explained(pred: Any) -> str | None:
+    """The label an explanation explains: the predicted class (thresholds included), a multi-label
+    run's most probable label, nothing for regression (the value)."""
+    if pred.value is not None:
+        return None
+    if pred.labels is not None:
+        return max(pred.scores, key=lambda n: pred.scores[n])
+    return str(pred.label)
+
+
+def _print_explanation(e: Any, out: Any = None) -> None:
+    from .explain import coloured, ranked_lines
+
+    out = out or sys.stdout
+    if out.isatty():
+        out.write("  " + coloured(e) + "\n")
+    out.write(f"  words that pushed towards '{e.label}' (integrated gradients; negative: away from it):\n")
+    out.write("\n".join(ranked_lines(e)) + "\n")
+    if e.truncated:
+        out.write("  (only the first tokens, up to the run's --max-length, were explained)\n")
+
+
+def interactive(clf: Any, stdin: Any, stdout: Any, explainer: Any = None) -> None:
     """A prompt that answers each line with the label and its probability; q or end of input quits."""
     tty = stdin.isatty()
     stdout.write("type a text and press Enter (q to quit)\n")
@@ -209,6 +297,8 @@ def interactive(clf: Any, stdin: Any, stdout: Any) -> None:
         pred = clf.predict([text], pair)[0]
         shown = _shown(pred).replace("\t", " (") + ")" if pred.value is None else _shown(pred)
         stdout.write(("" if tty else "\n") + f"{shown}\n")
+        if explainer is not None:
+            _print_explanation(explainer.explain(text, pair[0] if pair else None, _explained(pred)), stdout)
     stdout.write("\n")
 
 

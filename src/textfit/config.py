@@ -119,6 +119,12 @@ class TrainConfig:
         "maximises --metric-for-best-model on the validation split, and store it with the model "
         "(multi-label runs always tune one threshold per label)",
     )
+    calibration: str = _f(
+        "auto",
+        "temperature: fit temperature scaling on the validation split after training so that probabilities "
+        "match how often the model is right (predicted labels do not change); none: raw probabilities; auto: "
+        "temperature for classification and multi-label runs that have a validation split",
+    )
     precision: str = _f("auto", "auto (bf16 where the hardware supports it), bf16, fp16 or fp32")
     device: str = _f("auto", "auto (a CUDA GPU, else Apple's MPS, else the CPU), cuda, mps or cpu")
     # evaluation and checkpoints
@@ -257,6 +263,7 @@ def _check(cfg: TrainConfig) -> None:
         "long_text": ("truncate", "window"),
         "window_pool": ("mean", "max"),
         "device": ("auto", "cuda", "mps", "cpu"),
+        "calibration": ("auto", "temperature", "none"),
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:

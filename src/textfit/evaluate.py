@@ -1,6 +1,7 @@
 """Evaluation of a classifier on labelled rows: the figures `textfit eval` prints and training records.
 
-    metrics, scores = evaluate(clf, split)    # loss and the task's metrics; scores one row per text
+    metrics, logits = evaluate(clf, split)    # loss and the task's metrics; the raw logits, one row per text
+    scores = clf.scores(logits)                 # calibrated probabilities (or values)
 
 Training's evaluations call this same function with a `Classifier` over the model being trained,
 so a run's metrics.json holds exactly what `textfit eval RUN --data FILE` prints for the same rows.
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import apply_temperature, calibration_report
 from .data.splits import Split
 from .metrics import loss_function, scores_from_logits, task_report
 from .predict import Classifier
@@ -24,7 +26,8 @@ UNSET: Any = object()
 def evaluate(
     clf: Classifier, split: Split, batch_size: int = 64, threshold: Any = UNSET
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics of a split (loss included) and its scores; `threshold` defaults to the run's."""
+    """Metrics of a split (loss included, calibrated as the run is) and its raw logits; `threshold`
+    defaults to the run's."""
     logits = clf.predict_logits(split.texts, split.pairs, batch_size)
     chosen = clf.threshold if threshold is UNSET else threshold
     return metrics_from_logits(logits, split.labels, clf.manifest, chosen)
@@ -33,8 +36,15 @@ def evaluate(
 def metrics_from_logits(
     logits: np.ndarray, labels: list[Any], manifest: RunManifest, threshold: Any
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """The task's metrics and loss from one row of logits per text, and the scores."""
+    """The task's metrics and loss from one row of raw logits per text, with the run's calibration
+    (the loss is the calibrated one; `calibration` holds the figures before and after); returns the
+    metrics and the logits."""
     gold = np.asarray(labels)
-    loss = loss_function(manifest.task, manifest.class_weights)(torch.from_numpy(logits), torch.from_numpy(gold))
-    scores = scores_from_logits(logits, manifest.task)
-    return {**task_report(manifest.task, gold, scores, manifest.label_names, threshold), "loss": float(loss)}, scores
+    t = manifest.temperature
+    calibrated = torch.from_numpy(apply_temperature(logits, t) if manifest.task != "regression" else logits)
+    loss = loss_function(manifest.task, manifest.class_weights)(calibrated, torch.from_numpy(gold))
+    scores = scores_from_logits(logits, manifest.task, t)
+    m = {**task_report(manifest.task, gold, scores, manifest.label_names, threshold), "loss": float(loss)}
+    if t is not None and manifest.task != "regression" and len(gold):
+        m["calibration"] = calibration_report(logits, gold, manifest.task, t)
+    return m, logits

@@ -84,9 +84,14 @@ def loss_function(task: str, class_weights: Any = None) -> Callable[[torch.Tenso
     return lambda logits, y: F.cross_entropy(logits.float(), y, weight=weights.to(logits.device))
 
 
-def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
+def scores_from_logits(logits: np.ndarray, task: str, temperature: Any = None) -> np.ndarray:
     """Probabilities (softmax, or sigmoid per label) or, for regression, the value itself:
-    always one row per text, one column per label (regression: one column)."""
+    always one row per text, one column per label (regression: one column). `temperature`:
+    the run's calibration (see calibration.py), applied to the logits first."""
+    from .calibration import apply_temperature
+
+    if task != "regression":
+        logits = apply_temperature(np.asarray(logits, dtype=np.float32), temperature)
     t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     if task == "regression":
         return t.numpy()

@@ -184,10 +184,14 @@ class Classifier:
                 out[ix] = self.backend.logits(pad(self.tokenizer, enc, ix, widths.get(int(lengths[ix[0]])))).numpy()
         return pool_windows(out, doc, len(texts), m.long_text.pool)
 
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Raw logits as the run's calibrated probabilities (or, for regression, the values)."""
+        return scores_from_logits(logits, self.task, self.manifest.temperature)
+
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (softmax), one probability per label (multi-label, sigmoid), or
-        for regression the predicted values (n, 1)."""
-        return scores_from_logits(self.predict_logits(texts, pairs, batch_size), self.task)
+        for regression the predicted values (n, 1); calibrated when the run was (its temperature)."""
+        return self.scores(self.predict_logits(texts, pairs, batch_size))
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """Class ids, 0/1 per label, or values: the run's decision, thresholds included."""

@@ -151,6 +151,66 @@ def _write_confusion(folder: Path, gold: np.ndarray, pred: np.ndarray, names: li
     )
 
 
+def plot_reliability(logits: np.ndarray, gold: Any, task: str, temperature: Any, path: Path, title: str) -> None:
+    """The reliability diagram: accuracy against confidence per bin, before and after calibration,
+    with the diagonal of a perfectly calibrated model and the rows per bin below."""
+    from .calibration import ECE_BINS, apply_temperature, calibration_metrics, probabilities, reliability_bins
+
+    plt = _plt()
+    gold = np.asarray(gold)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], ls="--", color="#888", lw=1, label="perfectly calibrated")
+    for name, z, colour in (
+        ("before", logits, "#d62728"),
+        ("after", apply_temperature(logits, temperature), "#1f77b4"),
+    ):
+        b = reliability_bins(probabilities(z, task), gold, task)
+        seen = b["count"] > 0
+        ece = calibration_metrics(z, gold, task)["ece"]
+        ax.plot(b["confidence"][seen], b["accuracy"][seen], "o-", color=colour, label=f"{name} (ECE {ece:.3f})")
+        edges = np.linspace(0, 1, ECE_BINS + 1)
+        hist.bar(
+            edges[:-1] + (0.25 if name == "after" else 0) / ECE_BINS,
+            b["count"],
+            width=0.5 / ECE_BINS,
+            align="edge",
+            color=colour,
+            alpha=0.8,
+        )
+    shown = temperature if not isinstance(temperature, list) else f"{min(temperature):.2f}..{max(temperature):.2f}"
+    shown = f"{shown:.3f}" if isinstance(shown, float) else shown
+    ax.set(ylabel="share right" if task != "multi-label" else "share of labels on", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(f"{title}\ntemperature {shown}", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set(xlabel="confidence (probability of the predicted label)", ylabel="rows")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _calibration_section(folder: Path, c: dict[str, Any] | None) -> str:
+    """The calibration table (before and after temperature scaling) and the reliability diagram."""
+    if not c:
+        return ""
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{c['before'][k]:.4f}</td><td>{c['after'][k]:.4f}</td></tr>"
+        for k, name in (
+            ("ece", "expected calibration error"),
+            ("brier", "Brier score"),
+            ("nll", "negative log-likelihood"),
+        )
+    )
+    t = c["temperature"]
+    shown = f"{t:.3f}" if isinstance(t, (int, float)) else ", ".join(f"{x:.3f}" for x in t)
+    img = _img(folder / "reliability.png") if (folder / "reliability.png").is_file() else ""
+    return (
+        f"<h2>Calibration</h2><p>Temperature scaling fitted on the validation split: temperature {shown}. "
+        "The logits are divided by the temperature before the softmax: the order of the classes, and so the "
+        "predicted labels, stay the same; only how sure the model says it is changes.</p>"
+        f"<table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table>{img}"
+    )
+
+
 def write_report(
     folder: Path,
     texts: list[str],
@@ -206,6 +266,7 @@ def write_report(
         + f"<td>{probs[i, pred[i]]:.3f}</td></tr>"
         for i in wrong[:max_mistakes]
     )
+    calibration = _calibration_section(folder, metrics.get("calibration"))
     collapsed = metrics.get("collapsed")
     warning = f"<p><b>Warning:</b> {html.escape(collapsed)}</p>" if collapsed else ""
     shown = f"; the first {max_mistakes} shown, all in misclassified.csv" if len(wrong) > max_mistakes else ""
@@ -223,6 +284,7 @@ th {{ background: #f3f3f3; }} tr.avg td {{ background: #fafafa; font-style: ital
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Confusion matrix</h2>{f"<p>{html.escape(matrix_note)}</p>" if matrix_note else ""}
 {_img(folder / "confusion_matrix.png")}
+{calibration}
 {"<h2>Training curves</h2>" + _img(folder / "training_curves.png") if curves else ""}
 <h2>Misclassified examples</h2>
 <p>{len(wrong)} of {len(gold)} rows, most confident mistakes first{shown}.</p>

@@ -23,7 +23,7 @@ from typing import Any
 from .errors import UsageError
 
 MANIFEST = "textfit.json"
-FORMAT_VERSION = 2  # 1: textfit 0.1 folders (no format_version key, the same fields)
+FORMAT_VERSION = 3  # 1: textfit 0.1 folders (no format_version key, the same fields); 3: temperature added
 TASKS = ("classification", "multi-label", "regression")
 # textfit 0.1 wrote transformers' problem types
 OLD_TASK_NAMES = {"single_label_classification": "classification", "multi_label_classification": "multi-label"}
@@ -71,6 +71,7 @@ class RunManifest:
     max_length: int
     long_text: LongText = field(default_factory=LongText)
     threshold: float | list[float] | None = None  # a binary run's tuned threshold, or one per label (multi-label)
+    temperature: float | list[float] | None = None  # calibration: logits are divided by it (one per label: multi-label)
     class_weights: list[float] | None = None
     lora: LoraInfo | None = None
     base_model: str = ""

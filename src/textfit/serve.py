@@ -3,6 +3,7 @@
     app = create_app(Classifier.load("runs/sst2"))   # FastAPI app, for tests and ASGI servers
     serve("runs/sst2", host="127.0.0.1", port=8000)   # uvicorn, until SIGTERM or Ctrl-C
 
+POST /explain {"text": ...} answers each word's contribution to the prediction (see explain.py).
 POST /predict takes Text Embeddings Inference's request body: {"inputs": "a text"},
 {"inputs": ["a", "b"]} or, for pair models, {"inputs": [["premise", "hypothesis"], ...]}, and
 answers, per input, every class's label and probability, best first (a single input gets one
@@ -16,48 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from .errors import UsageError
-from .predict import Classifier
+from .predict import Classifier, TorchBackend
+from .serve_input import BodyLimit, ExplainRequest, Limits, PredictRequest, check_explain, check_predict, error
 
 PAGE = Path(__file__).with_name("page.html")
-
-
-class PredictRequest(BaseModel):
-    """Text Embeddings Inference's /predict body."""
-
-    model_config = ConfigDict(extra="forbid")
-    inputs: str | list[str] | list[tuple[str, str]] = Field(
-        description="one text, a list of texts, or (pair models) a list of [text, text_pair] pairs"
-    )
-    truncate: bool = Field(
-        True, description="accepted for TEI compatibility; texts are always truncated to the model's max length"
-    )
-    raw_scores: bool = Field(False, description="accepted for TEI compatibility; scores are always probabilities")
-    truncation_direction: str = Field("right", description="accepted for TEI compatibility")
 
 
 class Score(BaseModel):
     label: str
     score: float
-
-
-@dataclass
-class Limits:
-    max_batch: int = 128  # texts per model call (sorted by length inside it)
-    max_wait_ms: float = 5.0  # how long the worker waits to fill a batch
-    max_queue: int = 1024  # texts waiting; beyond it, 429
-    max_texts: int = 128  # texts in one request; beyond it, 413
-    max_body_bytes: int = 1_000_000  # beyond it, 413
-    max_chars: int = 100_000  # characters in one text; beyond it, 413
-    timeout_s: float = 30.0  # per request; beyond it, 504
 
 
 @dataclass
@@ -135,44 +113,6 @@ class Batcher:
             start += len(j.texts)
 
 
-def error(status: int, message: str) -> Any:
-    """A JSON error in TEI's shape: {"error": ..., "error_type": ...}."""
-    from fastapi.responses import JSONResponse
-
-    kind = {413: "Validation", 422: "Validation", 429: "Overloaded", 504: "Timeout"}.get(status, "Error")
-    return JSONResponse({"error": message, "error_type": kind}, status)
-
-
-def _inputs(req: PredictRequest, clf: Classifier, limits: Limits) -> Any:
-    """The request's texts and second texts, or the error response that refuses them."""
-    items = [req.inputs] if isinstance(req.inputs, str) else list(req.inputs)
-    if not items:
-        return error(422, "inputs is empty: give at least one text")
-    if len(items) > limits.max_texts:
-        return error(413, f"{len(items)} inputs; at most {limits.max_texts} per request")
-    is_pair = [isinstance(x, (tuple, list)) for x in items]
-    if any(is_pair) and not all(is_pair):
-        return error(422, "mix of texts and pairs: send either texts or [text, text_pair] pairs")
-    if clf.pairs and not all(is_pair):
-        return error(422, "this model classifies sentence pairs: send inputs as [[text, text_pair], ...]")
-    if not clf.pairs and any(is_pair):
-        return error(422, "this model classifies single texts, not pairs: send a text or a list of texts")
-    texts: list[Any] = [x[0] if p else x for x, p in zip(items, is_pair)]
-    pairs: list[Any] | None = [x[1] for x in items] if clf.pairs else None
-    if any(len(t) > limits.max_chars for t in texts + (pairs or [])):
-        return error(413, f"a text over {limits.max_chars} characters")
-    if any(not t.strip() for t in texts + (pairs or [])):
-        return error(422, "empty text: every input needs some text")
-    for i, t in enumerate(texts + (pairs or [])):
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as e:
-            return error(
-                422, f"input {i % len(texts)}: not valid Unicode (a lone surrogate {t[e.start]!a}); send UTF-8 text"
-            )
-    return texts, pairs
-
-
 def _scored(clf: Classifier, p: Any, chosen: Any) -> list[dict[str, Any]]:
     """Every class with its score, the predicted one first (it is the most probable one unless a
     tuned threshold decides); multi-label: the labels over their thresholds first; regression: the value."""
@@ -202,59 +142,9 @@ def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
     }
 
 
-def _too_deep(body: bytes) -> bool:
-    """Whether parsing the body would exhaust Python's recursion limit (checked only for bodies with
-    many brackets: the framework's parser would otherwise fail with a 500)."""
-    import json
-
-    try:
-        json.loads(body)
-    except RecursionError:
-        return True
-    except ValueError:
-        pass  # not JSON: the framework answers 422
-    return False
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413, whether it came with a
-    Content-Length or in chunks (the body is read here, bounded, then handed on)."""
-
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = length is not None and (not length.isdigit() or int(length) > self.limit)
-        body, more = b"", not too_big
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            too_big = len(body) > self.limit
-            if too_big:
-                break
-        if too_big:
-            return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
-        if body.count(b"[") + body.count(b"{") > 500 and _too_deep(body):
-            return await error(422, "the JSON body is nested too deeply")(scope, receive, send)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> Any:
+def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", explainer: Any = None) -> Any:
+    """The app; `explainer` (an `explain.Explainer`) answers /explain, else one is loaded from `run`
+    on the first request (PyTorch backend only)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -263,6 +153,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
 
     limits = limits or Limits()
     state: dict[str, Any] = {"ready": False}
+    state_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -286,6 +177,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
     )
 
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    torch_backend = isinstance(clf.backend, TorchBackend)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -305,7 +197,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
     )
     async def predict(req: PredictRequest):
         single = isinstance(req.inputs, str)
-        parsed = _inputs(req, clf, limits)
+        parsed = check_predict(req, clf, limits)
         if not isinstance(parsed, tuple):
             return parsed
         texts, pairs = parsed
@@ -323,6 +215,33 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
         out = [_scored(clf, p, c) for p, c in zip(probs, clf.decide(probs))]
         return out[0] if single else out
 
+    @app.post("/explain", responses={400: {"description": "no explanations with this backend"}})
+    async def explain(req: ExplainRequest):
+        parsed = check_explain(req, clf, limits)
+        if not isinstance(parsed, tuple):
+            return parsed
+        if explainer is None and (not run or not isinstance(clf.backend, TorchBackend)):
+            return error(
+                400, "explanations need the PyTorch backend: start 'textfit serve' without --backend onnx to get them"
+            )
+        try:
+            ex = await asyncio.wait_for(asyncio.to_thread(_explainer), limits.timeout_s)
+            text, pair = parsed
+            answer = await asyncio.wait_for(asyncio.to_thread(ex.explain, text, pair, req.label), limits.timeout_s)
+        except asyncio.TimeoutError:
+            return error(504, f"no explanation within {limits.timeout_s:g} s")
+        except UsageError as e:
+            return error(422, str(e))
+        return {"text": req.text, **answer.as_dict()}
+
+    def _explainer() -> Any:
+        with state_lock:
+            if "explainer" not in state:
+                from .explain import Explainer
+
+                state["explainer"] = explainer or Explainer.load(run)
+            return state["explainer"]
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -335,7 +254,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "") -> 
 
     @app.get("/info")
     async def info():
-        return _info(clf, limits, run)
+        return {**_info(clf, limits, run), "explain": explainer is not None or (bool(run) and torch_backend)}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

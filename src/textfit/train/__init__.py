@@ -20,26 +20,35 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..calibration import fit_temperature, unusable
 from ..card import write_model_card
 from ..config import TrainConfig, report_to
-from ..evaluate import evaluate
+from ..data import TrainingData
+from ..evaluate import evaluate, metrics_from_logits
 from ..hub import push_run
-from ..report import write_report
+from ..metrics import scores_from_logits
+from ..report import plot_reliability, write_report
 from ..run import LoraInfo, write_json
 from .checkpoint import load_checkpoint, resolve_resume
 from .evaluator import Evaluator, current_classifier, measure_for, tune_thresholds
 from .loop import fit
 from .output import RunLog, move_into_place, work_folder
 from .seeds import train_seeds
-from .setup import TrainState, setup
+from .setup import TrainState, calibrates, setup
 from .tracking import Trackers
 
 
-def train(cfg: TrainConfig, on_evaluate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train a run as `cfg` says; `on_evaluate(step, metrics)` hears every validation evaluation."""
+def train(
+    cfg: TrainConfig,
+    on_evaluate: Callable[[int, dict[str, Any]], None] | None = None,
+    data: TrainingData | None = None,
+) -> dict[str, Any]:
+    """Train a run as `cfg` says; `on_evaluate(step, metrics)` hears every validation evaluation.
+    `data`: splits already read and labelled (cross-validation's folds) instead of reading cfg's files.
+    The result holds the run folder, every split's metrics and raw logits, and the history."""
     if cfg.seeds:
         return train_seeds(cfg, train)
-    s = setup(cfg)
+    s = setup(cfg, data)
     acc = s.accelerator
     resume_from = resolve_resume(cfg.resume, s.out) if cfg.resume is not None else None
     persistent = cfg.save_steps is not None or resume_from is not None
@@ -63,7 +72,7 @@ def train(cfg: TrainConfig, on_evaluate: Callable[[int, dict[str, Any]], None] |
             ev.load_state_dict(state, best_weights, s.model)
             s.say(f"textfit: resumed from {resume_from} (step {s.step}, epoch {s.epoch}, batch {s.batches_in_epoch})")
         stats = fit(s, ev, log)
-        metrics = finish(s, ev, log, work, stats)
+        metrics, logits = finish(s, ev, log, work, stats)
         acc.wait_for_everyone()
         if acc.is_main_process and not persistent:
             move_into_place(work, s.out)
@@ -75,16 +84,25 @@ def train(cfg: TrainConfig, on_evaluate: Callable[[int, dict[str, Any]], None] |
         log.close()
         if acc.is_main_process and not persistent and work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return {"folder": str(s.out), "metrics": metrics, "history": ev.history, "steps": s.step, "train_stats": stats}
+    return {
+        "folder": str(s.out),
+        "metrics": metrics,
+        "logits": logits,
+        "temperature": s.manifest.temperature,
+        "history": ev.history,
+        "steps": s.step,
+        "train_stats": stats,
+    }
 
 
 def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every split's metrics and scores for the final weights, measured as `textfit eval` measures
-    them; the validation split's from the evaluation of those weights during training."""
+    """Every split's metrics and raw logits for the final weights, measured as `textfit eval` measures
+    them; the validation split's from the evaluation of those weights during training. The temperature
+    (--calibration) is fitted on the validation logits first, and thresholds tuned on calibrated scores."""
     from ..metrics import format_metrics
 
     metrics: dict[str, Any] = {}
-    scores: dict[str, np.ndarray] = {}
+    logits: dict[str, np.ndarray] = {}
     splits = s.data.splits
     # The final weights as `textfit eval` loads them: built only when a split is measured here.
     clf = None
@@ -93,29 +111,55 @@ def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[s
     if "validation" in splits:
         restored = s.cfg.load_best_model_at_end and ev.best_step is not None  # the weights are the best evaluated
         if clf is not None and s.features:  # the evaluations ran on cached features: measure the whole model once
-            metrics["validation"], scores["validation"] = evaluate(
+            metrics["validation"], logits["validation"] = evaluate(
                 clf, splits["validation"], s.cfg.eval_batch_size, None
             )
         else:
-            metrics["validation"], scores["validation"] = ev.final(restored)
-        s.manifest.threshold, tuned = tune_thresholds(s, metrics["validation"], scores["validation"])
+            metrics["validation"], logits["validation"] = ev.final(restored)
+        gold = splits["validation"].labels
+        if calibrates(s.cfg, s.data):
+            t = fit_temperature(logits["validation"], gold, s.manifest.task)
+            why = unusable(logits["validation"], gold, s.manifest.task, t)
+            if why is None:
+                s.manifest.temperature = t
+                metrics["validation"], _ = metrics_from_logits(logits["validation"], gold, s.manifest, None)
+            else:
+                s.say(f"textfit: {'warning: ' if s.cfg.calibration == 'temperature' else ''}no calibration: {why}")
+        scores = scores_from_logits(logits["validation"], s.manifest.task, s.manifest.temperature)
+        s.manifest.threshold, tuned = tune_thresholds(s, metrics["validation"], scores)
         if s.manifest.threshold is not None:
             metrics["validation_untuned"], metrics["validation"] = metrics["validation"], tuned
         s.say(format_metrics(metrics["validation"], f"\nvalidation ({len(splits['validation'].texts)} rows)"))
         if "collapsed" in metrics["validation"]:
             s.say(f"textfit: warning: {metrics['validation']['collapsed']}")
     if clf is not None and "test" in splits:
-        metrics["test"], scores["test"] = evaluate(clf, splits["test"], s.cfg.eval_batch_size, s.manifest.threshold)
+        metrics["test"], logits["test"] = evaluate(clf, splits["test"], s.cfg.eval_batch_size, s.manifest.threshold)
         s.say(format_metrics(metrics["test"], f"\ntest ({len(splits['test'].texts)} rows)"))
-    return metrics, scores
+    for name, m in metrics.items():
+        if "calibration" in m and not name.endswith("_untuned"):
+            c = m["calibration"]
+            s.say(
+                f"textfit: {name} calibration (temperature {_shown_temperature(c['temperature'])}): expected "
+                f"calibration error {c['before']['ece']:.4f} -> {c['after']['ece']:.4f}, Brier "
+                f"{c['before']['brier']:.4f} -> {c['after']['brier']:.4f}, NLL {c['before']['nll']:.4f} -> "
+                f"{c['after']['nll']:.4f}"
+            )
+    return metrics, logits
 
 
-def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str, Any]) -> dict[str, Any]:
-    """Restore the best weights, measure every split, and write the run folder (manifest last)."""
+def _shown_temperature(t: Any) -> str:
+    return f"{t:.3f}" if isinstance(t, (int, float)) else "per label " + ", ".join(f"{x:.2f}" for x in t)
+
+
+def finish(
+    s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Restore the best weights, measure every split, and write the run folder (manifest last);
+    returns every split's metrics and raw logits."""
     if s.cfg.load_best_model_at_end and ev.best_weights is not None and ev.best_step != s.step:
         s.say(f"textfit: restoring the best weights (step {ev.best_step}, {s.metric} {s.sign * ev.best_score:.4f})")
         s.model.load_state_dict(ev.best_weights)
-    metrics, scores = _final_metrics(s, ev)
+    metrics, logits = _final_metrics(s, ev)
     stats_line = (
         f", {stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding"
         if stats["padded_tokens"]
@@ -129,12 +173,16 @@ def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str
     log({"step": s.step, "final": summary})
     s.accelerator.wait_for_everyone()
     if not s.accelerator.is_main_process:
-        return metrics
+        return metrics, logits
     log.close()
     m = s.manifest
     m.steps, m.best_step, m.metrics, m.train_stats = s.step, ev.best_step, summary, stats
     m.train_seconds = round(time.time() - s.t_start, 2)
     report_split = "test" if "test" in metrics else "validation" if "validation" in metrics else None
+    if report_split and m.temperature is not None:
+        gold = s.data.splits[report_split].labels
+        title = f"reliability, {report_split} split ({len(gold)} rows)"
+        plot_reliability(logits[report_split], gold, m.task, m.temperature, work / "reliability.png", title)
     if report_split and m.task == "classification":
         rs = s.data.splits[report_split]
         write_report(
@@ -142,7 +190,7 @@ def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str
             rs.texts,
             rs.pairs,
             np.array(rs.labels),
-            scores[report_split],
+            scores_from_logits(logits[report_split], m.task, m.temperature),
             m.label_names,
             metrics[report_split],
             work / "log.jsonl",
@@ -170,4 +218,4 @@ def finish(s: TrainState, ev: Evaluator, log: RunLog, work: Any, stats: dict[str
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
     m.write(work)  # textfit.json last: the run is complete
-    return metrics
+    return metrics, logits

@@ -4,7 +4,7 @@
     ev.run(step, epoch, model, log, say)     # one evaluation on the validation split
     ev.stop                                  # early stopping says so
 
-`measure(split_name)` returns a split's metrics and scores. For a model being trained it predicts
+`measure(split_name)` returns a split's metrics and raw logits. For a model being trained it predicts
 with `Classifier` over an inference copy of the model (`model.inference_copy`): the same tokens,
 batches, kernels and metrics as `textfit eval` on the saved run.
 """
@@ -75,9 +75,9 @@ class Evaluator:
         self.best_step: int | None = None
         self.best_metrics: dict[str, Any] | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
-        self.best_scores: np.ndarray | None = None
+        self.best_logits: np.ndarray | None = None
         self.last: dict[str, Any] = {}
-        self.last_scores: np.ndarray | None = None
+        self.last_logits: np.ndarray | None = None
         self.history: list[dict[str, Any]] = []
         self.bad_evals, self.stop, self.seconds = 0, False, 0.0
 
@@ -86,7 +86,7 @@ class Evaluator:
     ) -> None:
         """Evaluate `model` at `step` on the validation split; keep its weights when it is the best."""
         t = time.time()
-        m, self.last_scores = self.measure("validation")
+        m, self.last_logits = self.measure("validation")
         if not math.isfinite(m["loss"]):
             raise UsageError(
                 f"the validation loss became {m['loss']} at step {step}; nothing was saved as the final model; "
@@ -103,7 +103,7 @@ class Evaluator:
             say(f"textfit: warning: step {step}: {m['collapsed']}")
         if self.sign * m[self.metric] > self.best_score:
             self.best_score, self.best_step, self.best_metrics = self.sign * m[self.metric], step, m
-            self.best_scores = self.last_scores
+            self.best_logits = self.last_logits
             self.best_weights = None
             if self.keep_best:
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -139,9 +139,9 @@ class Evaluator:
             self.best_weights = best_weights if best_weights is not None else current
 
     def final(self, restored: bool) -> tuple[dict[str, Any], np.ndarray]:
-        """The validation metrics and scores of the final weights: the best evaluation's when they
+        """The validation metrics and logits of the final weights: the best evaluation's when they
         were restored, else the last one's; measured again when a resume lost them."""
-        metrics, scores = (self.best_metrics, self.best_scores) if restored else (self.last, self.last_scores)
+        metrics, scores = (self.best_metrics, self.best_logits) if restored else (self.last, self.last_logits)
         if scores is None or metrics is None:
             return self.measure("validation")
         return metrics, scores
@@ -149,7 +149,8 @@ class Evaluator:
 
 def tune_thresholds(s: TrainState, metrics: dict[str, Any], scores: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """--tune-threshold (binary) or one threshold per label (multi-label), tuned on the validation
-    scores; returns the threshold and the validation metrics with it. None: nothing to tune."""
+    scores (calibrated when the run is); returns the threshold and the validation metrics with it.
+    None: nothing to tune."""
     schema = s.manifest.schema
     if not (s.cfg.tune_threshold or schema.task == "multi-label"):
         return None, metrics
@@ -165,4 +166,5 @@ def tune_thresholds(s: TrainState, metrics: dict[str, Any], scores: np.ndarray) 
             f"textfit: decision threshold {threshold:.4f} on P({schema.label_names[1]}) maximises validation {tuned} "
             f"({metrics[tuned]:.4f} at 0.5, {value:.4f} at {threshold:.4f})"
         )
-    return threshold, {**task_report(schema.task, gold, scores, schema.label_names, threshold), "loss": metrics["loss"]}
+    kept: dict[str, Any] = {k: metrics[k] for k in ("loss", "calibration") if k in metrics}
+    return threshold, {**task_report(schema.task, gold, scores, schema.label_names, threshold), **kept}

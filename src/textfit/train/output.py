@@ -20,12 +20,13 @@ from ..run import MANIFEST, check_output
 
 def is_run_folder(folder: Path) -> bool:
     """A folder textfit wrote: a run (textfit.json), a run in progress (checkpoints with their
-    manifests), or a --seeds folder (seeds.json, or seed-N runs)."""
-    if (folder / MANIFEST).is_file() or (folder / "seeds.json").is_file():
+    manifests), a --seeds folder (seeds.json, or seed-N runs), or a cross-validation (cv.json, or fold-N runs)."""
+    if any((folder / name).is_file() for name in (MANIFEST, "seeds.json", "cv.json")):
         return True
     if any((p / "checkpoint.json").is_file() for p in folder.glob("checkpoint-*")):
         return True
-    return any(is_run_folder(p) for p in folder.glob("seed-*") if p.is_dir())
+    subs = [*folder.glob("seed-*"), *folder.glob("fold-*")]
+    return any(is_run_folder(p) for p in subs if p.is_dir())
 
 
 def check_replaceable(out: Path, inputs: list[str | None]) -> None:

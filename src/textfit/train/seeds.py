@@ -41,13 +41,7 @@ def train_seeds(cfg: TrainConfig, train: Callable[[TrainConfig], dict[str, Any]]
     for split in runs[0]["metrics"]:
         if split.endswith("_untuned"):
             continue
-        rows = {}
-        for key, value in runs[0]["metrics"][split].items():
-            if key in ("n", "per_class") or not isinstance(value, (int, float)):
-                continue
-            values = [float(r["metrics"][split][key]) for r in runs]
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            rows[key] = {"mean": float(np.mean(values)), "std": std, "values": values}
+        rows = mean_and_std([r["metrics"][split] for r in runs])
         summary["metrics"][split] = rows
         lines.append(
             f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows)
@@ -56,3 +50,15 @@ def train_seeds(cfg: TrainConfig, train: Callable[[TrainConfig], dict[str, Any]]
     print("\n".join(lines))
     print(f"textfit: wrote {base / 'seeds.json'}")
     return summary
+
+
+def mean_and_std(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each numeric metric's mean, sample standard deviation and values over several runs' metrics."""
+    rows = {}
+    for key, value in metrics[0].items():
+        if key in ("n", "per_class") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values = [float(m[key]) for m in metrics]
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        rows[key] = {"mean": float(np.mean(values)), "std": std, "values": values}
+    return rows

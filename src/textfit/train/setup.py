@@ -133,7 +133,20 @@ def _check_options(cfg: TrainConfig, data: TrainingData) -> str:
             "--early-stopping-patience/--eval-steps need a validation split; "
             "pass --validation FILE or a --split with a validation share"
         )
+    if cfg.calibration == "temperature" and task == "regression":
+        raise UsageError("--calibration temperature: calibrates probabilities; a regression run has none (use none)")
+    if cfg.calibration == "temperature" and "validation" not in splits:
+        raise UsageError(
+            "--calibration temperature needs a validation split to fit on; pass --validation FILE or a --split with "
+            "a validation share, or --calibration none"
+        )
     return metric
+
+
+def calibrates(cfg: TrainConfig, data: TrainingData) -> bool:
+    """Whether the run fits a temperature after training (see --calibration)."""
+    usable = data.schema.task != "regression" and "validation" in data.splits
+    return cfg.calibration == "temperature" or (cfg.calibration == "auto" and usable)
 
 
 def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
@@ -201,8 +214,9 @@ def _describe(
     )
 
 
-def setup(cfg: TrainConfig) -> TrainState:
-    """Data, model, optimizer and schedule for `cfg`; nothing is written yet."""
+def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
+    """Data (read from cfg's files unless given), model, optimizer and schedule for `cfg`; nothing is
+    written yet."""
     from transformers import get_linear_schedule_with_warmup
 
     t_start = time.time()
@@ -213,7 +227,7 @@ def setup(cfg: TrainConfig) -> TrainState:
     check_installed(report_to(cfg.report_to))
     if cfg.push_to_hub:
         check_hub_access(cfg.push_to_hub)
-    data = load_data(cfg)
+    data = data if data is not None else load_data(cfg)
     model_path = resolve_model(cfg.model)
     out = output_folder(cfg)
     metric = _check_options(cfg, data)
