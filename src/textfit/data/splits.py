@@ -92,9 +92,12 @@ def carve_splits(
         if need[1] and len(te_ix):
             splits["test"] = take(train, te_ix)
         splits["train"] = train = take(train, tr_ix)
-        made = [n for n, want in zip(("validation", "test"), need) if want]
+        made = [n for n, want, ix in zip(("validation", "test"), need, (va_ix, te_ix)) if want and len(ix)]
         kind = "random" if train.task == "regression" else "stratified"
-        notes.append(f"made a {kind} {'/'.join(made)} split from {train.source} (--split {split_flag}, seed {seed})")
+        if made:
+            notes.append(
+                f"made a {kind} {'/'.join(made)} split from {train.source} (--split {split_flag}, seed {seed})"
+            )
     if max_train_samples and max_train_samples < len(train.texts):
         rng = np.random.default_rng(seed)
         splits["train"] = take(train, np.sort(rng.permutation(len(train.texts))[:max_train_samples]))
