@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import SHARED, make_rows, write_csv
+from conftest import SHARED, make_rows, run_cli, write_csv
 from textfit.config import TrainConfig
 from textfit.data import LengthGroupedBatches, load_data
 from textfit.errors import UsageError
@@ -266,3 +266,23 @@ def test_tsv_with_quoted_tabs_and_newlines_is_read_with_quoting(tmp_path):
     assert frame.df.shape == (40, 2) and frame.df.iloc[3, 0] == rows[3][0]
     splits = load_data(cfg(data=str(path), split="80,20,0")).splits
     assert sum(len(s.texts) for s in splits.values()) == 40
+
+
+def test_quoting_flag_forces_either_way(tmp_path):
+    """--quoting none keeps quotes as characters of the text, even in a CSV; standard reads quoted fields
+    of a TSV that auto would read quote-free; eval and predict take the flag too."""
+    path = tmp_path / "q.tsv"
+    path.write_text('text\tlabel\n"quoted" start\tpos\nplain\tneg\n"a\tb"\tpos\n', encoding="utf-8")
+    from textfit.data.read import read_table
+
+    with pytest.raises(UsageError, match=r"q.tsv: cannot parse as TSV .*; check the delimiter and quotes, or pass --quoting standard"):
+        read_table(str(path), quoting="none")
+    assert read_table(str(path), quoting="standard").df.iloc[2, 0] == "a\tb"
+    csv_path = tmp_path / "q.csv"
+    csv_path.write_text('text,label\n"x" marks,pos\n', encoding="utf-8")
+    assert read_table(str(csv_path), quoting="none").df.iloc[0, 0] == '"x" marks'
+    assert read_table(str(csv_path)).df.iloc[0, 0] == "x marks"  # a CSV's quotes are quotes, by default
+    r = run_cli("train", "--data", str(csv_path), "--quoting", "maybe")
+    assert r.returncode == 2 and "--quoting: 'maybe' is not one of auto, none, standard" in r.stderr
+    r = run_cli("predict", "runs/none", "--quoting", "maybe", "x")
+    assert r.returncode == 2 and "--quoting" in r.stderr

@@ -61,6 +61,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", help="text column of the file (default: the run's, then detected)")
     p.add_argument("--text-pair-column", help="second text column, for pair models")
     p.add_argument("--encoding", default="utf-8", help="encoding of the file (default: utf-8)")
+    p.add_argument(
+        "--quoting",
+        default="auto",
+        choices=["auto", "none", "standard"],
+        help="quotes in a CSV/TSV: auto (as training reads them), none (part of the text), standard (quoted fields)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
     p.add_argument(
         "--device",

@@ -79,7 +79,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
     if args.output:
         check_output(Path(args.output), "--output", folder=True)
-    split = read_for_run(args.data, manifest, args.encoding, args.text_column, args.text_pair_column, args.label_column)
+    split = read_for_run(
+        args.data,
+        manifest,
+        args.encoding,
+        args.text_column,
+        args.text_pair_column,
+        args.label_column,
+        quoting=args.quoting,
+    )
     clf = _classifier(args)
     m, logits = evaluate(clf, split, args.batch_size)
     probs = clf.scores(logits)
@@ -226,7 +234,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if e is not None:
                     _print_explanation(e)
     if args.input:
-        split = read_for_run(args.input, manifest, args.encoding, args.text_column, args.text_pair_column, labels=False)
+        split = read_for_run(
+            args.input,
+            manifest,
+            args.encoding,
+            args.text_column,
+            args.text_pair_column,
+            labels=False,
+            quoting=args.quoting,
+        )
         preds = clf.predict(split.texts, split.pairs, args.batch_size)
         rows = []
         for i, pred in enumerate(preds):

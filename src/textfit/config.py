@@ -50,6 +50,12 @@ class TrainConfig:
         "multi-label labels written as one string, e.g. 'sports|politics': the separator (default: JSON lists, or ',')",
     )
     encoding: str = _f("utf-8", "text encoding of the data files, e.g. gb18030 or latin-1")
+    quoting: str = _f(
+        "auto",
+        "how quotes in CSV/TSV files are read: auto (TSVs quote-free, as GLUE writes them, unless the file only "
+        "parses with quoted fields), none (a quote is a character of the text), standard (quoted fields may hold "
+        "tabs, newlines and doubled quotes)",
+    )
     split: str = _f("80,10,10", "train,validation,test percentages used when a split is missing")
     max_train_samples: int | None = _f(None, "train on a seeded random sample of this many rows (quick runs)")
     # model
@@ -264,6 +270,7 @@ def _check(cfg: TrainConfig) -> None:
         "window_pool": ("mean", "max"),
         "device": ("auto", "cuda", "mps", "cpu"),
         "calibration": ("auto", "temperature", "none"),
+        "quoting": ("auto", "none", "standard"),
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:

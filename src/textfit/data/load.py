@@ -75,7 +75,7 @@ def read_splits(
         (cfg.text_column, cfg.text_pair_column, cfg.label_column), (cfg.text_column, cfg.label_column)
     )
     frames, fingerprint = load_frames(
-        cfg.data, cfg.data_config, cfg.train, cfg.validation, cfg.test, cfg.encoding, headerless
+        cfg.data, cfg.data_config, cfg.train, cfg.validation, cfg.test, cfg.encoding, headerless, cfg.quoting
     )
     if "train" not in frames:
         there = ", ".join(frames) or "none"
@@ -251,13 +251,14 @@ def read_for_run(
     text_pair_column: str | None = None,
     label_column: str | None = None,
     labels: bool = True,
+    quoting: str = "auto",
 ) -> Split:
     """Rows of a file for a trained run: its texts (and pairs) and, for evaluation, label ids.
 
     Columns default to the ones the run was trained on, then to the common names; a file
     with a single column is all text."""
     given = (text_column, text_pair_column, label_column)
-    frame = read_one(path, encoding, _headerless(given, given))
+    frame = read_one(path, encoding, _headerless(given, given), quoting)
     cols = list(frame.df.columns)
     lower = {str(c).strip().lower(): c for c in cols}
     schema = manifest.schema

@@ -121,17 +121,23 @@ def _quoted_tsv(text: str) -> bool:
     return any("\t" in c or "\n" in c or '"' in c for r in rows for c in r)
 
 
-def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> Frame:
+QUOTING = ("auto", "none", "standard")
+
+
+def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None, quoting: str = "auto") -> Frame:
     sep = "\t" if fmt == "tsv" else ","
     # TSVs are read with quoting off first: SST-2 and MRPC hold stray quotes. A TSV that does not parse
     # that way is read again with standard quoting (fields in quotes may hold tabs and newlines).
+    # --quoting none or standard forces one way, for CSVs too.
     tries = [csv.QUOTE_NONE, csv.QUOTE_MINIMAL] if fmt == "tsv" else [csv.QUOTE_MINIMAL]
-    if fmt == "tsv" and '"' in text and _quoted_tsv(text):
+    if quoting != "auto":
+        tries = [csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL]
+    elif fmt == "tsv" and '"' in text and _quoted_tsv(text):
         tries = [csv.QUOTE_MINIMAL]
         print(f"textfit: {path}: read with quoted fields (quotes hold tabs, newlines or quotes)", file=sys.stderr)
-    for n, quoting in enumerate(tries):
+    for n, mode in enumerate(tries):
         try:
-            df = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, header=None, dtype=str, keep_default_na=False)
+            df = pd.read_csv(io.StringIO(text), sep=sep, quoting=mode, header=None, dtype=str, keep_default_na=False)
             if n:
                 print(
                     f"textfit: {path}: read with quoted fields (it does not parse with quotes as plain text)",
@@ -141,8 +147,10 @@ def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> 
         except pd.errors.ParserError as e:
             if n == len(tries) - 1:
                 last = str(e).strip().splitlines()[-1]
+                other = "standard" if quoting == "none" else "none"
                 raise UsageError(
                     f"{path}: cannot parse as {fmt.upper()} ({last}); check the delimiter and quotes"
+                    + (f", or pass --quoting {other}" if quoting != "auto" else "")
                 ) from None
     if headerless is None:
         headerless = len(df) > 1 and _first_rows_are_data(df)
@@ -163,8 +171,9 @@ def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None) -> 
     return Frame(df, path, 2)
 
 
-def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = None) -> Frame:
-    """One local file, every cell a string (JSON and Parquet keep their types)."""
+def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = None, quoting: str = "auto") -> Frame:
+    """One local file, every cell a string (JSON and Parquet keep their types); `quoting`: how a CSV or
+    TSV's quotes are read (auto: see `_read_delimited`)."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -194,7 +203,7 @@ def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = Non
         if df.empty:
             raise UsageError(f"{path}: the file has no rows")
         return Frame(df, path, 1)
-    return _read_delimited(path, text, fmt, headerless)
+    return _read_delimited(path, text, fmt, headerless, quoting)
 
 
 def frames_from_datasets(obj: Any, source: str) -> dict[str, Frame]:
@@ -226,14 +235,14 @@ def _load_from_disk(folder: str) -> Any:
         ) from None
 
 
-def read_one(path: str, encoding: str = "utf-8", headerless: bool | None = None) -> Frame:
+def read_one(path: str, encoding: str = "utf-8", headerless: bool | None = None, quoting: str = "auto") -> Frame:
     """One file, or the test split (else the first) of a datasets folder: what eval and predict read."""
     if Path(path).is_dir():
         frames = frames_from_datasets(_load_from_disk(path), path)
         if not frames:
             raise UsageError(f"{path}: the data set has no train, validation or test split")
         return frames["test"] if "test" in frames else next(iter(frames.values()))
-    return read_table(path, encoding, headerless)
+    return read_table(path, encoding, headerless, quoting)
 
 
 def fingerprint(paths: list[str]) -> str:
@@ -278,6 +287,7 @@ def load_frames(
     test: str | None = None,
     encoding: str = "utf-8",
     headerless: bool | None = None,
+    quoting: str = "auto",
 ) -> tuple[dict[str, Frame], str]:
     """Every split the user gave, as {split: Frame}, and a fingerprint of the data."""
     if data is not None and Path(data).is_dir():
@@ -286,5 +296,7 @@ def load_frames(
     if data is not None and not os.path.exists(data) and Path(data).suffix == "":
         return load_hub(data, data_config)  # a name like "imdb" or "user/name"
     paths = {"train": data or train, "validation": validation, "test": test}
-    frames = {split: read_table(path, encoding, headerless) for split, path in paths.items() if path is not None}
+    frames = {
+        split: read_table(path, encoding, headerless, quoting) for split, path in paths.items() if path is not None
+    }
     return frames, fingerprint([p for p in paths.values() if p])
