@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..accel.threads import governor_for
 from ..errors import Interrupted, UsageError
 from .checkpoint import save_checkpoint
 from .evaluator import Evaluator
@@ -135,7 +136,7 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
     """Train until the step budget is spent or early stopping says so; returns throughput figures."""
     from tqdm.auto import tqdm
 
-    cfg, acc = s.cfg, s.accelerator
+    acc = s.accelerator
     validate = "validation" in s.data.splits
     meter = Meter(acc.device)
     bar = tqdm(
@@ -152,6 +153,23 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
             bar.write(text, file=sys.stderr)
 
     s.trainable.train()
+    governor = governor_for(acc.device, acc.num_processes)  # fewer threads while other work shares the CPU
+    try:
+        _steps(s, ev, log, meter, bar, say, governor)
+    finally:
+        if governor is not None:
+            governor.close()
+    bar.close()
+    stats = meter.totals(s, ev.seconds)
+    if validate and (not ev.history or ev.history[-1]["step"] != s.step):
+        ev.run(s.step, round(s.step / s.steps_per_epoch, 4), s.model, log, say)
+    return stats
+
+
+def _steps(s: TrainState, ev: Evaluator, log: RunLog, meter: Meter, bar: Any, say: Any, governor: Any) -> None:
+    """The epochs of `fit`: every optimizer step until the budget is spent, early stopping or a signal."""
+    cfg, acc = s.cfg, s.accelerator
+    validate = "validation" in s.data.splits
     epoch_start = time.time()
     with stop_signals() as received:
         while s.step < s.total_steps and not ev.stop:
@@ -182,6 +200,11 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
                 s.scheduler.step()
                 s.step += 1
                 bar.update(1)
+                threads = governor.tick() if governor is not None else None
+                if threads is not None:
+                    log({"step": s.step, "threads": threads})
+                    if len(governor.changes) == 1:
+                        say(f"textfit: other work is using the CPU: training on {threads} thread(s) while it lasts")
                 epoch = round(s.step / s.steps_per_epoch, 4)
                 if s.step % s.log_every == 0 or s.step == s.total_steps:
                     w = meter.window(s)
@@ -208,8 +231,3 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
                     break
             log({"epoch_end": s.epoch, "step": s.step, "seconds": round(time.time() - epoch_start, 3)})
             s.epoch, s.batches_in_epoch, epoch_start = s.epoch + 1, 0, time.time()
-    bar.close()
-    stats = meter.totals(s, ev.seconds)
-    if validate and (not ev.history or ev.history[-1]["step"] != s.step):
-        ev.run(s.step, round(s.step / s.steps_per_epoch, 4), s.model, log, say)
-    return stats
