@@ -124,7 +124,7 @@ def cross_validate(cfg: TrainConfig, folds: int) -> dict[str, Any]:
         runs.append(result)
     summary = _summarise(runs, folds, base)
     gold = np.asarray(train_split.labels)
-    summary["out_of_fold"] = {k: v for k, v in task_report(schema.task, gold, oof, schema.label_names).items()}
+    summary["out_of_fold"] = task_report(schema.task, gold, oof, schema.label_names)
     write_oof(base / "oof.csv", train_split, schema, oof, fold_of)
     summary["label_issues"] = write_label_issues(base / "label_issues.csv", train_split, schema, oof, fold_of)
     write_json(base / "cv.json", summary)
