@@ -3,6 +3,7 @@
     python benchmarks/bench_share.py                    # textfit, 1, 2 and 3 jobs at once
     python benchmarks/bench_share.py --who trainer      # the Trainer under the same conditions
     python benchmarks/bench_share.py --rows 512 --jobs 1,2,3 --env OMP_NUM_THREADS=1
+    python benchmarks/bench_share.py --who predict --run RUN --rows 8000   # `textfit predict --input` jobs
 
 Each job is a whole `textfit train` process (or a Trainer script) on the same SST-2 sample (1 epoch, batch 32,
 max length 128, lr 1e-4); all jobs of a round start together. Reported per round: each job's training
@@ -46,8 +47,20 @@ print(json.dumps({"samples_per_second": out.metrics["train_samples_per_second"]}
 """
 
 
-def start(who: str, data: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
-    if who == "trainer":
+def start(who: str, data: Path, out: Path, env: dict[str, str], run: str | None = None) -> subprocess.Popen:
+    if who == "predict":
+        cmd = [
+            sys.executable,
+            "-m",
+            "textfit",
+            "predict",
+            str(run),
+            "--input",
+            str(data),
+            "--output",
+            str(out) + ".csv",
+        ]
+    elif who == "trainer":
         cmd = [sys.executable, "-c", TRAINER, str(data)]
     else:
         cmd = [
@@ -71,13 +84,17 @@ def start(who: str, data: Path, out: Path, env: dict[str, str]) -> subprocess.Po
             str(out),
             "--overwrite",
         ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    # Output to files, not pipes: a job is never blocked on a full pipe while another is waited for.
+    logs = open(str(out) + ".out", "w"), open(str(out) + ".err", "w")  # noqa: SIM115
+    return subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True, env={**os.environ, **env})
 
 
-def result(who: str, proc: subprocess.Popen, out: Path) -> float:
-    stdout, stderr = proc.communicate()
+def result(who: str, proc: subprocess.Popen, out: Path, wall: float, rows: int) -> float:
+    stdout = Path(str(out) + ".out").read_text()
     if proc.returncode:
-        raise SystemExit(f"a job failed:\n{stderr[-2000:]}")
+        raise SystemExit(f"a job failed:\n{Path(str(out) + '.err').read_text()[-2000:]}")
+    if who == "predict":  # texts a second over the whole process (loading included)
+        return rows / wall
     if who == "trainer":
         return float(json.loads(stdout.strip().splitlines()[-1])["samples_per_second"])
     return float(json.loads((out / "textfit.json").read_text())["train_stats"]["samples_per_second"])
@@ -85,7 +102,8 @@ def result(who: str, proc: subprocess.Popen, out: Path) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--who", choices=["textfit", "trainer"], default="textfit")
+    p.add_argument("--who", choices=["textfit", "trainer", "predict"], default="textfit")
+    p.add_argument("--run", help="--who predict: the run folder to predict with")
     p.add_argument("--rows", type=int, default=512)
     p.add_argument("--jobs", default="1,2,3")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for every job, e.g. OMP_NUM_THREADS=1")
@@ -104,11 +122,15 @@ def main() -> None:
         for n in map(int, a.jobs.split(",")):
             t = time.time()
             outs = [folder / f"run-{n}-{i}" for i in range(n)]
-            procs = [start(a.who, data, out, env) for out in outs]
-            rates, walls = [], []
-            for proc, out in zip(procs, outs):
-                rates.append(result(a.who, proc, out))
-                walls.append(time.time() - t)
+            procs = [start(a.who, data, out, env, a.run) for out in outs]
+            ended: dict[int, float] = {}
+            while len(ended) < n:  # each job's own end time
+                for i, proc in enumerate(procs):
+                    if i not in ended and proc.poll() is not None:
+                        ended[i] = time.time() - t
+                time.sleep(0.05)
+            walls = [ended[i] for i in range(n)]
+            rates = [result(a.who, proc, out, w, a.rows) for proc, out, w in zip(procs, outs, walls)]
             alone = alone or rates[0]
             print(
                 f"{n:>4}  {', '.join(f'{r:.1f}' for r in rates):<28} {', '.join(f'{w:.0f}' for w in walls):<24} "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import accel
+from .accel.threads import governor_for
 from .data.batching import length_sorted_batches, pad, shared_widths
 from .data.tokens import encode_long, pool_windows
 from .errors import UsageError
@@ -86,6 +87,7 @@ class TorchBackend:
             self.model = accel.enable(self.model, "infer", self.device)  # bf16 weights: no autocast needed
         elif self.device.type == "cpu":
             accel.tune_allocator()
+        self.governor = governor_for(self.device, 1)  # fewer threads while other work shares the CPU
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if bool(batch["attention_mask"].all()):
@@ -180,7 +182,10 @@ class Classifier:
         batches = length_sorted_batches(lengths, batch_size, CPU_BATCH_TOKENS if cpu else None)
         widths = shared_widths(lengths[b[0]] for b in batches) if cpu else {}  # fewer oneDNN kernel builds
         with torch.inference_mode():
+            governor = getattr(self.backend, "governor", None)
             for ix in batches:
+                if governor is not None:
+                    governor.tick()
                 out[ix] = self.backend.logits(pad(self.tokenizer, enc, ix, widths.get(int(lengths[ix[0]])))).numpy()
         return pool_windows(out, doc, len(texts), m.long_text.pool)
 
