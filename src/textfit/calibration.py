@@ -22,16 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import expit, log_softmax, softmax
 
-CALIBRATION_METHODS = ("auto", "temperature", "none")
 ECE_BINS = 15
 LOG_T_BOUNDS = (-4.0, 4.0)  # T from 0.018 to 55
 MIN_ROWS = 50  # fewer validation rows than this fit a temperature too noisy to trust
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def _nll(logits: np.ndarray, gold: np.ndarray, task: str) -> float:
@@ -40,7 +35,7 @@ def _nll(logits: np.ndarray, gold: np.ndarray, task: str) -> float:
     if task == "multi-label":
         y = gold.astype(np.float64)
         return float(np.mean(np.logaddexp(0.0, z) - y * z))  # log(1 + e^z) - y z, stable
-    return float(-np.mean(_log_softmax(z)[np.arange(len(gold)), gold.astype(int)]))
+    return float(-np.mean(log_softmax(z, axis=1)[np.arange(len(gold)), gold.astype(int)]))
 
 
 def _one_temperature(logits: np.ndarray, gold: np.ndarray, task: str) -> float:
@@ -85,7 +80,7 @@ def apply_temperature(logits: np.ndarray, temperature: float | list[float] | Non
 
 def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
     z = logits.astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-z)) if task == "multi-label" else np.exp(_log_softmax(z))
+    return expit(z) if task == "multi-label" else softmax(z, axis=1)
 
 
 def _confidence(probs: np.ndarray, gold: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:

@@ -27,21 +27,20 @@ import csv
 import dataclasses
 import html
 import shutil
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import TrainConfig, split_percentages
-from .data import Split, TrainingData, carve_splits, load_data
+from .data import Split, TrainingData, carve_splits, load_data, split_seed
 from .data.splits import take
 from .errors import UsageError
+from .inspect_data import conflicting, text_groups
 from .metrics import decide, format_metrics, scores_from_logits, task_report
 from .run import write_json
-from .train.seeds import mean_and_std
+from .train.seeds import SHOWN, mean_and_std, summary_line
 
-SHOWN = ("accuracy", "f1", "f1_micro", "f1_macro", "pearson", "spearman", "loss")
 ISSUE_FIELDS = ["rank", "row", "fold", "text", "text_pair", "given_label", "suggested_label", "quality", "reason"]
 
 
@@ -94,19 +93,14 @@ def cross_validate(cfg: TrainConfig, folds: int) -> dict[str, Any]:
 
     check_cv(cfg, folds)
     base = output_folder(cfg)
-    whole = dataclasses.replace(cfg, split="100,0,0", max_train_samples=None)
-    data = load_data(whole)
+    data = load_data(dataclasses.replace(cfg, split="100,0,0"))  # every training row (--max-train-samples: a sample)
     for note in data.notes:
         print(f"textfit: {note}")
     ignored = [n for n in data.splits if n != "train"]
     if ignored:
         print(f"textfit: cross-validation uses the training rows only; the {'/'.join(ignored)} split is left out")
-    if cfg.max_train_samples and cfg.max_train_samples < len(data.splits["train"].texts):
-        rng = np.random.default_rng(cfg.split_seed if cfg.split_seed is not None else cfg.seed)
-        keep = np.sort(rng.permutation(len(data.splits["train"].texts))[: cfg.max_train_samples])
-        data.splits["train"] = take(data.splits["train"], keep)
     data.splits = {"train": data.splits["train"]}
-    seed = cfg.split_seed if cfg.split_seed is not None else cfg.seed
+    seed = split_seed(cfg)
     held_out = fold_indices(data.splits["train"], folds, seed, data.schema.label_names)
     if base.exists() and cfg.overwrite and any(base.iterdir()):
         shutil.rmtree(base)  # output_folder checked that it is textfit's
@@ -152,9 +146,7 @@ def _summarise(runs: list[dict[str, Any]], folds: int, base: Path) -> dict[str, 
         name = "held_out" if split == "test" else split
         rows = mean_and_std([r["metrics"][split] for r in runs])
         summary["metrics"][name] = rows
-        lines.append(
-            f"{name:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows)
-        )
+        lines.append(summary_line(name, rows))
     print("\n".join(lines))
     return summary
 
@@ -202,14 +194,6 @@ def _cleanlab_issues(split: Split, schema: Any, oof: np.ndarray) -> tuple[np.nda
     return np.asarray(ranked, dtype=int), get_label_quality_scores(gold, probs)
 
 
-def _conflicts(split: Split) -> list[list[int]]:
-    """Groups of rows with the same text (and pair) under different labels, as `inspect` finds them."""
-    seen: dict[tuple[str, str | None], list[int]] = defaultdict(list)
-    for i, t in enumerate(split.texts):
-        seen[(t, split.pairs[i] if split.pairs is not None else None)].append(i)
-    return [ix for ix in seen.values() if len({str(split.labels[i]) for i in ix}) > 1]
-
-
 def write_label_issues(path: Path, split: Split, schema: Any, oof: np.ndarray, fold_of: np.ndarray) -> dict[str, Any]:
     """label_issues.csv, and its summary for cv.json (regression: no file, nothing to rank)."""
     if schema.task == "regression":
@@ -235,7 +219,7 @@ def write_label_issues(path: Path, split: Split, schema: Any, oof: np.ndarray, f
 
     for i in map(int, ranked):
         add(i, "cleanlab: the out-of-fold probabilities favour another label")
-    conflicts = _conflicts(split)
+    conflicts = conflicting(split, text_groups(split))
     for group in conflicts:
         others = ", ".join(f"{split.unit} {split.rows[j]}" for j in group)
         for i in group:

@@ -41,9 +41,9 @@ def metrics_from_logits(
     metrics and the logits."""
     gold = np.asarray(labels)
     t = manifest.temperature
-    calibrated = torch.from_numpy(apply_temperature(logits, t) if manifest.task != "regression" else logits)
-    loss = loss_function(manifest.task, manifest.class_weights)(calibrated, torch.from_numpy(gold))
-    scores = scores_from_logits(logits, manifest.task, t)
+    calibrated = apply_temperature(logits, t) if manifest.task != "regression" else logits  # divided once
+    loss = loss_function(manifest.task, manifest.class_weights)(torch.from_numpy(calibrated), torch.from_numpy(gold))
+    scores = scores_from_logits(calibrated, manifest.task)
     m = {**task_report(manifest.task, gold, scores, manifest.label_names, threshold), "loss": float(loss)}
     if t is not None and manifest.task != "regression" and len(gold):
         m["calibration"] = calibration_report(logits, gold, manifest.task, t)

@@ -34,6 +34,19 @@ def _rows(rows: list[int], unit: str, k: int = 5) -> str:
 Problem = Callable[[str, str, str], None]  # (level, kind, message)
 
 
+def text_groups(s: Split) -> list[list[int]]:
+    """The rows of each distinct text (and second text) of a split, in order of first appearance."""
+    seen: dict[tuple, list[int]] = defaultdict(list)
+    for i in range(len(s.texts)):
+        seen[_key(s, i)].append(i)
+    return list(seen.values())
+
+
+def conflicting(s: Split, groups: list[list[int]], label_name: Callable[[Any], Any] = str) -> list[list[int]]:
+    """The groups of `text_groups` whose rows carry more than one label."""
+    return [ix for ix in groups if len({str(label_name(s.labels[i])) for i in ix}) > 1]
+
+
 def _split_summary(s: Split, label_name: Callable[[Any], Any]) -> tuple[dict[str, Any], Counter]:
     """Rows and label counts of a split (regression: the range of its values)."""
     if s.task == "regression":  # values, not classes: their range instead of counts
@@ -57,11 +70,9 @@ def _check_split(
         left_out = f"{len(s.dropped)} rows with an empty text were left out ({_rows(s.dropped, s.unit)})"
         problem("warning", "empty_text", f"{s.source}: {left_out}")
     # Exact duplicates, and the same text under different labels.
-    seen: dict[tuple, list[int]] = defaultdict(list)
-    for i in range(len(s.texts)):
-        seen[_key(s, i)].append(i)
-    dupes = sum(len(ix) - 1 for ix in seen.values())
-    conflicts = [ix for ix in seen.values() if len({str(label_name(s.labels[i])) for i in ix}) > 1]
+    groups = text_groups(s)
+    dupes = sum(len(ix) - 1 for ix in groups)
+    conflicts = conflicting(s, groups, label_name)
     info["duplicate_rows"] = dupes
     info["conflicting_duplicates"] = len(conflicts)
     if dupes:

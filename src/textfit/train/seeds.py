@@ -43,13 +43,16 @@ def train_seeds(cfg: TrainConfig, train: Callable[[TrainConfig], dict[str, Any]]
             continue
         rows = mean_and_std([r["metrics"][split] for r in runs])
         summary["metrics"][split] = rows
-        lines.append(
-            f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows)
-        )
+        lines.append(summary_line(split, rows))
     write_json(base / "seeds.json", summary)
     print("\n".join(lines))
     print(f"textfit: wrote {base / 'seeds.json'}")
     return summary
+
+
+def summary_line(split: str, rows: dict[str, dict[str, Any]]) -> str:
+    """One split's headline metrics as mean ± standard deviation, on one line."""
+    return f"{split:<11} " + "  ".join(f"{k} {rows[k]['mean']:.4f} ± {rows[k]['std']:.4f}" for k in SHOWN if k in rows)
 
 
 def mean_and_std(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
