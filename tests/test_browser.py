@@ -80,8 +80,14 @@ def tiny_run(tiny_model: str, tmp_path: Path, rows: list, epochs: int, learning_
 
     data = write_csv(tmp_path / "rows.csv", rows)
     cfg = TrainConfig(
-        data=str(data), model=tiny_model, output=str(tmp_path / "run"), epochs=epochs, batch_size=8,
-        learning_rate=learning_rate, precision="fp32", freeze_word_embeddings=False,
+        data=str(data),
+        model=tiny_model,
+        output=str(tmp_path / "run"),
+        epochs=epochs,
+        batch_size=8,
+        learning_rate=learning_rate,
+        precision="fp32",
+        freeze_word_embeddings=False,
     )
     return train(cfg)["folder"]
 

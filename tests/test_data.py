@@ -210,7 +210,7 @@ def test_batches_share_widths_on_cpu(tmp_path):
     assert m == {200: 200, 195: 200, 190: 190, 20: 20, 19: 20, 18: 20, 17: 17, 16: 17, 14: 14, 3: 3}
     assert shared_widths([14, 3, 20, 19, 18, 17, 16, 190, 195, 200]) == m
     lengths = [((i * 37) % 50) + 1 for i in range(1000)]
-    s = LengthGroupedBatches(lengths, batch_size=16, seed=3, share_widths=True)
+    s = LengthGroupedBatches(lengths, batch_size=16, seed=3, share_widths=shared_widths)
     batches = s.batches()
     raw = {max(lengths[i] for i in b) for b in batches}
     assert set(s.widths) == raw and len(set(s.widths.values())) < len(raw)
@@ -275,7 +275,9 @@ def test_quoting_flag_forces_either_way(tmp_path):
     path.write_text('text\tlabel\n"quoted" start\tpos\nplain\tneg\n"a\tb"\tpos\n', encoding="utf-8")
     from textfit.data.read import read_table
 
-    with pytest.raises(UsageError, match=r"q.tsv: cannot parse as TSV .*; check the delimiter and quotes, or pass --quoting standard"):
+    with pytest.raises(
+        UsageError, match=r"q.tsv: cannot parse as TSV .*; check the delimiter and quotes, or pass --quoting standard"
+    ):
         read_table(str(path), quoting="none")
     assert read_table(str(path), quoting="standard").df.iloc[2, 0] == "a\tb"
     csv_path = tmp_path / "q.csv"
@@ -286,3 +288,19 @@ def test_quoting_flag_forces_either_way(tmp_path):
     assert r.returncode == 2 and "--quoting: 'maybe' is not one of auto, none, standard" in r.stderr
     r = run_cli("predict", "runs/none", "--quoting", "maybe", "x")
     assert r.returncode == 2 and "--quoting" in r.stderr
+
+
+def test_gpu_batches_pad_to_a_few_bucketed_widths():
+    """CUDA: every batch width goes to the next multiple of 16 (never past the widest batch), so a pass
+    has at most max_length / 16 shapes; the logic is checked here on the CPU."""
+    from textfit.data import width_plan
+    from textfit.data.batching import bucketed_widths, shared_widths
+
+    assert width_plan("cuda") is bucketed_widths and width_plan("cpu") is shared_widths and width_plan("mps") is None
+    lengths = [((i * 37) % 250) + 1 for i in range(4000)]
+    s = LengthGroupedBatches(lengths, batch_size=16, seed=1, share_widths=bucketed_widths)
+    raw = {max(lengths[i] for i in b) for b in s.batches()}
+    assert set(s.widths) == raw
+    assert all(w <= s.widths[w] < w + 16 and (s.widths[w] % 16 == 0 or s.widths[w] == max(raw)) for w in raw)
+    assert len(set(s.widths.values())) <= -(-max(raw) // 16)
+    assert bucketed_widths([250, 3]) == {3: 16, 250: 250}  # 256 would pass the widest batch

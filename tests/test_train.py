@@ -363,7 +363,11 @@ def _close(a, b, path=""):
         assert round(float(a), 4) == round(float(b), 4), f"{path}: {a} != {b}"
 
 
-@pytest.mark.parametrize("extra", [{}, {"tune_threshold": True, "precision": "auto"}], ids=["plain", "threshold-bf16"])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"tune_threshold": True, "precision": "auto"}, {"ema_decay": 0.9, "load_best_model_at_end": False}],
+    ids=["plain", "threshold-bf16", "weight-average"],
+)
 def test_validation_metrics_equal_textfit_eval_on_the_validation_file(tiny_model, tmp_path, extra):
     """metrics.json's validation figures are what `textfit eval RUN --data VALIDATION` prints: training
     evaluates through the same Classifier path (tokens, batches, kernels, thresholds, loss)."""
@@ -400,3 +404,70 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert pick_device("auto") == "mps"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto") == "cuda" and pick_device("mps") == "mps"
+
+
+def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_model, data):
+    from textfit.config import load_config
+    from textfit.train.setup import setup
+
+    cfg = load_config(None, dict(data=str(data), model=tiny_model, layer_lr_decay=0.5, **FAST))
+    s = setup(cfg)
+    names = {id(p): n for n, p in s.model.named_parameters()}
+    rate = {names[id(p)]: g["initial_lr"] for g in s.optimizer.optimizer.param_groups for p in g["params"]}
+    top = FAST["learning_rate"]
+    assert rate["classifier.weight"] == rate["bert.pooler.dense.weight"] == top
+    assert rate["bert.encoder.layer.1.output.dense.weight"] == top  # the top layer of two
+    assert rate["bert.encoder.layer.0.output.dense.weight"] == top * 0.5
+    assert rate["bert.embeddings.LayerNorm.weight"] == top * 0.25
+    decayed = {names[id(p)] for g in s.optimizer.optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert (
+        "bert.encoder.layer.0.output.dense.weight" in decayed
+        and "bert.encoder.layer.0.output.dense.bias" not in decayed
+    )
+    # the schedule starts from every group's own rate
+    assert sorted(set(s.scheduler.base_lrs)) == [top * 0.25, top * 0.5, top]
+    with pytest.raises(UsageError, match="--layer-lr-decay"):
+        load_config(None, dict(data=str(data), layer_lr_decay=1.5))
+
+
+def test_weight_average_follows_the_warmed_up_decay_and_restores_training_weights():
+    from textfit.train.ema import WeightAverage
+
+    lin = torch.nn.Linear(2, 1)
+    lin.bias.requires_grad = False
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    ema = WeightAverage(lin, decay=0.9)
+    expected = torch.zeros(1, 2)
+    for value in (1.0, 2.0, 3.0):
+        with torch.no_grad():
+            lin.weight.fill_(value)
+        d = min(0.9, (1 + ema.updates) / (10 + ema.updates))
+        expected = d * expected + (1 - d) * value
+        ema.update()
+    assert [n for n, _ in ema.named] == ["weight"]  # frozen tensors are not averaged
+    with ema.applied():
+        assert torch.allclose(lin.weight, expected)
+    assert torch.equal(lin.weight, torch.full((1, 2), 3.0))  # the training weights are back
+    ema.copy_to_model()
+    assert torch.allclose(lin.weight, expected)
+
+
+def test_weight_average_is_saved_and_survives_resume(tiny_model, data, tmp_path, monkeypatch):
+    """With --ema-decay the saved model is the average (not the last weights), and a run resumed from a
+    checkpoint ends with the same weights as the uninterrupted one."""
+    import shutil
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # no thread changes: identical sums
+
+    common = dict(data=str(data), model=tiny_model, save_steps=5, ema_decay=0.9, load_best_model_at_end=False)
+    full = train(TrainConfig(output=str(tmp_path / "full"), **common, **FAST))
+    plain = train(TrainConfig(output=str(tmp_path / "plain"), **{**common, "ema_decay": 0.0}, **FAST))
+    a, p = (load_file(Path(r["folder"]) / "model.safetensors") for r in (full, plain))
+    assert not torch.equal(a["classifier.weight"], p["classifier.weight"])
+    ckpt = tmp_path / "full" / "checkpoint-10"
+    assert (ckpt / "ema.safetensors").is_file()
+    shutil.copytree(ckpt, tmp_path / "cut" / "checkpoint-10")
+    train(TrainConfig(output=str(tmp_path / "cut"), resume="latest", **common, **FAST))
+    b = load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -36,8 +36,9 @@ def test_temperature_recovers_the_over_confidence_and_lowers_ece():
     logits, gold = _overconfident()
     t = fit_temperature(logits, gold, "classification")
     assert 2.6 < t < 3.4
-    before, after = calibration_metrics(logits, gold, "classification"), calibration_metrics(
-        apply_temperature(logits, t), gold, "classification"
+    before, after = (
+        calibration_metrics(logits, gold, "classification"),
+        calibration_metrics(apply_temperature(logits, t), gold, "classification"),
     )
     assert after["ece"] < before["ece"] / 2 and after["nll"] < before["nll"] and after["brier"] < before["brier"]
     assert (apply_temperature(logits, t).argmax(1) == logits.argmax(1)).all()  # the labels never change
@@ -139,7 +140,9 @@ def test_eval_reports_calibration_as_training_did(calibrated, tmp_path):
 
 def test_calibration_flag_mistakes(tiny_model, tmp_path):
     data = write_csv(tmp_path / "d.csv", make_rows(60))
-    r = run_cli("train", "--data", str(data), "--model", tiny_model, "--split", "90,0,10", "--calibration", "temperature")
+    r = run_cli(
+        "train", "--data", str(data), "--model", tiny_model, "--split", "90,0,10", "--calibration", "temperature"
+    )
     assert r.returncode == 2 and "--calibration temperature needs a validation split" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
     r = run_cli("train", "--data", str(data), "--calibration", "platt")
@@ -203,12 +206,16 @@ def test_cv_other_tasks(tiny_model, tmp_path, task):
 
     rng = random.Random(0)
     if task == "multi-label":
-        rows = [(t, "|".join(sorted(rng.sample(["food", "room", "staff"], rng.randint(1, 2))))) for t, _ in make_rows(60)]
+        rows = [
+            (t, "|".join(sorted(rng.sample(["food", "room", "staff"], rng.randint(1, 2))))) for t, _ in make_rows(60)
+        ]
     else:
         rows = [(t, f"{rng.uniform(0, 5):.3f}") for t, _ in make_rows(60)]
     data = write_csv(tmp_path / "d.csv", rows)
     out = tmp_path / "cv"
-    r = run_cli("cv", "--data", str(data), "--model", tiny_model, "--folds", "2", "--max-steps", "2", "--output", str(out))
+    r = run_cli(
+        "cv", "--data", str(data), "--model", tiny_model, "--folds", "2", "--max-steps", "2", "--output", str(out)
+    )
     assert r.returncode == 0, r.stderr[-1500:]
     oof = list(csv.DictReader(open(out / "oof.csv", encoding="utf-8")))
     assert len(oof) == 60
@@ -224,8 +231,22 @@ def test_inspect_label_issues_runs_the_cross_validation(tiny_model, tmp_path):
     data = write_csv(tmp_path / "d.csv", make_rows(60) + [("the film was great", "negative")])
     out = tmp_path / "li"
     r = run_cli(
-        "inspect", "--data", str(data), "--model", tiny_model, "--label-issues", "--folds", "2", "--output", str(out),
-        "--max-steps", "3", "--report", str(tmp_path / "report.json"), "--precision", "fp32",
+        "inspect",
+        "--data",
+        str(data),
+        "--model",
+        tiny_model,
+        "--label-issues",
+        "--folds",
+        "2",
+        "--output",
+        str(out),
+        "--max-steps",
+        "3",
+        "--report",
+        str(tmp_path / "report.json"),
+        "--precision",
+        "fp32",
     )
     assert r.returncode == 0, r.stderr[-1500:]
     assert (out / "label_issues.csv").is_file() and "checked 61 rows" in r.stdout
@@ -292,7 +313,9 @@ def test_predict_explain_on_the_command_line(cue_run, tmp_path):
     assert e["label"] == "positive" and max(e["words"], key=lambda w: w["attribution"])["word"] == CUE
     assert "integrated gradients" in e["method"] and isinstance(e["convergence_delta"], float)
     write_csv(tmp_path / "in.csv", [("the excellent food",)], header=["text"])
-    r = run_cli("predict", str(cue_run), "--explain", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.csv"))
+    r = run_cli(
+        "predict", str(cue_run), "--explain", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.csv")
+    )
     row = next(csv.DictReader(open(tmp_path / "o.csv", encoding="utf-8")))
     assert row["top_words"].startswith(f"{CUE}:+")
     r = run_cli("predict", str(cue_run), "--explain", "--backend", "onnx", "good")

@@ -105,9 +105,19 @@ class TrainConfig:
         "peak learning rate of AdamW (default: 1.5e-4 for models under 50M parameters such as MiniLM, 3e-5 for "
         "larger ones such as BERT-base, 1e-3 with --freeze-backbone, 2e-3 with --lora)",
     )
+    layer_lr_decay: float = _f(
+        1.0,
+        "layer-wise learning-rate decay: the head and the top encoder layer train at --learning-rate, each layer "
+        "below at this factor times the rate of the one above, the embeddings lowest (1 turns it off)",
+    )
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = _f(0.1, "share of the steps used for linear warmup")
     warmup_steps: int = _f(0, "warmup steps (overrides --warmup-ratio when > 0)")
+    ema_decay: float = _f(
+        0.0,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.999, warmed up over the first "
+        "updates); evaluations, the best checkpoint and the saved model use the average; 0 turns it off",
+    )
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 turns it off)")
     gradient_accumulation_steps: int = _f(1, "accumulate gradients over this many batches per optimizer step")
     epochs: float = _f(3.0, "number of passes over the training data")
@@ -275,6 +285,12 @@ def _check(cfg: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise UsageError(f"--{name.replace('_', '-')}: '{getattr(cfg, name)}' is not one of {', '.join(allowed)}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise UsageError(f"--ema-decay {cfg.ema_decay}: expected a decay in [0, 1), e.g. 0.999 (0 turns it off)")
+    if not 0 < cfg.layer_lr_decay <= 1:
+        raise UsageError(
+            f"--layer-lr-decay {cfg.layer_lr_decay}: expected a factor in (0, 1], e.g. 0.8 (1 turns it off)"
+        )
     if cfg.lora is not None and cfg.lora < 1:
         raise UsageError("--lora: the rank must be at least 1, e.g. --lora 8")
     if cfg.lora is not None and cfg.freeze_backbone:

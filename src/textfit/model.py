@@ -10,6 +10,7 @@ Weights are read from safetensors only: nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,19 @@ def head_parameter_names(model: Any) -> set[str]:
     """The classification head: every parameter outside the encoder, plus its pooler."""
     base = model.base_model_prefix
     return {n for n, _ in model.named_parameters() if not n.startswith(base + ".") or n.startswith(base + ".pooler.")}
+
+
+LAYER_INDEX = re.compile(r"\.(?:layer|layers|block|blocks)\.(\d+)\.")
+
+
+def layer_depths(model: Any) -> dict[str, int]:
+    """How far below the top each parameter sits, for layer-wise learning-rate decay: 0 for the head, the
+    pooler and the top encoder layer, k for the layer k below the top, one more than the lowest layer for
+    the embeddings (and anything else inside the encoder that is not a numbered layer)."""
+    head = head_parameter_names(model)
+    index = {n: int(m.group(1)) for n, _ in model.named_parameters() if (m := LAYER_INDEX.search(n)) and n not in head}
+    top = max(index.values(), default=-1)
+    return {n: 0 if n in head else top - index[n] if n in index else top + 1 for n, _ in model.named_parameters()}
 
 
 def start_at_mean(model: Any, mean: float) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from . import accel
 from .accel.threads import governor_for
-from .data.batching import length_sorted_batches, pad, shared_widths
+from .data.batching import length_sorted_batches, pad, width_plan
 from .data.tokens import encode_long, pool_windows
 from .errors import UsageError
 from .metrics import decide, scores_from_logits
@@ -180,7 +180,8 @@ class Classifier:
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         cpu = self.backend.device.type == "cpu"
         batches = length_sorted_batches(lengths, batch_size, CPU_BATCH_TOKENS if cpu else None)
-        widths = shared_widths(lengths[b[0]] for b in batches) if cpu else {}  # fewer oneDNN kernel builds
+        plan = width_plan(self.backend.device.type)  # fewer distinct shapes: fewer kernel builds
+        widths = plan(lengths[b[0]] for b in batches) if plan else {}
         with torch.inference_mode():
             governor = getattr(self.backend, "governor", None)
             for ix in batches:

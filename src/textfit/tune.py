@@ -33,6 +33,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "epochs": {"low": 1, "high": 4},
     "warmup_ratio": {"low": 0.0, "high": 0.2},
     "weight_decay": {"low": 0.0, "high": 0.1},
+    "layer_lr_decay": {"low": 0.6, "high": 1.0},
 }
 MARKER = "tune.json"
 

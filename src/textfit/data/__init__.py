@@ -8,7 +8,15 @@ Modules: `read` (files -> frames), `schema` (columns, task, labels), `splits`, `
 entry points above), `tokens` (truncation, windows), `batching` (one batcher, one padder).
 """
 
-from .batching import EncodedDataset, LengthGroupedBatches, length_sorted_batches, make_collate, pad, shared_widths
+from .batching import (
+    EncodedDataset,
+    LengthGroupedBatches,
+    length_sorted_batches,
+    make_collate,
+    pad,
+    shared_widths,
+    width_plan,
+)
 from .load import TrainingData, label_problems, load_data, read_for_run, read_splits, split_seed
 from .splits import Split, carve_splits
 from .tokens import encode_long, pool_windows
@@ -29,5 +37,6 @@ __all__ = [
     "read_for_run",
     "read_splits",
     "shared_widths",
+    "width_plan",
     "split_seed",
 ]

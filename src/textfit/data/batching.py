@@ -7,6 +7,7 @@
 Batches hold texts of similar length, so padding nearly disappears. On CPUs a batch is padded to a
 width that other batches of the same pass share (`shared_widths`): oneDNN builds its matrix-product
 kernels for every new shape, so fewer distinct widths cost less (measured in benchmarks/RESULTS.md).
+On CUDA a batch is padded to a multiple of 16 tokens (`bucketed_widths`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,24 @@ def shared_widths(widths: Iterable[int]) -> dict[int, int]:
             canonical = w
         out[w] = canonical
     return out
+
+
+GPU_WIDTH_MULTIPLE = 16
+
+
+def bucketed_widths(widths: Iterable[int]) -> dict[int, int]:
+    """Each batch width mapped to the next multiple of GPU_WIDTH_MULTIPLE (never past the widest batch of the
+    pass, which the model accepts): on a GPU, tensor-core tiles want such widths, and a handful of shapes lets
+    kernels chosen (or compiled) for one batch serve the others. Untimed here: no GPU was at hand."""
+    ws = sorted(set(int(x) for x in widths))
+    top = max(ws, default=0)
+    return {w: min(-(-w // GPU_WIDTH_MULTIPLE) * GPU_WIDTH_MULTIPLE, max(top, w)) for w in ws}
+
+
+def width_plan(device_type: str) -> Callable[[Iterable[int]], dict[int, int]] | None:
+    """How a pass pads its batches on this device: shared widths on a CPU, bucketed widths on CUDA, each
+    batch to its own longest text elsewhere."""
+    return {"cpu": shared_widths, "cuda": bucketed_widths}.get(device_type)
 
 
 def length_sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
@@ -115,11 +134,18 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
     from (seed, epoch) only, so the order is reproducible and resumable.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50, share_widths: bool = False):
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int,
+        group: int = 50,
+        share_widths: Callable[[Iterable[int]], dict[int, int]] | None = None,
+    ):
         self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
         self.epoch = 0
-        # share_widths (CPU): `widths` maps each batch's width to the shared width of this pass;
-        # the collate function pads to it. Updated in place at each pass.
+        # share_widths (`width_plan`): `widths` maps each batch's width to the width it is padded to in
+        # this pass; the collate function pads to it. Updated in place at each pass.
         self.share_widths = share_widths
         self.widths: dict[int, int] = {}
 
@@ -140,7 +166,7 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         out = [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
         if self.share_widths:
             self.widths.clear()
-            self.widths.update(shared_widths(max(self.lengths[i] for i in b) for b in out))
+            self.widths.update(self.share_widths(max(self.lengths[i] for i in b) for b in out))
         return out
 
     def __iter__(self) -> Iterator[list[int]]:

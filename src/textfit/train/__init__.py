@@ -31,7 +31,7 @@ from ..report import plot_reliability, write_report
 from ..run import LoraInfo, write_json
 from .checkpoint import load_checkpoint, resolve_resume
 from .evaluator import Evaluator, current_classifier, measure_for, tune_thresholds
-from .loop import fit
+from .loop import fit, resume_average
 from .output import RunLog, move_into_place, work_folder
 from .seeds import train_seeds
 from .setup import TrainState, calibrates, setup
@@ -70,6 +70,8 @@ def train(
             state, best_weights = load_checkpoint(resume_from, s.model, s.optimizer, s.scheduler)
             s.step, s.epoch, s.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
             ev.load_state_dict(state, best_weights, s.model)
+            if s.ema is not None:
+                resume_average(s, resume_from, state)
             s.say(f"textfit: resumed from {resume_from} (step {s.step}, epoch {s.epoch}, batch {s.batches_in_epoch})")
         stats = fit(s, ev, log)
         metrics, logits = finish(s, ev, log, work, stats)

@@ -6,7 +6,8 @@
 
 A checkpoint holds the model (safetensors), the optimizer and scheduler states and the RNG
 states (`training_state.pt`, tensors and numbers only, read back with `weights_only=True`),
-the best weights so far when they differ from the current ones, and `trainer_state.json`
+the best weights so far when they differ from the current ones, the weight average with --ema-decay
+(`ema.safetensors`), and `trainer_state.json`
 (step, epoch, position in the epoch, best metric, history). Everything is written into a hidden
 temporary folder, each file fsynced, then `checkpoint.json` (the file list with sizes and
 SHA-256) last, and the folder renamed into place: a crash mid-save leaves no folder that looks
@@ -70,6 +71,7 @@ def save_checkpoint(
     state: dict[str, Any],
     best_state: dict[str, torch.Tensor] | None,
     limit: int | None = None,
+    ema_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     final = folder / f"checkpoint-{step}"
     tmp = folder / f".checkpoint-{step}.tmp"
@@ -82,6 +84,8 @@ def save_checkpoint(
     )
     if best_state is not None:
         save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+    if ema_state is not None:
+        save_file(ema_state, str(tmp / "ema.safetensors"))
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     files = sorted(p.name for p in tmp.iterdir())
     for name in files:
@@ -160,6 +164,11 @@ def resolve_resume(resume: str, output: Path) -> Path:
     raise UsageError(
         f"{where}: no complete checkpoint with matching files in {p}; pass --resume PATH or train without --resume"
     )
+
+
+def load_average(path: Path) -> dict[str, torch.Tensor] | None:
+    """The weight average (--ema-decay) a checkpoint holds, or None."""
+    return load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").is_file() else None
 
 
 def load_checkpoint(

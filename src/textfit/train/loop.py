@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ import torch
 
 from ..accel.threads import governor_for
 from ..errors import Interrupted, UsageError
-from .checkpoint import save_checkpoint
+from .checkpoint import load_average, save_checkpoint
+from .ema import WeightAverage
 from .evaluator import Evaluator
 from .output import RunLog
 from .setup import TrainState
@@ -116,13 +117,33 @@ def checkpoint(s: TrainState, ev: Evaluator) -> Path | None:
             "batches_in_epoch": s.batches_in_epoch,
             "seed": s.cfg.seed,
             **ev.state_dict(),
+            **({"ema_updates": s.ema.updates} if s.ema is not None else {}),
         }
         keep_best = ev.best_weights if ev.best_weights is not None and ev.best_step != s.step else None
         path = save_checkpoint(
-            s.out, s.step, s.model, s.optimizer, s.scheduler, state, keep_best, s.cfg.save_total_limit
+            s.out,
+            s.step,
+            s.model,
+            s.optimizer,
+            s.scheduler,
+            state,
+            keep_best,
+            s.cfg.save_total_limit,
+            None if s.ema is None else s.ema.state_dict(),
         )
     s.accelerator.wait_for_everyone()
     return path
+
+
+def resume_average(s: TrainState, path: Path, state: dict[str, Any]) -> None:
+    """--ema-decay on --resume: the checkpoint's average, or a new one from its weights when it has none."""
+    assert s.ema is not None
+    tensors = load_average(path)
+    if tensors is None:
+        s.ema = WeightAverage(s.model, s.cfg.ema_decay)
+        s.say(f"textfit: {path} holds no weight average (trained without --ema-decay): it starts from these weights")
+    else:
+        s.ema.load_state_dict(tensors, int(state.get("ema_updates", 0)), path)
 
 
 def _stop_requested(s: TrainState, received: dict[str, int]) -> int:
@@ -161,6 +182,8 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
             governor.close()
     bar.close()
     stats = meter.totals(s, ev.seconds)
+    if s.ema is not None:  # from here on the model is the average
+        s.ema.copy_to_model()
     if validate and (not ev.history or ev.history[-1]["step"] != s.step):
         ev.run(s.step, round(s.step / s.steps_per_epoch, 4), s.model, log, say)
     return stats
@@ -198,6 +221,8 @@ def _steps(s: TrainState, ev: Evaluator, log: RunLog, meter: Meter, bar: Any, sa
                 if not acc.sync_gradients:  # accumulating: no optimizer step yet
                     continue
                 s.scheduler.step()
+                if s.ema is not None:
+                    s.ema.update()
                 s.step += 1
                 bar.update(1)
                 threads = governor.tick() if governor is not None else None
@@ -216,7 +241,8 @@ def _steps(s: TrainState, ev: Evaluator, log: RunLog, meter: Meter, bar: Any, sa
                     )
                     log({"step": s.step, "epoch": epoch, **w})
                 if validate and s.step % s.eval_every == 0:
-                    ev.run(s.step, epoch, s.model, log, say)
+                    with s.ema.applied() if s.ema is not None else nullcontext():
+                        ev.run(s.step, epoch, s.model, log, say)
                 signum = _stop_requested(s, received)
                 if signum:
                     path = checkpoint(s, ev)

@@ -28,14 +28,23 @@ from ..config import (
     report_to,
 )
 from ..config import attention_dropout as parse_attention_dropout
-from ..data import EncodedDataset, LengthGroupedBatches, TrainingData, encode_long, load_data, make_collate
+from ..data import (
+    EncodedDataset,
+    LengthGroupedBatches,
+    TrainingData,
+    encode_long,
+    load_data,
+    make_collate,
+    width_plan,
+)
 from ..errors import UsageError
 from ..hub import DEFAULT_MODEL_NAME, check_hub_access, resolve_model
 from ..inspect_data import analyse, describe_labels, label_namer
 from ..metrics import LOWER_IS_BETTER, class_weight_vector, default_metric, loss_function, metric_names
-from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
+from ..model import add_lora, head_parameter_names, layer_depths, load_for_training, max_positions, start_at_mean
 from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
+from .ema import WeightAverage
 from .frozen import CachedHead, encode_splits, feature_loader, head_function
 from .output import output_folder
 from .tracking import check_installed
@@ -74,6 +83,7 @@ class TrainState:
     features: dict[str, tuple[torch.Tensor, Any]] = field(default_factory=dict)
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
+    ema: WeightAverage | None = None  # --ema-decay: the average that evaluations and the saved model use
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -168,10 +178,6 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
 
 def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]) -> tuple[Any, float]:
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if not n.endswith(NO_DECAY)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in params if n.endswith(NO_DECAY)], "weight_decay": 0.0},
-    ]
     n_params = sum(p.numel() for p in model.parameters())
     lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
     say(f"textfit: trainable parameters: {sum(p.numel() for _, p in params) / 1e6:.2f}M of {n_params / 1e6:.1f}M{lora}")
@@ -179,6 +185,20 @@ def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable
     lr = cfg.learning_rate or (
         FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR
     )
+    # One group per (depth below the top, decayed or not); the schedule scales every group's own rate.
+    depth = layer_depths(model) if cfg.layer_lr_decay < 1 else {}
+    keys = sorted({(depth.get(n, 0), n.endswith(NO_DECAY)) for n, _ in params})
+    groups = [
+        {
+            "params": [p for n, p in params if (depth.get(n, 0), n.endswith(NO_DECAY)) == key],
+            "weight_decay": 0.0 if key[1] else cfg.weight_decay,
+            "lr": lr * cfg.layer_lr_decay ** key[0],
+        }
+        for key in keys
+    ]
+    if depth:
+        bottom = lr * cfg.layer_lr_decay ** max(k[0] for k in keys)
+        say(f"textfit: layer-wise learning-rate decay {cfg.layer_lr_decay:g}: {lr:g} at the top, {bottom:.3g} lowest")
     # The fused kernel updates every parameter in one pass instead of one pass per tensor.
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda")), lr
 
@@ -263,7 +283,9 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
             f"{len(train.texts)} training texts, {long.window_stride(max_length)} tokens shared, "
             f"logits pooled by {long.pool}"
         )
-    sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=cpu)
+    sampler = LengthGroupedBatches(
+        train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=width_plan(accelerator.device.type)
+    )
     # The loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
     train_dl = torch.utils.data.DataLoader(
@@ -318,6 +340,8 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         _use_cached_features(state)
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
     _schedule(state, lr, get_linear_schedule_with_warmup)
+    if cfg.ema_decay:
+        state.ema = WeightAverage(model, cfg.ema_decay)
     return state
 
 
