@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: install demo-run
 
 demo-run:
-	$(BIN)/textfit train --data data/demo/reviews.csv --epochs 5 --learning-rate 2e-4 --output runs/demo --overwrite
+	$(BIN)/textfit train --data data/demo/reviews.csv --epochs 8 --learning-rate 2e-4 --output runs/demo --overwrite
 	$(BIN)/textfit eval runs/demo --data data/demo/holdout.csv
 	$(BIN)/textfit predict runs/demo "The staff were lovely and the room was spotless." "The battery died after a day and support never replied."
 

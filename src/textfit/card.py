@@ -25,6 +25,8 @@ RECIPE = (
     "max_steps",
     "warmup_ratio",
     "weight_decay",
+    "layer_lr_decay",
+    "ema_decay",
     "max_length",
     "seed",
     "freeze_backbone",

@@ -22,6 +22,7 @@ from ..config import (
     FROZEN_LR,
     LARGE_MODEL_LR,
     LORA_LR,
+    SMALL_MODEL_LAYER_DECAY,
     SMALL_MODEL_LR,
     SMALL_MODEL_PARAMS,
     TrainConfig,
@@ -186,19 +187,22 @@ def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable
         FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR
     )
     # One group per (depth below the top, decayed or not); the schedule scales every group's own rate.
-    depth = layer_depths(model) if cfg.layer_lr_decay < 1 else {}
+    decay = cfg.layer_lr_decay
+    if decay is None:
+        decay = SMALL_MODEL_LAYER_DECAY if small and not (cfg.lora or cfg.freeze_backbone) else 1.0
+    depth = layer_depths(model) if decay < 1 else {}
     keys = sorted({(depth.get(n, 0), n.endswith(NO_DECAY)) for n, _ in params})
     groups = [
         {
             "params": [p for n, p in params if (depth.get(n, 0), n.endswith(NO_DECAY)) == key],
             "weight_decay": 0.0 if key[1] else cfg.weight_decay,
-            "lr": lr * cfg.layer_lr_decay ** key[0],
+            "lr": lr * decay ** key[0],
         }
         for key in keys
     ]
     if depth:
-        bottom = lr * cfg.layer_lr_decay ** max(k[0] for k in keys)
-        say(f"textfit: layer-wise learning-rate decay {cfg.layer_lr_decay:g}: {lr:g} at the top, {bottom:.3g} lowest")
+        bottom = lr * decay ** max(k[0] for k in keys)
+        say(f"textfit: layer-wise learning-rate decay {decay:g}: {lr:g} at the top, {bottom:.3g} lowest")
     # The fused kernel updates every parameter in one pass instead of one pass per tensor.
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda")), lr
 
