@@ -20,7 +20,16 @@ from textfit.calibration import (
     unusable,
 )
 
-FAST = dict(epochs=6, batch_size=8, learning_rate=1e-2, logging_steps=5, precision="fp32", freeze_word_embeddings=False)
+# A random tiny model: every layer at the same rate (layer-wise decay, on by default, is for pretrained encoders).
+FAST = dict(
+    epochs=6,
+    batch_size=8,
+    learning_rate=1e-2,
+    logging_steps=5,
+    precision="fp32",
+    freeze_word_embeddings=False,
+    layer_lr_decay=1.0,
+)
 
 
 def _overconfident(n: int = 4000, k: int = 3, scale: float = 3.0, seed: int = 0):
