@@ -40,9 +40,9 @@ def bucketed_widths(widths: Iterable[int]) -> dict[int, int]:
     """Each batch width mapped to the next multiple of GPU_WIDTH_MULTIPLE (never past the widest batch of the
     pass, which the model accepts): on a GPU, tensor-core tiles want such widths, and a handful of shapes lets
     kernels chosen (or compiled) for one batch serve the others. Untimed here: no GPU was at hand."""
-    ws = sorted(set(int(x) for x in widths))
+    ws = set(int(x) for x in widths)
     top = max(ws, default=0)
-    return {w: min(-(-w // GPU_WIDTH_MULTIPLE) * GPU_WIDTH_MULTIPLE, max(top, w)) for w in ws}
+    return {w: min(-(-w // GPU_WIDTH_MULTIPLE) * GPU_WIDTH_MULTIPLE, top) for w in ws}
 
 
 def width_plan(device_type: str) -> Callable[[Iterable[int]], dict[int, int]] | None:

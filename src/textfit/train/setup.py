@@ -191,17 +191,15 @@ def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable
     if decay is None:
         decay = SMALL_MODEL_LAYER_DECAY if small and not (cfg.lora or cfg.freeze_backbone) else 1.0
     depth = layer_depths(model) if decay < 1 else {}
-    keys = sorted({(depth.get(n, 0), n.endswith(NO_DECAY)) for n, _ in params})
+    by_key: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
+    for n, p in params:
+        by_key.setdefault((depth.get(n, 0), n.endswith(NO_DECAY)), []).append(p)
     groups = [
-        {
-            "params": [p for n, p in params if (depth.get(n, 0), n.endswith(NO_DECAY)) == key],
-            "weight_decay": 0.0 if key[1] else cfg.weight_decay,
-            "lr": lr * decay ** key[0],
-        }
-        for key in keys
+        {"params": ps, "weight_decay": 0.0 if no_decay else cfg.weight_decay, "lr": lr * decay**below}
+        for (below, no_decay), ps in sorted(by_key.items())
     ]
     if depth:
-        bottom = lr * decay ** max(k[0] for k in keys)
+        bottom = lr * decay ** max(below for below, _ in by_key)
         say(f"textfit: layer-wise learning-rate decay {decay:g}: {lr:g} at the top, {bottom:.3g} lowest")
     # The fused kernel updates every parameter in one pass instead of one pass per tensor.
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda")), lr
