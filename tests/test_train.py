@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -428,6 +429,20 @@ def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_model, data):
     assert sorted(set(s.scheduler.base_lrs)) == [top * 0.25, top * 0.5, top]
     with pytest.raises(UsageError, match="--layer-lr-decay"):
         load_config(None, dict(data=str(data), layer_lr_decay=1.5))
+
+
+def test_default_epochs_shrink_on_large_training_splits(tiny_model, data, capsys):
+    """Without --epochs: 3 passes, 2 on SST-2's 53,880 training rows, 1 past about 100,000 rows."""
+    from textfit.config import load_config
+    from textfit.train.setup import auto_epochs, setup
+
+    assert [auto_epochs(n) for n in (1, 2_933, 40_000, 53_880, 100_000, 2_000_000)] == [3, 3, 3, 2, 1, 1]
+    fast = {k: v for k, v in FAST.items() if k != "epochs"}
+    s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast)))
+    assert s.total_steps == 3 * s.steps_per_epoch
+    assert "(3.00 epochs, the default for 96 training examples)" in capsys.readouterr().out
+    s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast, epochs=0.5)))
+    assert s.total_steps == math.ceil(0.5 * s.steps_per_epoch)
 
 
 def test_weight_average_follows_the_warmed_up_decay_and_restores_training_weights():

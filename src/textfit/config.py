@@ -24,6 +24,10 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+# --epochs by default: AUTO_EPOCHS passes, fewer where that would be far more than AUTO_EXAMPLES examples
+AUTO_EPOCHS, AUTO_EXAMPLES = 3, 120_000
+
+
 @dataclass
 class TrainConfig:
     # data
@@ -122,7 +126,11 @@ class TrainConfig:
     )
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 turns it off)")
     gradient_accumulation_steps: int = _f(1, "accumulate gradients over this many batches per optimizer step")
-    epochs: float = _f(3.0, "number of passes over the training data")
+    epochs: float | None = _f(
+        None,
+        "number of passes over the training data (default: 3, fewer for large training splits: about "
+        f"{AUTO_EXAMPLES:,} examples seen at most, never under one pass; measured in benchmarks/RESULTS.md)",
+    )
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --epochs)")
     batch_size: int = _f(16, "training batch size per process")
     eval_batch_size: int = _f(64, "evaluation and prediction batch size")
@@ -268,7 +276,7 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError("--weight-decay and --max-grad-norm: must be 0 or more")
     if cfg.warmup_steps < 0:
         raise UsageError("--warmup-steps: must be 0 or more")
-    if cfg.epochs <= 0:
+    if cfg.epochs is not None and cfg.epochs <= 0:
         raise UsageError("--epochs: must be positive")
     if cfg.learning_rate is not None and cfg.learning_rate <= 0:
         raise UsageError("--learning-rate: must be positive")

@@ -18,6 +18,8 @@ import torch
 
 from .. import accel
 from ..config import (
+    AUTO_EPOCHS,
+    AUTO_EXAMPLES,
     DEFAULT_MAX_LENGTH,
     FROZEN_LR,
     LARGE_MODEL_LR,
@@ -365,19 +367,30 @@ def _use_cached_features(s: TrainState) -> None:
     s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")
 
 
+def auto_epochs(examples: int) -> int:
+    """--epochs when it is not given: AUTO_EPOCHS passes, fewer on large training splits, so that a run
+    sees about AUTO_EXAMPLES examples (rounded to whole passes, at least one). SST-2's 53,880 training
+    rows get 2 passes: dev accuracy 2 passes vs 3 measured in benchmarks/RESULTS.md."""
+    return max(1, min(AUTO_EPOCHS, round(AUTO_EXAMPLES / max(1, examples))))
+
+
 def _schedule(s: TrainState, lr: float, make: Any) -> None:
     """The learning-rate schedule and the evaluation and logging intervals, in optimizer steps of
     this process (its shard of the batches)."""
     cfg = s.cfg
     s.steps_per_epoch = max(1, math.ceil(len(s.train_dl) / cfg.gradient_accumulation_steps))
-    s.total_steps = cfg.max_steps or math.ceil(cfg.epochs * s.steps_per_epoch)
+    examples = len(s.train_dl.dataset)  # type: ignore[arg-type]
+    epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(examples)
+    s.total_steps = cfg.max_steps or math.ceil(epochs * s.steps_per_epoch)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * s.total_steps)
     s.scheduler = make(s.optimizer, warmup, s.total_steps)
     s.eval_every = cfg.eval_steps or s.steps_per_epoch
     s.log_every = cfg.logging_steps or max(1, min(50, s.total_steps // 25))
     global_batch = cfg.batch_size * s.accelerator.num_processes * cfg.gradient_accumulation_steps
     default = "" if cfg.learning_rate else " (default for this model size)"
+    why = "" if cfg.epochs is not None or cfg.max_steps else f", the default for {examples:,} training examples"
     s.say(
-        f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs), "
+        f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs"
+        f"{why}), "
         f"learning rate {lr:g}{default} with {warmup} warmup steps, evaluation every {s.eval_every} steps"
     )
