@@ -42,6 +42,7 @@ def test_mlflow_run_holds_the_metrics_and_the_config(tracked):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Path(tracked['folder']).absolute() / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("textfit").experiment_id])
     assert run.data.params["learning_rate"] == "0.01" and run.data.params["batch_size"] == "8"
+    assert run.data.params["layer_lr_decay"] == "0.8"  # left to textfit: the value the run used
     history = client.get_metric_history(run.info.run_id, "eval/accuracy")
     assert [m.step for m in history] == [h["step"] for h in tracked["history"]]
     assert run.data.metrics["final/test/accuracy"] == pytest.approx(tracked["metrics"]["test"]["accuracy"])

@@ -441,8 +441,20 @@ def test_default_epochs_shrink_on_large_training_splits(tiny_model, data, capsys
     s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast)))
     assert s.total_steps == 3 * s.steps_per_epoch
     assert "(3.00 epochs, the default for 96 training examples)" in capsys.readouterr().out
+    assert s.resolved == {"learning_rate": 1e-2, "layer_lr_decay": 0.8, "epochs": 3}
     s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast, epochs=0.5)))
     assert s.total_steps == math.ceil(0.5 * s.steps_per_epoch)
+
+
+def test_the_model_card_shows_the_recipe_the_run_used_defaults_included(tiny_model, data, tmp_path):
+    """--epochs, --learning-rate and --layer-lr-decay left to textfit still appear with their values."""
+    from textfit.config import SMALL_MODEL_LR
+
+    fast = {k: v for k, v in FAST.items() if k not in ("epochs", "learning_rate")}
+    done = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), **fast))
+    recipe = (Path(done["folder"]) / "README.md").read_text().split("## Training recipe")[1]
+    assert "- epochs: 3\n" in recipe and f"- learning_rate: {SMALL_MODEL_LR}\n" in recipe
+    assert "- layer_lr_decay: 0.8\n" in recipe and "- batch_size: 8\n" in recipe
 
 
 def test_weight_average_follows_the_warmed_up_decay_and_restores_training_weights():

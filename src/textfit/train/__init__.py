@@ -62,7 +62,7 @@ def train(
         trackers = None
         names = report_to(cfg.report_to)
         if acc.is_main_process and names:
-            trackers = Trackers(names, work, s.out.name, cfg.tracking_uri, cfg.to_dict())
+            trackers = Trackers(names, work, s.out.name, cfg.tracking_uri, {**cfg.to_dict(), **s.resolved})
         log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
         if s.features:
             log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
@@ -216,7 +216,8 @@ def finish(
         )
         final = final.merge_and_unload()
     sizes = {n: len(sp.texts) for n, sp in s.data.splits.items()}
-    write_model_card(work, m, metrics, sizes, s.cfg.to_dict(), s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
+    recipe = {**s.cfg.to_dict(), **s.resolved}  # the card shows the values the run used, defaults included
+    write_model_card(work, m, metrics, sizes, recipe, s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
     m.write(work)  # textfit.json last: the run is complete

@@ -48,7 +48,7 @@ from ..model import add_lora, head_parameter_names, layer_depths, load_for_train
 from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
 from .ema import WeightAverage
-from .frozen import CachedHead, encode_splits, feature_loader, head_function
+from .frozen import head_function, use_cached_features
 from .output import output_folder
 from .tracking import check_installed
 
@@ -87,6 +87,7 @@ class TrainState:
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
     ema: WeightAverage | None = None  # --ema-decay: the average that evaluations and the saved model use
+    resolved: dict[str, Any] = field(default_factory=dict)  # defaults decided for this run: rate, decay, epochs
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -179,7 +180,10 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
     return model
 
 
-def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]) -> tuple[Any, float]:
+def _optimizer(
+    cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]
+) -> tuple[Any, dict[str, Any]]:
+    """Fused AdamW over parameter groups, and the rate and layer-wise decay it resolved (for the model card)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())
     lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
@@ -204,7 +208,8 @@ def _optimizer(cfg: TrainConfig, model: Any, device: torch.device, say: Callable
         bottom = lr * decay ** max(below for below, _ in by_key)
         say(f"textfit: layer-wise learning-rate decay {decay:g}: {lr:g} at the top, {bottom:.3g} lowest")
     # The fused kernel updates every parameter in one pass instead of one pass per tensor.
-    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda")), lr
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
+    return optimizer, {"learning_rate": lr, "layer_lr_decay": decay}
 
 
 def _describe(
@@ -299,7 +304,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     model = _prepare_model(cfg, model, data)
-    optimizer, lr = _optimizer(cfg, model, accelerator.device, say)
+    optimizer, resolved = _optimizer(cfg, model, accelerator.device, say)
     manifest = RunManifest(
         schema=schema,
         max_length=max_length,
@@ -337,34 +342,17 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         log_every=0,
         amp=amp,
         t_start=t_start,
+        resolved=resolved,
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
     if cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
-        _use_cached_features(state)
+        use_cached_features(state)
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
-    _schedule(state, lr, get_linear_schedule_with_warmup)
+    _schedule(state, resolved["learning_rate"], get_linear_schedule_with_warmup)
     if cfg.ema_decay:
         state.ema = WeightAverage(model, cfg.ema_decay)
     return state
-
-
-def _use_cached_features(s: TrainState) -> None:
-    """--freeze-backbone on one process: encode every split once; the head trains on the vectors."""
-    t = time.time()
-    feats = encode_splits(
-        s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
-    )
-    s.features = {n: f for n, f in feats.items() if n != "train"}
-    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size, s.cfg.seed)
-    s.sampler = s.train_dl.batch_sampler
-    fn = head_function(s.model)
-    assert fn is not None
-    s.trainable = CachedHead(s.model, fn)
-    s.features_seconds = time.time() - t
-    n = sum(len(f) for f, _ in feats.values())
-    took = f"{s.features_seconds:.1f}s"
-    s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")
 
 
 def auto_epochs(examples: int) -> int:
@@ -382,6 +370,7 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     examples = len(s.train_dl.dataset)  # type: ignore[arg-type]
     epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(examples)
     s.total_steps = cfg.max_steps or math.ceil(epochs * s.steps_per_epoch)
+    s.resolved["epochs"] = round(s.total_steps / s.steps_per_epoch, 2) if cfg.max_steps else epochs
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * s.total_steps)
     s.scheduler = make(s.optimizer, warmup, s.total_steps)
     s.eval_every = cfg.eval_steps or s.steps_per_epoch
