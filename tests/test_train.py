@@ -450,11 +450,13 @@ def test_the_model_card_shows_the_recipe_the_run_used_defaults_included(tiny_mod
     """--epochs, --learning-rate and --layer-lr-decay left to textfit still appear with their values."""
     from textfit.config import SMALL_MODEL_LR
 
-    fast = {k: v for k, v in FAST.items() if k not in ("epochs", "learning_rate")}
+    fast = {k: v for k, v in FAST.items() if k not in ("epochs", "learning_rate", "precision")}
     done = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), **fast))
     recipe = (Path(done["folder"]) / "README.md").read_text().split("## Training recipe")[1]
     assert "- epochs: 3\n" in recipe and f"- learning_rate: {SMALL_MODEL_LR}\n" in recipe
     assert "- layer_lr_decay: 0.8\n" in recipe and "- batch_size: 8\n" in recipe
+    precision = json.loads((Path(done["folder"]) / "textfit.json").read_text())["precision"]  # bf16 or fp32 here
+    assert f"- precision: {precision}\n" in recipe and precision != "auto"
 
 
 def test_weight_average_follows_the_warmed_up_decay_and_restores_training_weights():

@@ -216,7 +216,8 @@ def finish(
         )
         final = final.merge_and_unload()
     sizes = {n: len(sp.texts) for n, sp in s.data.splits.items()}
-    recipe = {**s.cfg.to_dict(), **s.resolved}  # the card shows the values the run used, defaults included
+    # the card shows the values the run used, defaults included
+    recipe = {**s.cfg.to_dict(), **s.resolved, "precision": m.precision}
     write_model_card(work, m, metrics, sizes, recipe, s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
