@@ -62,7 +62,7 @@ def train(
         trackers = None
         names = report_to(cfg.report_to)
         if acc.is_main_process and names:
-            trackers = Trackers(names, work, s.out.name, cfg.tracking_uri, {**cfg.to_dict(), **s.resolved})
+            trackers = Trackers(names, work, s.out.name, cfg.tracking_uri, s.recipe())
         log = RunLog(work / "log.jsonl" if acc.is_main_process else None, trackers)
         if s.features:
             log({"step": s.step, "features_seconds": round(s.features_seconds, 3)})
@@ -216,9 +216,7 @@ def finish(
         )
         final = final.merge_and_unload()
     sizes = {n: len(sp.texts) for n, sp in s.data.splits.items()}
-    # the card shows the values the run used, defaults included
-    recipe = {**s.cfg.to_dict(), **s.resolved, "precision": m.precision}
-    write_model_card(work, m, metrics, sizes, recipe, s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
+    write_model_card(work, m, metrics, sizes, s.recipe(), s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
     m.write(work)  # textfit.json last: the run is complete

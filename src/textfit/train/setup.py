@@ -87,7 +87,7 @@ class TrainState:
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
     ema: WeightAverage | None = None  # --ema-decay: the average that evaluations and the saved model use
-    resolved: dict[str, Any] = field(default_factory=dict)  # defaults decided for this run: rate, decay, epochs
+    resolved: dict[str, Any] = field(default_factory=dict)  # defaults decided for this run: rate, decay, epochs...
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -98,6 +98,10 @@ class TrainState:
 
     def say(self, text: str) -> None:
         self.accelerator.print(text)
+
+    def recipe(self) -> dict[str, Any]:
+        """The flags with the values this run resolved for those left to textfit (for the card and trackers)."""
+        return {**self.cfg.to_dict(), **self.resolved}
 
 
 def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
@@ -342,7 +346,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         log_every=0,
         amp=amp,
         t_start=t_start,
-        resolved=resolved,
+        resolved={**resolved, "precision": manifest.precision},
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
