@@ -187,7 +187,7 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
 def _optimizer(
     cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]
 ) -> tuple[Any, dict[str, Any]]:
-    """Fused AdamW over parameter groups, and the rate and layer-wise decay it resolved (for the model card)."""
+    """Fused AdamW over parameter groups, and the rate and layer-wise decay it resolved (TrainState.resolved)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())
     lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
