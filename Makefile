@@ -1,12 +1,13 @@
 # make demo: set up .venv, fine-tune the packaged model on the demo reviews, evaluate, predict.
 # make test: set up .venv and run the test suite.
+# make test-portable: the tests of the training and prediction paths again, as on a CPU without bf16.
 # make lint: ruff and mypy over src/.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.textfit-installed
 
-.PHONY: install demo demo-run test lint bench clean
+.PHONY: install demo demo-run test test-portable lint bench clean
 
 install: $(STAMP)
 
@@ -27,6 +28,13 @@ demo-run:
 
 test: install
 	$(BIN)/python -m pytest
+
+# The path of a CPU without bf16 (AVX2 only), proven on any machine: oneDNN and ATen capped to AVX2, so textfit
+# trains and predicts in fp32 without its AVX-512 kernels (textfit reads the caps: accel/cpu.py).
+PORTABLE_TESTS ?= tests/test_cpu_kind.py tests/test_cpu_attention.py tests/test_cpu_dropout.py tests/test_train.py \
+	tests/test_trust.py tests/test_smoke.py tests/test_backends.py
+test-portable: install
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest $(PORTABLE_TESTS)
 
 # ruff (format and lint) and mypy over src/; lines at most 120 characters (pyproject.toml)
 lint: install

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from textfit import accel
 from textfit.accel import attention as cpu_attention
 from textfit.accel.inference import for_cpu_inference
 
@@ -126,7 +127,8 @@ def test_no_compiler_means_sdpa_with_a_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert cpu_attention.kernel() is None
     assert cpu_attention.unavailable()
-    model = for_cpu_inference(tiny_classifier("bert"))
+    # accel.enable: bf16 weights and fused linears where the CPU's kernels have bf16, fp32 elsewhere; SDPA in both
+    model = accel.enable(tiny_classifier("bert"), "infer", torch.device("cpu"))
     assert model.config._attn_implementation == "sdpa"
     with torch.inference_mode():
         assert torch.isfinite(model(input_ids=torch.randint(5, 99, (2, 12))).logits).all()

@@ -80,9 +80,11 @@ def calibrated(tiny_model, tmp_path_factory) -> dict:
     for i in rng.choice(len(rows), 40, replace=False):  # some noise, so that the model cannot be perfect
         rows[i] = (rows[i][0], "positive" if rows[i][1] == "negative" else "negative")
     data = write_csv(folder / "reviews.csv", rows)
-    # Many epochs on noisy labels: the model memorises the flipped rows and grows over-confident.
+    # Many epochs on noisy labels: the model memorises the flipped rows and grows over-confident. At a
+    # modest rate: 1e-2 for 20 epochs diverged or separated the split perfectly depending on the CPU's
+    # kernels and thread count; 1e-3 for 40 gave T 1.15-1.36 on AVX-512 bf16 and AVX2 kernels, 1 or 2 threads.
     cfg = TrainConfig(data=str(data), model=tiny_model, output=str(folder / "run"), split="70,15,15", **FAST)
-    result = train(dataclasses.replace(cfg, epochs=20, load_best_model_at_end=False))
+    result = train(dataclasses.replace(cfg, epochs=40, learning_rate=1e-3, load_best_model_at_end=False))
     return {"result": result, "data": data, "folder": Path(result["folder"])}
 
 

@@ -113,6 +113,29 @@ class OnnxBackend:
         return torch.from_numpy(self.session.run(["logits"], feed)[0])
 
 
+class OpenVinoBackend:
+    """An OpenVINO CPU model compiled from a run's ONNX export (fp32, or int8 from the static QDQ file).
+
+    `precision` is OpenVINO's inference precision hint: "f32" unless asked, since OpenVINO's own
+    default on a CPU with bf16 units is bf16 (textfit's PyTorch path covers those CPUs)."""
+
+    def __init__(self, path: str | Path, precision: str = "f32", threads: int | None = None):
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.input_names = [i.get_any_name() for i in self.model.inputs]
+        self.request = self.model.create_infer_request()
+        self.device = torch.device("cpu")
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        feed = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
+        return torch.from_numpy(np.array(self.request.infer(feed)[0]))
+
+
 class Classifier:
     """A trained run ready to predict: its tokenizer, its manifest, and a backend."""
 

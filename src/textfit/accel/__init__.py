@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from . import attention, dropout, inference, training
+from . import attention, cpu, dropout, inference, training
 
 _ALLOCATOR_TUNED = False
 
@@ -66,9 +66,7 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        avx = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return bool(amx or avx)
+        return cpu.kind().bf16  # what the kernels run, under ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY too
     return False
 
 
@@ -115,6 +113,7 @@ __all__ = [
     "DEVICES",
     "autocast_dtype",
     "bf16_supported",
+    "cpu",
     "enable",
     "fused_attention_unavailable",
     "pick_device",

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from . import cpu
 from .masks import key_padding_mask
 from .native import build, x86_64_linux
 
@@ -60,10 +61,8 @@ def _cpu_ok() -> str | None:
         return "turned off (TEXTFIT_FUSED_ATTENTION=0)"
     if not x86_64_linux():
         return "not x86-64 Linux"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    if amx is None or bf16 is None or not amx() or not bf16():
-        return "the CPU has no AMX or no AVX-512 bf16"
+    if not cpu.kind().amx:
+        return f"the CPU's kernels have no AMX or no AVX-512 bf16 (kind: {cpu.describe()})"
     return None
 
 

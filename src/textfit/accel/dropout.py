@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import cpu
 from .native import build, x86_64_linux
 
 SOURCE = Path(__file__).with_name("dropout.c")
@@ -42,8 +43,7 @@ def kernel() -> Any | None:
         if "fn" in _state:
             return _state["fn"]
         fn = None
-        bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        if os.environ.get("TEXTFIT_FUSED_DROPOUT") != "0" and x86_64_linux() and bf16 is not None and bf16():
+        if os.environ.get("TEXTFIT_FUSED_DROPOUT") != "0" and x86_64_linux() and cpu.kind().bf16:
             try:
                 fn = ctypes.CDLL(str(build(SOURCE, FLAGS))).textfit_dropout
                 fn.argtypes = [
