@@ -15,19 +15,95 @@ picks its kernels from CPUID, so its rows under the cap are the machine's full I
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_predict import texts_for  # noqa: E402
+from textfit.data.batching import length_sorted_batches, pad  # noqa: E402
+from textfit.data.tokens import encode_long  # noqa: E402
 from userdata import machine_kind  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# ONNX Runtime's own tools: its BERT fusions, and static int8 (QDQ) with activation ranges from the run's texts.
+def build_optimized(src: str | Path, dst: str | Path, manifest: Any) -> dict[str, int]:
+    """The export with ONNX Runtime's BERT fusions (attention, skip layer norm, bias GELU); returns what was fused."""
+    from onnxruntime.transformers import optimizer
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(Path(src).parent))
+    heads = getattr(config, "num_attention_heads", getattr(config, "n_heads", 0))
+    hidden = getattr(config, "hidden_size", getattr(config, "dim", 0))
+    opt = optimizer.optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    opt.save_model_to_file(str(dst))
+    return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+
+
+def calibration_batches(clf: Any, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> list[dict]:
+    """The texts as the export's inputs, tokenized and padded as prediction does them (numpy int64)."""
+    m = clf.manifest
+    enc, _ = encode_long(clf.tokenizer, list(texts), None if pairs is None else list(pairs), m.max_length, m.long_text)
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    out = []
+    for ix in length_sorted_batches(lengths, batch_size, None):
+        batch = pad(clf.tokenizer, enc, ix, None)
+        out.append({k: v.numpy().astype(np.int64) for k, v in batch.items()})
+    return out
+
+
+def build_static_int8(
+    src: str | Path, dst: str | Path, clf: Any, texts: list[str], pairs: list[str] | None = None
+) -> None:
+    """Static int8 (QDQ): the matrix products' weights per channel and their inputs per tensor, with
+    activation ranges from the run's own `texts` (ONNX Runtime's calibration, percentile of the range)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    names = {i.name for i in onnx.load(str(src), load_external_data=False).graph.input}
+    batches = [{k: v for k, v in b.items() if k in names} for b in calibration_batches(clf, texts, pairs)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on every call
+    try:
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    finally:
+        root.setLevel(level)
 
 
 def main() -> None:
@@ -46,14 +122,15 @@ def main() -> None:
 
     from textfit import Classifier
     from textfit.accel import cpu
-    from textfit.backends import build_optimized, build_static_int8
     from textfit.export import export_onnx
     from textfit.predict import OpenVinoBackend
 
     logging.set_verbosity_error()
     run = Path(a.run)
-    print(f"machine: {machine_kind()}; textfit CPU kind: {cpu.describe()}; torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}; run {run}")
+    print(
+        f"machine: {machine_kind()}; textfit CPU kind: {cpu.describe()}; torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}; run {run}"
+    )
     ref = Classifier.load(run, precision="fp32")
     tmp = Path(tempfile.mkdtemp())
     export_onnx(str(run), str(tmp / "onnx"), quantize="int8-dynamic")
@@ -81,7 +158,10 @@ def main() -> None:
 
     def via_pipe(bs):
         return lambda texts: np.array(
-            [label_of[o["label"]] for o in pipe(texts, batch_size=bs, truncation=True, max_length=ref.manifest.max_length)]
+            [
+                label_of[o["label"]]
+                for o in pipe(texts, batch_size=bs, truncation=True, max_length=ref.manifest.max_length)
+            ]
         )
 
     def via(clf):

@@ -97,7 +97,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", {"data": args.data, **m})
+    backend = {"backend": clf.backend_name, **({"backend_choice": clf.backend_choice} if clf.backend_choice else {})}
+    write_json(out / "metrics.json", {"data": args.data, **m, **backend})
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
     if "calibration" in m:
         from .report import plot_reliability
@@ -139,14 +140,18 @@ def _classifier(args: argparse.Namespace) -> Any:
     """The run's Classifier as the shared run flags (`cli._add_run_flags`) ask for it."""
     from .predict import Classifier
 
-    return Classifier.load(
+    backend = "torch" if args.backend == "auto" and getattr(args, "explain", False) else args.backend
+    clf = Classifier.load(
         args.run,
         precision=args.precision,
         quantize=args.quantize,
-        backend=args.backend,
+        backend=backend,
         adapter=args.adapter,
         device=args.device,
     )
+    if clf.backend_choice:
+        print(f"textfit: backend {clf.backend_name}: {clf.backend_choice}", file=sys.stderr)
+    return clf
 
 
 NESTED = ("probabilities", "explanation")  # spread into prob_<label> and top_words columns in CSV
@@ -207,10 +212,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if empty:
         raise UsageError(f"empty text (argument {empty[0]}): every text to classify needs some text")
     _check_batch_size(args.batch_size)
-    if args.explain and args.backend != "torch":
+    if args.explain and args.backend not in ("torch", "auto"):
         raise UsageError(
             "--explain needs the PyTorch backend (integrated gradients take gradients through the model); "
-            "drop --backend onnx"
+            f"drop --backend {args.backend}"
         )
     if args.output:
         check_output(Path(args.output), "--output", folder=False)

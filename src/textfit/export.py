@@ -101,6 +101,53 @@ def agreement(clf: Any, got: np.ndarray, want: np.ndarray) -> float:
     return float((a == b).mean())
 
 
+def _validation_split(run: str) -> Any:
+    """The run's validation split, read again as training read it (train_config.yaml), or a UsageError."""
+    from .config import load_config
+    from .data import load_data
+
+    path = Path(run) / "train_config.yaml"
+    if not path.is_file():
+        raise UsageError(f"{path} is missing")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the reader's notes on columns and splits were shown at training
+        data = load_data(load_config(str(path), {}))
+    split = data.splits.get("validation")
+    if split is None or not split.labels:
+        raise UsageError("the run has no validation split")
+    return split
+
+
+def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, Any]:
+    """The int8 file's validation metric against PyTorch fp32's on the run's own validation split (accuracy;
+    multi-label: micro F1; regression: Pearson), in points; `passes` when it lost at most INT8_MAX_DROP_POINTS."""
+    from .metrics import task_metrics
+    from .predict import INT8_MAX_DROP_POINTS
+
+    try:
+        split = _validation_split(run)
+    except (UsageError, OSError, ValueError) as e:
+        return {"quantize": quantize, "unchecked": str(e).splitlines()[0], "passes": False}
+    task = ref.task
+    metric = {"classification": "accuracy", "multi-label": "f1_micro", "regression": "pearson"}[task]
+    values = []
+    for clf in (ref, int8):
+        scores = clf.scores(clf.predict_logits(split.texts, split.pairs))
+        values.append(float(task_metrics(task, split.labels, scores, clf.labels, clf.threshold)[metric]))
+    drop = 100 * (values[0] - values[1])
+    return {
+        "quantize": quantize,
+        "metric": metric,
+        "rows": len(split.labels),
+        "fp32": values[0],
+        "int8": values[1],
+        "drop_points": drop,
+        "passes": drop <= INT8_MAX_DROP_POINTS,
+    }
+
+
 def export_onnx(run: str, output: str | None = None, quantize: str | None = None, opset: int = 17) -> dict[str, Any]:
     import onnxruntime as ort
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -188,6 +235,26 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
                 raise ParityError(
                     f"{f} does not reproduce the PyTorch model (max logit difference {diff:.3g}, "
                     f"label agreement {100 * agree:.1f}%); nothing was written"
+                )
+        if quantize:
+            int8 = Classifier(
+                OnnxBackend(ort.InferenceSession(str(tmp / files[-1]), providers=["CPUExecutionProvider"])),
+                tokenizer,
+                manifest,
+            )
+            report["int8_check"] = validation_check(run, ref, int8, quantize)
+            c = report["int8_check"]
+            if "unchecked" in c:
+                print(f"textfit: {files[-1]} not checked on the validation split: {c['unchecked']}")
+            else:
+                use = (
+                    "--backend auto uses it on CPUs without bf16"
+                    if c["passes"]
+                    else "over 0.3: --backend auto keeps fp32"
+                )
+                print(
+                    f"textfit: {files[-1]} on {c['rows']} validation rows: {c['metric']} {c['int8']:.4f} against "
+                    f"fp32 {c['fp32']:.4f} ({c['drop_points']:+.2f} points lost; {use})"
                 )
         write_json(tmp / "parity.json", report)
         if out.exists():

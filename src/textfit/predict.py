@@ -34,6 +34,60 @@ AMP_MIN_TOKENS = 512  # GPU: batches smaller than this (padded tokens) skip auto
 # batch's activations stay in the caches (the batch sizes measured best are in benchmarks/RESULTS.md).
 CPU_BATCH_TOKENS = 8192
 ONNX_FILES = {"": "model.onnx", "int8": "model.int8.onnx", "int8-dynamic": "model.int8-dynamic.onnx"}
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+# auto takes an int8 export only when it kept the run's validation metric within this many points of fp32
+INT8_MAX_DROP_POINTS = 0.3
+
+
+def int8_check(run: str | Path) -> dict[str, Any] | None:
+    """What `textfit export --quantize` measured of its int8 file on the run's validation split (None: no export)."""
+    import json
+
+    path = Path(run) / "onnx" / "parity.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("int8_check")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def choose_backend(
+    run: str | Path,
+    precision: str = "auto",
+    device: str | None = None,
+    quantize: str | None = None,
+    adapter: bool = False,
+) -> tuple[str, str | None, str]:
+    """--backend auto: (backend, quantize, why). PyTorch, in bf16 on CPUs whose kernels have it (4.8x
+    `pipeline`); on CPUs without bf16, the run's int8-dynamic ONNX export on ONNX Runtime where its
+    validation check passed (6.8x `pipeline` on SST-2 against PyTorch fp32's 2.6-3.2x, AVX2 path;
+    benchmarks/RESULTS.md), else PyTorch fp32 (ONNX Runtime and OpenVINO fp32 measured no faster on long texts)."""
+    if adapter or quantize is not None or precision != "auto":
+        return "torch", quantize, "PyTorch (as --precision, --quantize or --adapter ask)"
+    dev = accel.pick_device(device or "auto")
+    if dev != "cpu":
+        return "torch", None, f"PyTorch on {dev}"
+    kind = accel.cpu.describe()
+    if accel.cpu.kind().bf16:
+        return "torch", None, f"PyTorch bf16 (CPU kind {kind})"
+    check = int8_check(run)
+    if check and check.get("quantize") == "int8-dynamic" and check.get("passes"):
+        return (
+            "onnx",
+            "int8-dynamic",
+            (
+                f"ONNX Runtime int8-dynamic (CPU kind {kind}, no bf16; validation {check['metric']} "
+                f"{check['int8']:.4f} against fp32 {check['fp32']:.4f} on {check['rows']} rows)"
+            ),
+        )
+    if check is None or check.get("quantize") != "int8-dynamic":
+        make = f"textfit export {run} --format onnx --quantize int8-dynamic"
+        why = f"no checked int8-dynamic export: '{make}' makes one"
+    elif "unchecked" in check:
+        why = f"the int8-dynamic export was not checked: {check['unchecked']}"
+    else:
+        lost = f"{check['drop_points']:.2f} points of validation {check['metric']}"
+        why = f"int8-dynamic lost {lost}, over {INT8_MAX_DROP_POINTS}"
+    return "torch", None, f"PyTorch fp32 (CPU kind {kind}, no bf16; {why})"
 
 
 @dataclass(frozen=True)
@@ -141,6 +195,10 @@ class Classifier:
 
     def __init__(self, backend: Backend, tokenizer: Any, manifest: RunManifest):
         self.backend, self.tokenizer, self.manifest = backend, tokenizer, manifest
+        self.backend_name = {TorchBackend: "torch", OnnxBackend: "onnx", OpenVinoBackend: "openvino"}.get(
+            type(backend), type(backend).__name__
+        )
+        self.backend_choice = ""  # --backend auto: what it chose and why
         self.task = manifest.task
         self.labels: list[str] = list(manifest.label_names)
         self.pairs = manifest.pairs
@@ -156,14 +214,46 @@ class Classifier:
         backend: str = "torch",
         adapter: bool = False,
     ) -> Classifier:
-        """`adapter=True` (a LoRA run): the base model with the saved adapter, not the merged weights."""
+        """`adapter=True` (a LoRA run): the base model with the saved adapter, not the merged weights.
+        backend: torch, onnx (RUN/onnx on ONNX Runtime), openvino (RUN/onnx/model.onnx on OpenVINO) or
+        auto (`choose_backend`; the CLI's default), whose choice is kept in `backend_choice`."""
         manifest = RunManifest.read(run)
+        why = ""
+        if backend == "auto":
+            backend, quantize, why = choose_backend(run, precision, device, quantize, adapter)
         if backend == "onnx":
-            return cls.load_onnx(run, quantize, manifest=manifest)
-        if backend != "torch":
-            raise UsageError(f"--backend {backend}: choose torch or onnx")
-        model, tokenizer = load_adapter(run, manifest) if adapter else load_from_run(run)
-        return cls(TorchBackend(model, precision, device, quantize), tokenizer, manifest)
+            clf = cls.load_onnx(run, quantize, manifest=manifest)
+        elif backend == "openvino":
+            clf = cls.load_openvino(run, quantize, manifest=manifest)
+        elif backend == "torch":
+            model, tokenizer = load_adapter(run, manifest) if adapter else load_from_run(run)
+            clf = cls(TorchBackend(model, precision, device, quantize), tokenizer, manifest)
+        else:
+            raise UsageError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
+        clf.backend_name = backend + (f" {quantize}" if quantize else "")
+        clf.backend_choice = why
+        return clf
+
+    @classmethod
+    def load_openvino(
+        cls, run: str | Path, quantize: str | None = None, manifest: RunManifest | None = None
+    ) -> Classifier:
+        """OpenVINO fp32 over the run's ONNX export (RUN/onnx/model.onnx); int8 is ONNX Runtime's."""
+        from transformers import AutoTokenizer
+
+        if quantize is not None:
+            raise UsageError(
+                f"--backend openvino runs the fp32 export; drop --quantize {quantize} or use --backend onnx"
+            )
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise UsageError("--backend openvino needs OpenVINO: pip install openvino") from None
+        manifest = manifest or RunManifest.read(run)
+        folder = Path(run) / "onnx"
+        if not (folder / "model.onnx").is_file():
+            raise UsageError(f"{run}: no model.onnx in {folder}; run 'textfit export {run} --format onnx' first")
+        return cls(OpenVinoBackend(folder / "model.onnx"), AutoTokenizer.from_pretrained(str(folder)), manifest)
 
     @classmethod
     def load_onnx(

@@ -136,6 +136,8 @@ def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
         "max_length": m.max_length,
         "pairs": clf.pairs,
         "precision": str(dtype or "fp32").replace("torch.", ""),
+        "backend": clf.backend_name,
+        "backend_choice": clf.backend_choice,
         "max_batch": limits.max_batch,
         "max_texts_per_request": limits.max_texts,
         "textfit_version": m.textfit_version,
@@ -222,7 +224,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
             return parsed
         if explainer is None and (not run or not isinstance(clf.backend, TorchBackend)):
             return error(
-                400, "explanations need the PyTorch backend: start 'textfit serve' without --backend onnx to get them"
+                400, "explanations need the PyTorch backend: start 'textfit serve' with --backend torch to get them"
             )
         try:
             ex = await asyncio.wait_for(asyncio.to_thread(_explainer), limits.timeout_s)
@@ -284,13 +286,15 @@ def serve(
     limits: Limits | None = None,
     precision: str = "auto",
     quantize: str | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     adapter: bool = False,
     device: str = "auto",
 ) -> None:
     import uvicorn
 
     clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend, adapter=adapter, device=device)
+    if clf.backend_choice:
+        print(f"textfit: backend {clf.backend_name}: {clf.backend_choice}", flush=True)
     app = create_app(clf, limits, run)
     print(f"textfit: serving {run} on http://{host}:{port} (page at /, API docs at /docs)", flush=True)
     # uvicorn answers SIGTERM by refusing new connections and finishing the requests in flight.
