@@ -198,7 +198,11 @@ def main() -> None:
         a.model = default_model_path()
     import torch
 
-    peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
+    from textfit.accel import cpu
+
+    # bf16 emulated on a CPU without it (or under ONEDNN_MAX_CPU_ISA=AVX2) takes minutes and trains nothing here
+    bf16 = torch.cuda.is_available() or cpu.kind().bf16
+    peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16") if bf16 else float("nan")}
     print(f"machine: {machine_kind()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"matmul peak here: fp32 {peaks['fp32']:.2f} TFLOP/s, bf16 {peaks['bf16']:.2f} TFLOP/s")
     tmp = Path(tempfile.mkdtemp())
