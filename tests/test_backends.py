@@ -15,7 +15,9 @@ from textfit.accel import cpu
 from textfit.export import export_onnx
 from textfit.predict import choose_backend, int8_check
 
-FAST = dict(epochs=6, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0)
+FAST = dict(
+    epochs=6, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0
+)
 NO_BF16 = cpu.CpuKind("avx2", avx512=False, bf16=False, amx=False, why="test")
 BF16 = cpu.CpuKind("avx512-bf16", avx512=True, bf16=True, amx=False)
 
@@ -49,7 +51,9 @@ def test_auto_without_bf16_uses_a_checked_int8_export_or_fp32(run, monkeypatch, 
     parity = Path(run) / "onnx" / "parity.json"
     saved = parity.read_text()
     try:
-        parity.write_text(json.dumps({"int8_check": {**check, "int8": check["fp32"] - 0.01, "drop_points": 1.0, "passes": False}}))
+        parity.write_text(
+            json.dumps({"int8_check": {**check, "int8": check["fp32"] - 0.01, "drop_points": 1.0, "passes": False}})
+        )
         backend, _, why = choose_backend(run)
         assert backend == "torch" and "lost 1.00 points of validation accuracy" in why
         parity.write_text(json.dumps({"int8_check": {**check, "drop_points": 0.0, "passes": True}}))

@@ -24,7 +24,8 @@ def fresh_kind():
 
 
 @pytest.mark.parametrize(
-    "value,want", [("AVX2", 2), ("avx512_core", 5), ("AVX512_CORE_AMX", 9), ("ALL", None), ("", None), ("nonsense", None)]
+    "value,want",
+    [("AVX2", 2), ("avx512_core", 5), ("AVX512_CORE_AMX", 9), ("ALL", None), ("", None), ("nonsense", None)],
 )
 def test_the_onednn_cap_is_read_with_onednns_names(monkeypatch, value, want):
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
@@ -73,8 +74,8 @@ def test_a_capped_process_trains_and_predicts_in_fp32(tmp_path, tiny_model):
     assert "precision fp32" in r.stdout + r.stderr and "ONEDNN_MAX_CPU_ISA=AVX2" in r.stdout + r.stderr
     assert json.loads((tmp_path / "run" / "textfit.json").read_text())["precision"] == "fp32"
     probe = (
-        "from textfit import Classifier; c = Classifier.load(%r); "
-        "print(c.backend.dtype, next(c.backend.model.parameters()).dtype)" % str(tmp_path / "run")
+        f"from textfit import Classifier; c = Classifier.load({str(tmp_path / 'run')!r}); "
+        "print(c.backend.dtype, next(c.backend.model.parameters()).dtype)"
     )
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
