@@ -76,6 +76,11 @@ def test_the_check_is_recorded_unchecked_when_the_data_is_gone(run, tmp_path):
     check = export_onnx(str(copy), quantize="int8-dynamic")["parity"]["int8_check"]
     assert check["passes"] is False and "gone.csv" in check["unchecked"]
     assert "was not checked" in choose_backend(str(copy))[2] or cpu.kind().bf16
+    # Data that changed since training: not the split the run was validated on.
+    write_csv(tmp_path / "other.csv", make_rows(160, seed=5))
+    (copy / "train_config.yaml").write_text(cfg.replace(str(Path(run).parent / "r.csv"), str(tmp_path / "other.csv")))
+    check = export_onnx(str(copy), quantize="int8-dynamic")["parity"]["int8_check"]
+    assert check["passes"] is False and "changed since the run was trained" in check["unchecked"]
 
 
 def test_every_backend_gives_the_labels_of_pytorch_fp32(run):

@@ -101,8 +101,9 @@ def agreement(clf: Any, got: np.ndarray, want: np.ndarray) -> float:
     return float((a == b).mean())
 
 
-def _validation_split(run: str) -> Any:
-    """The run's validation split, read again as training read it (train_config.yaml), or a UsageError."""
+def _validation_split(run: str, fingerprint: str) -> Any:
+    """The run's validation split, read again as training read it (train_config.yaml), or a UsageError
+    (also when the data's fingerprint is no longer the one the run was trained on)."""
     from .config import load_config
     from .data import load_data
 
@@ -114,6 +115,8 @@ def _validation_split(run: str) -> Any:
 
     with contextlib.redirect_stdout(io.StringIO()):  # the reader's notes on columns and splits were shown at training
         data = load_data(load_config(str(path), {}))
+    if fingerprint and data.fingerprint != fingerprint:
+        raise UsageError("the training data changed since the run was trained (its fingerprint differs)")
     split = data.splits.get("validation")
     if split is None or not split.labels:
         raise UsageError("the run has no validation split")
@@ -127,7 +130,7 @@ def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, 
     from .predict import INT8_MAX_DROP_POINTS
 
     try:
-        split = _validation_split(run)
+        split = _validation_split(run, ref.manifest.data_fingerprint)
     except (UsageError, OSError, ValueError) as e:
         return {"quantize": quantize, "unchecked": str(e).splitlines()[0], "passes": False}
     task = ref.task

@@ -59,8 +59,9 @@ def choose_backend(
 ) -> tuple[str, str | None, str]:
     """--backend auto: (backend, quantize, why). PyTorch, in bf16 on CPUs whose kernels have it (4.8x
     `pipeline`); on CPUs without bf16, the run's int8-dynamic ONNX export on ONNX Runtime where its
-    validation check passed (6.8x `pipeline` on SST-2 against PyTorch fp32's 2.6-3.2x, AVX2 path;
-    benchmarks/RESULTS.md), else PyTorch fp32 (ONNX Runtime and OpenVINO fp32 measured no faster on long texts)."""
+    validation check passed (7.0x `pipeline` on SST-2 dev against PyTorch fp32's 2.0-2.4x, 2.0x against
+    1.0x on IMDb, AVX2 path; benchmarks/RESULTS.md), else PyTorch fp32 (ONNX Runtime's and OpenVINO's fp32
+    measured faster on some sets and slower on others; int8-dynamic beat them on every set)."""
     if adapter or quantize is not None or precision != "auto":
         return "torch", quantize, "PyTorch (as --precision, --quantize or --adapter ask)"
     dev = accel.pick_device(device or "auto")
@@ -168,18 +169,16 @@ class OnnxBackend:
 
 
 class OpenVinoBackend:
-    """An OpenVINO CPU model compiled from a run's ONNX export (fp32, or int8 from the static QDQ file).
+    """An OpenVINO CPU model compiled from an ONNX file (a run's export; a QDQ file runs as int8).
 
     `precision` is OpenVINO's inference precision hint: "f32" unless asked, since OpenVINO's own
     default on a CPU with bf16 units is bf16 (textfit's PyTorch path covers those CPUs)."""
 
-    def __init__(self, path: str | Path, precision: str = "f32", threads: int | None = None):
+    def __init__(self, path: str | Path, precision: str = "f32"):
         import openvino as ov
 
         core = ov.Core()
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
         self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.input_names = [i.get_any_name() for i in self.model.inputs]
         self.request = self.model.create_infer_request()
