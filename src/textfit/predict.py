@@ -71,6 +71,8 @@ def choose_backend(
     if accel.cpu.kind().bf16:
         return "torch", None, f"PyTorch bf16 (CPU kind {kind})"
     check = int8_check(run)
+    if not isinstance(check, dict) or not {"metric", "int8", "fp32", "rows", "drop_points"} <= set(check):
+        check = check if isinstance(check, dict) and "unchecked" in check else None  # none, or not one textfit wrote
     if check and check.get("quantize") == "int8-dynamic" and check.get("passes"):
         return (
             "onnx",
