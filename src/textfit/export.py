@@ -14,6 +14,8 @@ agreement are printed, and the export is refused when they fail the bounds below
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
 import shutil
@@ -25,7 +27,7 @@ import torch
 
 from .errors import UsageError
 from .model import quiet_transformers
-from .predict import ONNX_FILES, Classifier, OnnxBackend, TorchBackend
+from .predict import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
 from .run import RunManifest, write_json
 
 MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
@@ -110,9 +112,6 @@ def _validation_split(run: str, fingerprint: str) -> Any:
     path = Path(run) / "train_config.yaml"
     if not path.is_file():
         raise UsageError(f"{path} is missing")
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # the reader's notes on columns and splits were shown at training
         data = load_data(load_config(str(path), {}))
     if fingerprint and data.fingerprint != fingerprint:
@@ -127,7 +126,6 @@ def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, 
     """The int8 file's validation metric against PyTorch fp32's on the run's own validation split (accuracy;
     multi-label: micro F1; regression: Pearson), in points; `passes` when it lost at most INT8_MAX_DROP_POINTS."""
     from .metrics import task_metrics
-    from .predict import INT8_MAX_DROP_POINTS
 
     try:
         split = _validation_split(run, ref.manifest.data_fingerprint)
@@ -222,9 +220,11 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
         pairs = [t[::-1] for t in texts] if ref.pairs else None
         want = ref.predict_logits(texts, pairs, batch_size=16)
         report = {}
+        onnx: dict[str, Classifier] = {}
         for f in files:
             sess = ort.InferenceSession(str(tmp / f), providers=["CPUExecutionProvider"])
-            got = Classifier(OnnxBackend(sess), tokenizer, manifest).predict_logits(texts, pairs, batch_size=16)
+            onnx[f] = Classifier(OnnxBackend(sess), tokenizer, manifest)
+            got = onnx[f].predict_logits(texts, pairs, batch_size=16)
             diff = float(np.abs(got - want).max())
             agree = agreement(ref, got, want)
             report[f] = {"max_logit_diff": diff, "label_agreement": agree, "texts": len(texts)}
@@ -240,12 +240,7 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
                     f"label agreement {100 * agree:.1f}%); nothing was written"
                 )
         if quantize:
-            int8 = Classifier(
-                OnnxBackend(ort.InferenceSession(str(tmp / files[-1]), providers=["CPUExecutionProvider"])),
-                tokenizer,
-                manifest,
-            )
-            report["int8_check"] = validation_check(run, ref, int8, quantize)
+            report["int8_check"] = validation_check(run, ref, onnx[files[-1]], quantize)
             c = report["int8_check"]
             if "unchecked" in c:
                 print(f"textfit: {files[-1]} not checked on the validation split: {c['unchecked']}")
@@ -253,7 +248,7 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
                 use = (
                     "--backend auto uses it on CPUs without bf16"
                     if c["passes"]
-                    else "over 0.3: --backend auto keeps fp32"
+                    else f"over {INT8_MAX_DROP_POINTS}: --backend auto keeps fp32"
                 )
                 print(
                     f"textfit: {files[-1]} on {c['rows']} validation rows: {c['metric']} {c['int8']:.4f} against "

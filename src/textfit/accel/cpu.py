@@ -7,9 +7,10 @@ run are chosen by oneDNN (capped by `ONEDNN_MAX_CPU_ISA` / `DNNL_MAX_CPU_ISA`) a
 vectorised code (capped by `ATEN_CPU_CAPABILITY`, read back with `torch.backends.cpu.get_cpu_capability`).
 Under `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` a bf16 machine runs the AVX2 kernels, and
 bf16 there is emulated: casting to bf16 made training 6x slower than the Trainer's fp32 (Zen 4). So
-textfit uses bf16, its AVX-512 kernels and its AMX attention only where both caps let them run; the
-same two variables make any machine take, and prove, the path of a CPU without bf16.
-`TEXTFIT_CPU_BF16=0` turns bf16 off alone (fp32, AVX-512 kernels kept).
+textfit uses bf16, its AVX-512 bf16 kernels and its AMX attention only where both caps let them run;
+the same two variables make any machine take, and prove, the path of a CPU without bf16 (add
+`MKL_ENABLE_INSTRUCTIONS=AVX2` for AVX2's speed too: PyTorch's fp32 matrix products run on MKL, which
+ignores oneDNN's cap). `TEXTFIT_CPU_BF16=0` turns bf16 and the kernels built for it off alone.
 
 Library check: neither PyTorch nor oneDNN exposes oneDNN's effective ISA to Python (oneDNN's
 `dnnl_get_effective_cpu_isa` is not exported by libtorch), so the cap is read from the variable
@@ -101,6 +102,6 @@ def kind() -> CpuKind:
 
 
 def describe() -> str:
-    """One line for logs and textfit.json: the kind, and what capped it."""
+    """One line for logs and messages: the kind, and what capped it."""
     k = kind()
     return f"{k.name} ({k.why})" if k.why else k.name
