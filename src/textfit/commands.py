@@ -136,61 +136,49 @@ def _check_batch_size(n: int) -> None:
         raise UsageError(f"--batch-size {n}: must be at least 1")
 
 
+def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
+    backend = "torch" if args.backend == "auto" and getattr(args, "explain", False) else args.backend
+    return {
+        "precision": args.precision,
+        "quantize": args.quantize,
+        "backend": backend,
+        "adapter": args.adapter,
+        "device": args.device,
+    }
+
+
 def _classifier(args: argparse.Namespace) -> Any:
     """The run's Classifier as the shared run flags (`cli._add_run_flags`) ask for it."""
     from .predict import Classifier
 
-    backend = "torch" if args.backend == "auto" and getattr(args, "explain", False) else args.backend
-    clf = Classifier.load(
-        args.run,
-        precision=args.precision,
-        quantize=args.quantize,
-        backend=backend,
-        adapter=args.adapter,
-        device=args.device,
-    )
+    clf = Classifier.load(args.run, **_classifier_options(args))
     if clf.backend_choice:
         print(f"textfit: backend {clf.backend_name}: {clf.backend_choice}", file=sys.stderr)
     return clf
 
 
-NESTED = ("probabilities", "explanation")  # spread into prob_<label> and top_words columns in CSV
+def _file_job(args: argparse.Namespace) -> Any:
+    from .predict_file import FileJob
 
-
-def _write_predictions(path: str, rows: list[dict[str, Any]]) -> None:
-    """CSV or JSONL, chosen by the extension; written to a temporary file, then renamed."""
-    p = Path(path)
-    if p.suffix.lower() not in (".csv", ".jsonl", ".tsv"):
-        raise UsageError(f"--output {path}: unsupported format; use a .csv, .tsv or .jsonl file")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        if p.suffix.lower() == ".jsonl":
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        else:
-            flat = [
-                {
-                    k: (",".join(v) if k == "labels" else v)
-                    for k, v in r.items()
-                    if k not in ("probabilities", "explanation")
-                }
-                | {f"prob_{n}": s for n, s in r.get("probabilities", {}).items()}
-                | ({"top_words": _top_words(r["explanation"])} if "explanation" in r else {})
-                for r in rows
-            ]
-            w = csv.DictWriter(
-                fh,
-                fieldnames=list(flat[0]) if flat else ["text", "label", "score"],
-                delimiter="\t" if p.suffix.lower() == ".tsv" else ",",
-            )
-            w.writeheader()
-            w.writerows(flat)
-    os.replace(tmp, p)
+    keep = None if args.keep_columns is None else [c.strip() for c in args.keep_columns.split(",") if c.strip()]
+    return FileJob(
+        args.input,
+        args.output,
+        args.encoding,
+        args.quoting,
+        args.text_column,
+        args.text_pair_column,
+        keep,
+        args.chunk_rows,
+        args.batch_size,
+        args.resume,
+        args.overwrite,
+        args.skip_bad_rows,
+        args.quiet,
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .data import read_for_run
     from .run import RunManifest
 
     manifest = RunManifest.read(args.run)
@@ -199,7 +187,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output and not args.input:
         raise UsageError("--output needs --input FILE")
     if args.input and not args.output:
-        raise UsageError("--input needs --output FILE (.csv, .tsv or .jsonl)")
+        raise UsageError("--input needs --output FILE (.csv, .tsv, .jsonl or .parquet)")
+    if args.engine == "ray" and not args.input:
+        raise UsageError("--engine ray predicts files: give --input PATH and --output PATH")
+    if args.engine == "ray" and args.explain:
+        raise UsageError("--explain is not offered with --engine ray; explain a sample with the local engine")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite: choose one (continue the interrupted prediction, or start again)")
     if args.text_pair and len(args.text_pair) != len(args.texts):
         raise UsageError(
             f"--text-pair given {len(args.text_pair)} times for {len(args.texts)} texts; give one per text"
@@ -217,20 +211,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "--explain needs the PyTorch backend (integrated gradients take gradients through the model); "
             f"drop --backend {args.backend}"
         )
-    if args.output:
-        check_output(Path(args.output), "--output", folder=False)
-    clf = _classifier(args)
+    job = _file_job(args) if args.input else None
+    if job is not None and not (args.engine == "ray" and ("://" in job.output or Path(job.output).suffix == "")):
+        from .predict_file import check_job
+
+        check_output(Path(job.output), "--output", folder=False)
+        check_job(job)  # before the model loads: an output that exists, a resume with nothing to resume
+    clf = _classifier(args) if args.engine == "local" or args.texts or args.interactive else None
     explainer = None
     if args.explain:
         from .explain import Explainer
 
         explainer = Explainer.load(args.run)
     if args.texts:
+        from .predict_file import explained_label
+
         pairs = args.text_pair or [None] * len(args.texts)
         for text, pair, pred in zip(
             args.texts, pairs, clf.predict(args.texts, args.text_pair or None, args.batch_size)
         ):
-            e = explainer.explain(text, pair, _explained(pred)) if explainer is not None else None
+            e = explainer.explain(text, pair, explained_label(pred)) if explainer is not None else None
             if args.json:
                 extra = {"explanation": e.as_dict()} if e is not None else {}
                 print(json.dumps({"text": text, **pred.as_dict(), **extra}, ensure_ascii=False))
@@ -239,47 +239,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if e is not None:
                     _print_explanation(e)
     if args.input:
-        split = read_for_run(
-            args.input,
-            manifest,
-            args.encoding,
-            args.text_column,
-            args.text_pair_column,
-            labels=False,
-            quoting=args.quoting,
-        )
-        preds = clf.predict(split.texts, split.pairs, args.batch_size)
-        rows = []
-        for i, pred in enumerate(preds):
-            row: dict[str, Any] = {"text": split.texts[i]}
-            if split.pairs is not None:
-                row["text_pair"] = split.pairs[i]
-            row |= pred.as_dict()
-            if explainer is not None:
-                pair = split.pairs[i] if split.pairs is not None else None
-                row["explanation"] = explainer.explain(split.texts[i], pair, _explained(pred)).as_dict()
-            rows.append(row)
-        _write_predictions(args.output, rows)
-        print(f"textfit: wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+        if args.engine == "ray":
+            from .ray_engine import predict_ray
+
+            written, rejected = predict_ray(args.run, job, args.ray_address, _classifier_options(args))
+        else:
+            from .predict_file import predict_file
+
+            written, rejected = predict_file(clf, args.run, job, explainer)
+        if rejected:
+            from .predict_file import rejects_path
+
+            print(f"textfit: {rejected} rows with an empty text written to {rejects_path(args.output)}", file=sys.stderr)
+        if not args.quiet:
+            print(f"textfit: wrote {written} predictions to {args.output}", file=sys.stderr)
     if args.interactive:
         interactive(clf, sys.stdin, sys.stdout, explainer)
     return 0
-
-
-def _top_words(explanation: dict[str, Any], k: int = 5) -> str:
-    """A CSV cell: the k words that pushed hardest towards the label, with their attributions."""
-    top = sorted(explanation["words"], key=lambda w: -w["attribution"])[:k]
-    return " ".join(f"{w['word']}:{w['attribution']:+.3f}" for w in top)
-
-
-def _explained(pred: Any) -> str | None:
-    """The label an explanation explains: the predicted class (thresholds included), a multi-label
-    run's most probable label, nothing for regression (the value)."""
-    if pred.value is not None:
-        return None
-    if pred.labels is not None:
-        return max(pred.scores, key=lambda n: pred.scores[n])
-    return str(pred.label)
 
 
 def _print_explanation(e: Any, out: Any = None) -> None:
@@ -296,6 +272,8 @@ def _print_explanation(e: Any, out: Any = None) -> None:
 
 def interactive(clf: Any, stdin: Any, stdout: Any, explainer: Any = None) -> None:
     """A prompt that answers each line with the label and its probability; q or end of input quits."""
+    from .predict_file import explained_label
+
     tty = stdin.isatty()
     stdout.write("type a text and press Enter (q to quit)\n")
     while True:
@@ -319,7 +297,7 @@ def interactive(clf: Any, stdin: Any, stdout: Any, explainer: Any = None) -> Non
         shown = _shown(pred).replace("\t", " (") + ")" if pred.value is None else _shown(pred)
         stdout.write(("" if tty else "\n") + f"{shown}\n")
         if explainer is not None:
-            _print_explanation(explainer.explain(text, pair[0] if pair else None, _explained(pred)), stdout)
+            _print_explanation(explainer.explain(text, pair[0] if pair else None, explained_label(pred)), stdout)
     stdout.write("\n")
 
 

@@ -259,6 +259,25 @@ def read_for_run(
     with a single column is all text."""
     given = (text_column, text_pair_column, label_column)
     frame = read_one(path, encoding, _headerless(given, given), quoting)
+    text, pair, label = run_columns(frame, manifest, text_column, text_pair_column, label_column, labels)
+    schema = manifest.schema
+    split = to_split(frame, text, pair, label, schema.task == "multi-label", "drop" if labels else "error")
+    if labels:
+        split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
+    return split
+
+
+def run_columns(
+    frame: Frame,
+    manifest: RunManifest,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    labels: bool = True,
+) -> tuple[Any, Any, Any]:
+    """The text, pair and label columns of a frame for a trained run (None where there is none): the
+    flags, then the columns the run was trained on, then the common names; a file with a single column is
+    all text. Shared by `read_for_run` and the chunked reader (`data.stream`), which asks its first chunk."""
     cols = list(frame.df.columns)
     lower = {str(c).strip().lower(): c for c in cols}
     schema = manifest.schema
@@ -293,7 +312,4 @@ def read_for_run(
     if schema.text_pair_column is not None or text_pair_column is not None:
         partner = [PAIR_OF.get(str(text).lower(), "")]
         pair = pick(text_pair_column, "--text-pair-column", schema.text_pair_column, partner, True)
-    split = to_split(frame, text, pair, label, schema.task == "multi-label", "drop" if labels else "error")
-    if labels:
-        split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
-    return split
+    return text, pair, label

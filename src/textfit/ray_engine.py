@@ -1,0 +1,212 @@
+"""`textfit predict --engine ray`: the same prediction on Ray Data, over a running cluster or a local one.
+
+    written, rejected = predict_ray("runs/sst2", job, address=None, options={"backend": "auto", ...})
+
+read_csv / read_json / read_parquet -> map_batches with `_Predictor` (one actor per CPU of the cluster,
+each loading the run once through `Classifier.load` and predicting `job.chunk_rows` rows at a time through
+`predict_file.predict_chunk`, the local engine's own chunk step) -> rows in input order
+(`preserve_order`). A local output file (.csv, .tsv, .jsonl, .parquet) is written by this process from the
+ordered stream, through the local engine's part writer, so it is the file the local engine writes; an
+output without an extension, or a remote one (s3://, gs://), is a folder of Parquet files written by
+Ray's own writer. Ray is an extra: `pip install 'textfit[ray]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .errors import UsageError
+from .predict_file import Columns, FileJob, join_parts, output_format, predict_chunk, rejects_path, write_part
+
+# Reading takes no CPU of the cluster's count: the actors hold one each, and a read task that waits for a
+# free CPU behind them never runs (measured: a local 2-CPU cluster hung with the read task at 1 CPU).
+READ_CPUS = 0
+# One logical CPU of the cluster is left to Ray Data's own tasks (reading, the repartition into chunks):
+# actors hold the others. A local cluster counts one CPU more than the machine's cores for it.
+SPARE_CPUS = 1
+REJECT, ROW = "__textfit_reject", "__textfit_row"  # a reject's reason and row in its chunk, for the writer
+
+
+class _Predictor:
+    """A Ray actor: the run loaded once, then chunk after chunk as the local engine predicts them."""
+
+    def __init__(self, run: str, options: dict[str, Any], job: FileJob, fmt: str, columns: Columns, source: list[Any]):
+        import torch
+
+        from .predict import Classifier
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.clf = Classifier.load(run, **options)
+        self.job, self.fmt, self.columns, self.source = job, fmt, columns, source
+
+    def __call__(self, df: Any) -> Any:
+        import pandas as pd
+
+        from .data.read import Frame
+
+        if len(df.columns) == len(self.source):
+            df.columns = self.source  # a headerless file's columns, as the local reader numbers them
+        if self.columns.text in df:
+            df[self.columns.text] = df[self.columns.text].astype(object)
+        out, bad = predict_chunk(self.clf, Frame(df, self.job.input, 0), self.columns, self.job, self.fmt, None, "row")
+        if not len(bad):
+            return out
+        bad = bad.rename(columns={"row": ROW, "reason": REJECT})
+        return pd.concat([out, bad], ignore_index=True)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'textfit[ray]'") from None
+    return ray
+
+
+def _read(ray: Any, job: FileJob, fmt: str, header: list[Any]) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if fmt in ("csv", "tsv"):
+        named = not all(isinstance(c, int) for c in header)
+        parse = pacsv.ParseOptions(
+            delimiter="\t" if fmt == "tsv" else ",",
+            quote_char=False if job.quoting == "none" or (fmt == "tsv" and job.quoting == "auto") else '"',
+            newlines_in_values=True,
+        )
+        read = pacsv.ReadOptions(autogenerate_column_names=not named)
+        types = {str(c) if named else f"f{c}": pa.string() for c in header}
+        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False)
+        return ray.data.read_csv(
+            job.input, parse_options=parse, read_options=read, convert_options=convert, num_cpus=READ_CPUS
+        )
+    if fmt == "jsonl":
+        return ray.data.read_json(job.input, lines=True, num_cpus=READ_CPUS)
+    return ray.data.read_parquet(job.input, num_cpus=READ_CPUS)
+
+
+def _input_format(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        found = sorted({f.suffix.lower() for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")})
+        if len(found) != 1:
+            raise UsageError(f"--input {path}: a folder of files of one format (.csv, .tsv, .jsonl or .parquet); found {found}")
+        return output_format(f"x{found[0]}", "--input")
+    return output_format(path, "--input")
+
+
+def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
+    """The first rows, as the local reader reads them: the columns are settled on them."""
+    from .data.read import Frame
+    from .data.stream import read_chunks
+
+    p = Path(job.input)
+    if "://" not in job.input and p.is_file():
+        return next(read_chunks(job.input, 100, job.encoding, None, job.quoting))
+    return Frame(ds.limit(100).to_pandas(), job.input, 0)
+
+
+def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, Any]) -> tuple[int, int]:
+    """Predict `job.input` into `job.output` on Ray Data; returns (rows written, rows rejected)."""
+    from .run import RunManifest
+
+    if job.resume:
+        raise UsageError("--resume is offered by the local engine; with --engine ray run the prediction again")
+    to_file = "://" not in job.output and Path(job.output).suffix != ""
+    if not to_file and job.skip_bad_rows:
+        raise UsageError("--skip-bad-rows with --engine ray needs an output file (.csv, .tsv, .jsonl or .parquet)")
+    fmt_in = _input_format(job.input) if "://" not in job.input else output_format(job.input, "--input")
+    fmt = output_format(job.output) if to_file else "parquet"
+    manifest = RunManifest.read(run)
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=None if address else (os.cpu_count() or 1) + SPARE_CPUS,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = sys.stderr.isatty() and not job.quiet
+    first = _first_frame(job, fmt_in) if fmt_in in ("csv", "tsv") else None
+    ds = _read(ray, job, fmt_in, list(first.df.columns) if first is not None else [])
+    first = first if first is not None else _first_frame(job, fmt_in, ds)
+    stub = SimpleNamespace(manifest=manifest, task=manifest.task, labels=list(manifest.schema.label_names))
+    columns = Columns(first, stub, job, fmt, False)
+    actors = max(1, int(ray.cluster_resources().get("CPU", 1)) - SPARE_CPUS)
+    # Blocks of exactly chunk_rows rows (the last one shorter), so that every actor call predicts the chunk
+    # the local engine predicts: in bf16 a text's scores move with the batch it is padded in.
+    ds = ds.repartition(target_num_rows_per_block=job.chunk_rows, strict=True)
+    out = ds.map_batches(
+        _Predictor,
+        fn_constructor_kwargs={
+            "run": str(Path(run).resolve()),
+            "options": options,
+            "job": job,
+            "fmt": fmt,
+            "columns": columns,
+            "source": list(first.df.columns),
+        },
+        batch_size=job.chunk_rows,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=1,
+    )
+    try:
+        if not to_file:
+            out.write_parquet(job.output)
+            return out.count(), 0
+        return _write_file(out, job, fmt, columns, first.first_line)
+    except Exception as e:  # an actor's UsageError comes back wrapped in Ray's task error
+        cause = getattr(e, "cause", None) or e.__cause__
+        if isinstance(cause, UsageError) or isinstance(e, UsageError):
+            raise UsageError(str(cause if isinstance(cause, UsageError) else e.args[0]).splitlines()[-1]) from None
+        raise
+
+
+def _write_file(ds: Any, job: FileJob, fmt: str, columns: Columns, base: int) -> tuple[int, int]:
+    """The ordered stream written as the local engine writes it: parts in a hidden folder, joined and
+    renamed into place; rejected rows (with --skip-bad-rows) to the rejects file with their line."""
+    from .predict_file import work_folder
+
+    work = work_folder(job.output)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "state.json").write_text('{"engine": "ray"}', encoding="utf-8")
+    written = rejected = row = 0
+    unit = "row" if base == 0 else "line"
+    parts, bad_parts = [], []
+    try:
+        for n, df in enumerate(ds.iter_batches(batch_size=job.chunk_rows, batch_format="pandas")):
+            rejects = df[REJECT].notna() if REJECT in df else None
+            good = df[~rejects].drop(columns=[REJECT, ROW]) if rejects is not None else df
+            if rejects is not None and rejects.any():
+                bad = df[rejects].drop(columns=list(columns.pred.values()))
+                bad.insert(0, unit, (base + row + bad.pop(ROW)).astype(int))
+                bad.insert(1, "reason", bad.pop(REJECT))
+                bad_parts.append(work / f"rejects-{n:06d}")
+                write_part(bad.reset_index(drop=True), bad_parts[-1], fmt, header=True)
+                rejected += len(bad)
+            parts.append(work / f"part-{n:06d}")
+            write_part(good.reset_index(drop=True), parts[-1], fmt, header=n == 0)
+            written, row = written + len(good), row + len(df)
+        if bad_parts:
+            join_parts(bad_parts, rejects_path(job.output), fmt, work / "joined-rejects", headers=True)
+        join_parts(parts, Path(job.output), fmt, work / "joined")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work)
+    return written, rejected
