@@ -108,6 +108,61 @@ def _add_folds_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_predict_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--text-pair", action="append", help="second text for a pair model, once per text")
+    p.add_argument(
+        "--input",
+        help="CSV, TSV, JSONL or Parquet file of texts, read and predicted in chunks (a JSON array or a datasets "
+        "folder is read whole); with --engine ray also folders of files and remote paths (s3://, gs://)",
+    )
+    p.add_argument(
+        "--output",
+        help="where to write predictions: .csv, .tsv, .jsonl or .parquet; every input column is kept, then "
+        "label, score and prob_<label> (JSONL: probabilities nested)",
+    )
+    p.add_argument(
+        "--keep-columns", help="input columns to keep in the output, comma-separated (default: all, in order)"
+    )
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=10_000,
+        help="rows read, predicted and written at a time: the memory used, and what a kill loses (default: 10000)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted --input prediction from its last finished chunk (same run, input and flags)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an --output that exists")
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="rows with an empty text go to OUTPUT-NAME.rejects.EXT with their line, instead of stopping",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): this process; ray: Ray Data on a running cluster (--ray-address) or a local one "
+        "(needs pip install 'textfit[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="with --engine ray: the cluster to join, e.g. ray://head:10001 or auto (default: start a local one)",
+    )
+    p.add_argument("--interactive", action="store_true", help="answer texts typed at a prompt")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also show each word's contribution to the predicted label (integrated gradients, Captum); "
+        "in --json and .jsonl output as numbers",
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         self.exit(2, f"textfit: error: {message} (see '{self.prog} --help')\n")
@@ -216,57 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="label texts given as arguments, in a file, or typed at a prompt")
     _add_run_flags(p)
-    p.add_argument("texts", nargs="*", help="texts to classify")
-    p.add_argument("--text-pair", action="append", help="second text for a pair model, once per text")
-    p.add_argument(
-        "--input",
-        help="CSV, TSV, JSONL or Parquet file of texts, read and predicted in chunks (a JSON array or a datasets "
-        "folder is read whole); with --engine ray also folders of files and remote paths (s3://, gs://)",
-    )
-    p.add_argument(
-        "--output",
-        help="where to write predictions: .csv, .tsv, .jsonl or .parquet; every input column is kept, then "
-        "label, score and prob_<label> (JSONL: probabilities nested)",
-    )
-    p.add_argument(
-        "--keep-columns", help="input columns to keep in the output, comma-separated (default: all, in order)"
-    )
-    p.add_argument(
-        "--chunk-rows",
-        type=int,
-        default=10_000,
-        help="rows read, predicted and written at a time: the memory used, and what a kill loses (default: 10000)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted --input prediction from its last finished chunk (same run, input and flags)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an --output that exists")
-    p.add_argument(
-        "--skip-bad-rows",
-        action="store_true",
-        help="rows with an empty text go to OUTPUT-NAME.rejects.EXT with their line, instead of stopping",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress and no summary on stderr")
-    p.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local (default): this process; ray: Ray Data on a running cluster (--ray-address) or a local one "
-        "(needs pip install 'textfit[ray]')",
-    )
-    p.add_argument(
-        "--ray-address", help="with --engine ray: the cluster to join, e.g. ray://head:10001 or auto (default: start a local one)"
-    )
-    p.add_argument("--interactive", action="store_true", help="answer texts typed at a prompt")
-    p.add_argument("--json", action="store_true", help="print one JSON object per text")
-    p.add_argument(
-        "--explain",
-        action="store_true",
-        help="also show each word's contribution to the predicted label (integrated gradients, Captum); "
-        "in --json and .jsonl output as numbers",
-    )
+    _add_predict_flags(p)
     p.set_defaults(func=cmd_predict)
     return parser
 

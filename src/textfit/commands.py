@@ -9,10 +9,8 @@ Each validates what the user gave before any work starts and raises `UsageError`
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -224,38 +222,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         explainer = Explainer.load(args.run)
     if args.texts:
-        from .predict_file import explained_label
-
-        pairs = args.text_pair or [None] * len(args.texts)
-        for text, pair, pred in zip(
-            args.texts, pairs, clf.predict(args.texts, args.text_pair or None, args.batch_size)
-        ):
-            e = explainer.explain(text, pair, explained_label(pred)) if explainer is not None else None
-            if args.json:
-                extra = {"explanation": e.as_dict()} if e is not None else {}
-                print(json.dumps({"text": text, **pred.as_dict(), **extra}, ensure_ascii=False))
-            else:
-                print(f"{_shown(pred)}\t{text}")
-                if e is not None:
-                    _print_explanation(e)
-    if args.input:
-        if args.engine == "ray":
-            from .ray_engine import predict_ray
-
-            written, rejected = predict_ray(args.run, job, args.ray_address, _classifier_options(args))
-        else:
-            from .predict_file import predict_file
-
-            written, rejected = predict_file(clf, args.run, job, explainer)
-        if rejected:
-            from .predict_file import rejects_path
-
-            print(f"textfit: {rejected} rows with an empty text written to {rejects_path(args.output)}", file=sys.stderr)
-        if not args.quiet:
-            print(f"textfit: wrote {written} predictions to {args.output}", file=sys.stderr)
+        _predict_texts(args, clf, explainer)
+    if job is not None:
+        _predict_input(args, clf, job, explainer)
     if args.interactive:
         interactive(clf, sys.stdin, sys.stdout, explainer)
     return 0
+
+
+def _predict_texts(args: argparse.Namespace, clf: Any, explainer: Any) -> None:
+    from .predict_file import explained_label
+
+    pairs = args.text_pair or [None] * len(args.texts)
+    for text, pair, pred in zip(args.texts, pairs, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
+        e = explainer.explain(text, pair, explained_label(pred)) if explainer is not None else None
+        if args.json:
+            extra = {"explanation": e.as_dict()} if e is not None else {}
+            print(json.dumps({"text": text, **pred.as_dict(), **extra}, ensure_ascii=False))
+        else:
+            print(f"{_shown(pred)}\t{text}")
+            if e is not None:
+                _print_explanation(e)
+
+
+def _predict_input(args: argparse.Namespace, clf: Any, job: Any, explainer: Any) -> None:
+    """--input FILE --output FILE: streamed in chunks by this process, or by Ray Data (--engine ray)."""
+    from .predict_file import predict_file, rejects_path
+
+    if args.engine == "ray":
+        from .ray_engine import predict_ray
+
+        written, rejected = predict_ray(args.run, job, args.ray_address, _classifier_options(args))
+    else:
+        written, rejected = predict_file(clf, args.run, job, explainer)
+    if rejected:
+        print(f"textfit: {rejected} rows with an empty text written to {rejects_path(job.output)}", file=sys.stderr)
+    if not args.quiet:
+        print(f"textfit: wrote {written} predictions to {job.output}", file=sys.stderr)
 
 
 def _print_explanation(e: Any, out: Any = None) -> None:

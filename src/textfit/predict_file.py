@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,9 @@ import pandas as pd
 from .data.load import _headerless, run_columns
 from .data.schema import missing
 from .data.stream import count_rows, read_chunks
+from .data.write import count_part, join_parts, output_format, write_part
 from .errors import UsageError
-
-OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
-PROGRESS_EVERY_S = 30.0  # one progress line this often where stderr is not a terminal
+from .progress import Progress
 
 
 @dataclass
@@ -57,13 +55,6 @@ class FileJob:
     overwrite: bool = False
     skip_bad_rows: bool = False
     quiet: bool = False
-
-
-def output_format(path: str, flag: str = "--output") -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise UsageError(f"{flag} {path}: unsupported format; use a .csv, .tsv, .jsonl or .parquet file")
-    return OUTPUT_FORMATS[suffix]
 
 
 def work_folder(output: str) -> Path:
@@ -191,7 +182,9 @@ class Columns:
         cols = list(frame.df.columns)
         headerless = all(isinstance(c, int) for c in cols)
         self.names = {
-            c: ("text" if c == self.text else "text_pair" if c == self.pair else f"column_{c + 1}") if headerless else str(c)
+            c: ("text" if c == self.text else "text_pair" if c == self.pair else f"column_{c + 1}")
+            if headerless
+            else str(c)
             for c in cols
         }
         keep = cols
@@ -200,7 +193,10 @@ class Columns:
             unknown = [c for c in job.keep_columns if c not in by_name]
             if unknown:
                 found = ", ".join(repr(v) for v in self.names.values())
-                raise UsageError(f"--keep-columns {','.join(job.keep_columns)}: no column {unknown[0]!r} in {frame.source}; its columns are {found}")
+                raise UsageError(
+                    f"--keep-columns {','.join(job.keep_columns)}: no column {unknown[0]!r} in {frame.source}; "
+                    f"its columns are {found}"
+                )
             keep = [by_name[c] for c in job.keep_columns]
         self.keep = keep
         task, labels = clf.task, list(clf.labels)
@@ -259,85 +255,6 @@ def prediction_columns(clf: Any, probs: np.ndarray, chosen: np.ndarray, fmt: str
     return cols
 
 
-def write_part(df: pd.DataFrame, path: Path, fmt: str, header: bool) -> None:
-    """One finished part: written beside its name, then renamed (a part that exists is whole)."""
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    elif fmt == "jsonl":
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for rec in df.to_dict("records"):
-                fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-    else:
-        df.to_csv(tmp, index=False, header=header, sep="\t" if fmt == "tsv" else ",", lineterminator="\n")
-    os.replace(tmp, path)
-
-
-def join_parts(parts: list[Path], out: Path, fmt: str, scratch: Path, headers: bool = False) -> None:
-    """The parts, in order, as one file renamed into place; `headers`: every CSV/TSV part has a header
-    line, kept from the first part only (output parts: only the first part has one)."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        tables = (pq.read_table(p) for p in parts)
-        writer = None
-        for t in tables:
-            if writer is None:
-                writer = pq.ParquetWriter(scratch, t.schema)
-            elif t.num_rows == 0:
-                continue
-            writer.write_table(t.cast(writer.schema) if t.schema != writer.schema else t)
-        if writer is not None:
-            writer.close()
-    else:
-        with open(scratch, "wb") as dst:
-            for k, p in enumerate(parts):
-                with open(p, "rb") as src:
-                    if headers and k and fmt in ("csv", "tsv"):
-                        src.readline()
-                    shutil.copyfileobj(src, dst, 1 << 20)
-    os.replace(scratch, out)
-
-
-class Progress:
-    """tqdm's bar on a terminal; elsewhere a line every PROGRESS_EVERY_S seconds; nothing with --quiet or
-    TQDM_DISABLE (a bar never shares a line with a message: messages come before it or through it)."""
-
-    def __init__(self, total: int | None, quiet: bool, done: int = 0):
-        self.total, self.done, self.fresh, self.t0 = total, done, 0, time.monotonic()
-        self.last = self.t0
-        self.quiet = quiet or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-        self.bar = None
-        if not self.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit=" rows", file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, rows: int, predicted: bool = True) -> None:
-        self.done += rows
-        self.fresh += rows if predicted else 0
-        if self.bar is not None:
-            self.bar.update(rows)
-        elif not self.quiet and time.monotonic() - self.last >= PROGRESS_EVERY_S:
-            self.last = time.monotonic()
-            print(f"textfit: {self.line()}", file=sys.stderr, flush=True)
-
-    def line(self) -> str:
-        rate = self.fresh / max(1e-9, time.monotonic() - self.t0)
-        shown = f"{self.done:,} rows predicted" + (f" of {self.total:,}" if self.total else "")
-        left = ""
-        if self.total and rate > 0:
-            left = f", about {max(0.0, (self.total - self.done) / rate) / 60:.1f} min left"
-        return f"{shown}, {rate:,.0f} rows/s{left}"
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tuple[int, int]:
     """Predict every row of `job.input` into `job.output`; returns (rows written, rows rejected)."""
     check_job(job)
@@ -354,7 +271,7 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
         for n, frame in enumerate(_chain(first, chunks)):
             part, bad_part = work / f"part-{n:06d}", work / f"rejects-{n:06d}"
             if n < done:
-                bad_rows = _count(bad_part, fmt) if bad_part.exists() else 0
+                bad_rows = count_part(bad_part, fmt) if bad_part.exists() else 0
                 progress.update(len(frame.df), predicted=False)
                 written, rejected = written + len(frame.df) - bad_rows, rejected + bad_rows
                 continue
@@ -389,18 +306,6 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
 def _chain(first: Any, rest: Any) -> Any:
     yield first
     yield from rest
-
-
-def _count(part: Path, fmt: str) -> int:
-    """Rows in a finished part (a resumed run counts its rejects again for the summary)."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(part).metadata.num_rows)
-    if fmt == "jsonl":
-        with open(part, "rb") as fh:
-            return sum(1 for _ in fh)
-    return len(pd.read_csv(part, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False))
 
 
 def top_words(explanation: dict[str, Any], k: int = 5) -> str:

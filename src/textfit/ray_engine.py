@@ -21,8 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .data.write import join_parts, output_format, write_part
 from .errors import UsageError
-from .predict_file import Columns, FileJob, join_parts, output_format, predict_chunk, rejects_path, write_part
+from .predict_file import Columns, FileJob, predict_chunk, rejects_path
 
 # Reading takes no CPU of the cluster's count: the actors hold one each, and a read task that waits for a
 # free CPU behind them never runs (measured: a local 2-CPU cluster hung with the read task at 1 CPU).
@@ -97,7 +98,9 @@ def _input_format(path: str) -> str:
     if p.is_dir():
         found = sorted({f.suffix.lower() for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")})
         if len(found) != 1:
-            raise UsageError(f"--input {path}: a folder of files of one format (.csv, .tsv, .jsonl or .parquet); found {found}")
+            raise UsageError(
+                f"--input {path}: a folder of files of one format (.csv, .tsv, .jsonl or .parquet); found {found}"
+            )
         return output_format(f"x{found[0]}", "--input")
     return output_format(path, "--input")
 

@@ -64,7 +64,7 @@ def read_chunks(
     fmt = "folder" if os.path.isdir(path) else file_format(path)
     if fmt in ("csv", "tsv"):
         yield from _exact(_delimited_chunks(path, fmt, chunk_rows, encoding, headerless, quoting), chunk_rows)
-    elif fmt == "jsonl" or (fmt == "json" and not _sample(path, encoding).lstrip().startswith(("[", "{\"data\""))):
+    elif fmt == "jsonl" or (fmt == "json" and not _sample(path, encoding).lstrip().startswith(("[", '{"data"'))):
         yield from _jsonl_chunks(path, chunk_rows, encoding)
     elif fmt == "parquet":
         yield from _parquet_chunks(path, chunk_rows)
