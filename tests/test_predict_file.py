@@ -146,6 +146,11 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_file(run, clf, tmp
         predict_file(clf, run, FileJob(str(src), str(out), chunk_rows=8, resume=True))
 
 
+def finished(work: Path) -> int:
+    """Finished parts: a part being written has a .tmp suffix until it is renamed."""
+    return sum(1 for p in work.glob("part-*") if "." not in p.name)
+
+
 def test_kill_9_then_resume_from_the_cli(run, tmp_path):
     src = table(tmp_path / "in.csv", n=400)
     base = ["predict", run, "--input", str(src), "--chunk-rows", "20", "--precision", "fp32", "--backend", "torch"]
@@ -154,11 +159,11 @@ def test_kill_9_then_resume_from_the_cli(run, tmp_path):
     cmd = [sys.executable, "-m", "textfit", *base, "--output", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     work, t0 = work_folder(str(out)), time.monotonic()
-    while len(list(work.glob("part-*"))) < 3 and proc.poll() is None and time.monotonic() - t0 < 120:
+    while finished(work) < 3 and proc.poll() is None and time.monotonic() - t0 < 120:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list(work.glob("part-0*")))
+    done = finished(work)
     assert not out.exists() and 0 < done < 20, "the run ended before it could be killed"
     r = run_cli(*base, "--output", str(out), "--resume")
     assert r.returncode == 0, r.stderr

@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled file (or datasets folder) to evaluate on")
     p.add_argument("--label-column", help="label column of the file (default: the run's, then detected)")
     p.add_argument("--output", help="folder for metrics.json (default: RUN/eval-<data name>)")
+    p.add_argument("--chunk-rows", type=int, default=10_000, help="rows read and predicted at a time (default: 10000)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="an HTTP server (FastAPI) with a page to try the model")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .model import quiet_transformers
+from .model import quiet_transformers, require_safetensors
 from .predict import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
 from .run import RunManifest, write_json
 
@@ -156,6 +156,7 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
     if quantize not in ("int8", "int8-dynamic", None):
         raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
     manifest = RunManifest.read(run)
+    require_safetensors(run)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(run)
     # The plain attention exports to standard ONNX ops and traces without data-dependent branches.

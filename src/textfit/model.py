@@ -89,17 +89,22 @@ def load_for_training(
     return model, tokenizer
 
 
+def require_safetensors(folder: str | Path, name: str = "model", where: str = "the run folder") -> None:
+    """The one refusal of pickled weights, wherever weights are read (a run, its adapter, an export's
+    source): NAME.safetensors (or its shards) must be there; a folder with only pickles is named so."""
+    f = Path(folder)
+    if (f / f"{name}.safetensors").is_file() or any(f.glob(f"{name}-*.safetensors")):
+        return
+    pickles = [p.name for p in f.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")] if f.is_dir() else []
+    found = f" (only {', '.join(pickles)}, which textfit never unpickles)" if pickles else ""
+    raise UsageError(f"{folder}: no {name}.safetensors in {where}{found}; retrain the run or restore its weights")
+
+
 def load_from_run(folder: str | Path) -> tuple[Any, Any]:
     """The run's model (in evaluation mode) and tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    weights = Path(folder) / "model.safetensors"
-    if not weights.is_file() and not any(Path(folder).glob("model-*.safetensors")):
-        pickles = [p.name for p in Path(folder).iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-        found = f" (only {', '.join(pickles)}, which textfit never unpickles)" if pickles else ""
-        raise UsageError(
-            f"{folder}: no model.safetensors in the run folder{found}; retrain the run or restore its weights"
-        )
+    require_safetensors(folder)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     try:  # SDPA predicts fastest where the architecture has it
@@ -138,6 +143,7 @@ def load_adapter(run: str | Path, manifest: RunManifest) -> tuple[Any, Any]:
     lora = manifest.lora
     if lora is None or not (Path(run) / lora.adapter).is_dir():
         raise UsageError(f"--adapter: {run} was not trained with --lora (no adapter folder); load it without --adapter")
+    require_safetensors(Path(run) / lora.adapter, "adapter_model", "the run's adapter folder")
     base_path = lora.base_model_path or default_model_path()
     if not Path(base_path).is_dir():
         base_path = resolve_model(manifest.base_model)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .accel import trim_allocator
 from .data.load import _headerless, run_columns
 from .data.schema import missing
 from .data.stream import count_rows, read_chunks
@@ -280,6 +281,8 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
                 write_part(bad, bad_part, fmt, header=True)
             write_part(out, part, fmt, header=n == 0)
             written, rejected = written + len(out), rejected + len(bad)
+            del out, bad
+            trim_allocator()  # resident memory stays at one chunk's high-water mark
             progress.update(len(frame.df))
         progress.close()
         n_parts = n + 1

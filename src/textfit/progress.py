@@ -17,6 +17,16 @@ import time
 PROGRESS_EVERY_S = 30.0  # one progress line this often where stderr is not a terminal
 
 
+def silenced() -> bool:
+    """TQDM_DISABLE set (to anything but 0): no bar and no progress lines."""
+    return os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+
+
+def bar_wanted(quiet: bool = False) -> bool:
+    """A bar only where someone watches it: stderr a terminal, and no --quiet or TQDM_DISABLE."""
+    return not quiet and not silenced() and sys.stderr.isatty()
+
+
 class Progress:
     """tqdm's bar on a terminal; elsewhere a line every PROGRESS_EVERY_S seconds; nothing with --quiet or
     TQDM_DISABLE (a bar never shares a line with a message: messages come before it or through it)."""
@@ -24,9 +34,9 @@ class Progress:
     def __init__(self, total: int | None, quiet: bool, done: int = 0):
         self.total, self.done, self.fresh, self.t0 = total, done, 0, time.monotonic()
         self.last = self.t0
-        self.quiet = quiet or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+        self.quiet = quiet or silenced()
         self.bar = None
-        if not self.quiet and sys.stderr.isatty():
+        if bar_wanted(quiet):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=done, unit=" rows", file=sys.stderr, dynamic_ncols=True)

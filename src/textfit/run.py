@@ -162,6 +162,7 @@ class RunManifest:
 def write_json(path: Path, obj: Any) -> None:
     """Written to a temporary file, then renamed: a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)  # check_output has checked that it can be made
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 

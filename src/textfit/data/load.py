@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,12 @@ def read_splits(
     return splits, (text, pair, label), notes, fingerprint
 
 
+def bounded(values: list[Any], k: int = 8) -> str:
+    """A list for a message: the first k values and how many there are in all."""
+    shown = ", ".join(str(v) for v in values[:k])
+    return shown if len(values) <= k else f"{shown}, ... ({len(values):,} in all)"
+
+
 def label_problems(splits: dict[str, Split]) -> list[str]:
     """Label problems that make training meaningless, as one-line messages (empty: none)."""
     train = splits["train"]
@@ -162,7 +169,7 @@ def label_problems(splits: dict[str, Split]) -> list[str]:
                 r, x = unseen[0]
                 return [
                     f"{s.source}: label {x!r} ({s.unit} {r}) never appears in the training data "
-                    f"(labels there: {', '.join(sorted(known))}); remove it or add training examples"
+                    f"(labels there: {bounded(sorted(known))}); remove it or add training examples"
                 ]
         return []
     order = label_order(train.labels)
@@ -188,7 +195,7 @@ def label_problems(splits: dict[str, Split]) -> list[str]:
             r, v = unseen_rows[0]
             problems.append(
                 f"{s.source}: label {v!r} ({s.unit} {r}, {len(unseen_rows)} rows) never appears in the training data "
-                f"(labels there: {', '.join(map(str, order))}); remove those rows or add training examples"
+                f"(labels there: {bounded(order)}); remove those rows or add training examples"
             )
     return problems
 
@@ -223,9 +230,20 @@ def load_data(cfg: TrainConfig) -> TrainingData:
         order = [str(label)]
     else:
         order = label_order(train.labels)
+    given = set(splits)
     splits = carve_splits(
         splits, split_percentages(cfg.split), split_seed(cfg), cfg.max_train_samples, notes, cfg.split
     )
+    carved = set(splits) - given
+    problems = label_problems(splits)  # one rule, whether the splits were given or carved
+    if problems and carved:
+        raise UsageError(
+            f"{problems[0]} [the {' and '.join(sorted(carved))} split was carved from the training rows, and "
+            "classes with too few rows end up on one side: give each class a few rows more, merge rare classes, "
+            "or pass --validation FILE]"
+        )
+    if problems:
+        raise UsageError(problems[0])
     schema = Schema(
         task=train.task,
         text_column=str(text),
@@ -265,6 +283,31 @@ def read_for_run(
     if labels:
         split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
     return split
+
+
+def read_for_run_in_chunks(
+    path: str,
+    manifest: RunManifest,
+    chunk_rows: int,
+    encoding: str = "utf-8",
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    quoting: str = "auto",
+) -> Iterator[Split]:
+    """`read_for_run` (labelled) a chunk of rows at a time (`stream.read_chunks`): the columns are settled on
+    the first chunk, and each chunk comes back as a Split with label ids."""
+    from .stream import read_chunks
+
+    given = (text_column, text_pair_column, label_column)
+    columns = None
+    schema = manifest.schema
+    for frame in read_chunks(path, chunk_rows, encoding, _headerless(given, given), quoting):
+        if columns is None:
+            columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, True)
+        split = to_split(frame, *columns, schema.task == "multi-label", "drop")
+        split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
+        yield split
 
 
 def run_columns(

@@ -80,18 +80,59 @@ def _decode(path: str, raw: bytes, encoding: str) -> str:
             f"--encoding {encoding}: unknown encoding; use a Python codec name such as utf-8, gb18030 or latin-1"
         ) from None
     except UnicodeDecodeError as e:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(raw[:200_000]).best()
-        guess = best.encoding if best else None
+        guess = guess_encoding(raw[:200_000])
         hint = (
-            f"--encoding {guess}"
+            f"--encoding {guess} (a guess: check a few rows)"
             if guess and guess != "utf_8"
             else "--encoding with the file's encoding (e.g. gb18030)"
         )
         raise UsageError(
             f"{path}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); pass {hint}"
         ) from None
+
+
+# Encodings files are written in, most used first: a guess among charset-normalizer's candidates takes the
+# first of these it found, so that Western European text is advised cp1252 (or Latin-1), not a Baltic or DOS
+# code page that decodes the same bytes into other letters without an error.
+COMMON_ENCODINGS = [
+    "utf_16",
+    "gb18030",
+    "gbk",
+    "big5",
+    "shift_jis",
+    "cp932",
+    "euc_jp",
+    "euc_kr",
+    "cp1251",
+    "koi8_r",
+    "cp1252",
+    "latin_1",
+    "iso8859_15",
+    "cp1250",
+    "iso8859_2",
+]
+
+
+def guess_encoding(raw: bytes) -> str | None:
+    """The encoding a file most likely is in: charset-normalizer's candidates, the most used of them first
+    (COMMON_ENCODINGS), else its best; cp1252 where it found none and the bytes decode as cp1252."""
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(raw)
+    found: list[str] = []
+    for m in matches:
+        found += [m.encoding, *getattr(m, "could_be_from_charset", [])]
+    for enc in COMMON_ENCODINGS:
+        if enc in found:
+            return enc
+    best = matches.best()
+    if best is not None:
+        return str(best.encoding)
+    try:
+        raw.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return None
 
 
 def _first_rows_are_data(df: pd.DataFrame) -> bool:

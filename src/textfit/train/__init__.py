@@ -32,7 +32,7 @@ from ..run import LoraInfo, write_json
 from .checkpoint import load_checkpoint, resolve_resume
 from .evaluator import Evaluator, current_classifier, measure_for, tune_thresholds
 from .loop import fit, resume_average
-from .output import RunLog, move_into_place, work_folder
+from .output import RunLog, move_into_place, umask_modes, work_folder
 from .seeds import train_seeds
 from .setup import TrainState, calibrates, setup
 from .tracking import Trackers
@@ -220,4 +220,5 @@ def finish(
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
     m.write(work)  # textfit.json last: the run is complete
+    umask_modes(work)
     return metrics, logits

@@ -157,13 +157,16 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
     """Train until the step budget is spent or early stopping says so; returns throughput figures."""
     from tqdm.auto import tqdm
 
+    from ..progress import bar_wanted
+
     acc = s.accelerator
     validate = "validation" in s.data.splits
     meter = Meter(acc.device)
     bar = tqdm(
         total=s.total_steps,
         initial=s.step,
-        disable=not acc.is_local_main_process,
+        disable=not acc.is_local_main_process or not bar_wanted(),  # a terminal only: never in a log file
+        file=sys.stderr,
         desc="train",
         dynamic_ncols=True,
         mininterval=1.0,
@@ -178,9 +181,9 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
     try:
         _steps(s, ev, log, meter, bar, say, governor)
     finally:
+        bar.close()  # before any message: an error never shares the bar's line
         if governor is not None:
             governor.close()
-    bar.close()
     stats = meter.totals(s, ev.seconds)
     if s.ema is not None:  # from here on the model is the average
         s.ema.copy_to_model()

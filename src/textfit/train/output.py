@@ -133,6 +133,16 @@ def work_folder(out: Path, persistent: bool, main: bool, resumed_step: int | Non
     return work
 
 
+def umask_modes(folder: Path) -> None:
+    """Every file of a run gets the mode the user's umask gives: safetensors writes its files 0600 (a
+    temporary file renamed), which another account cannot read while the rest of the run is 0644."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in folder.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, 0o666 & ~mask)
+
+
 def move_into_place(work: Path, out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
