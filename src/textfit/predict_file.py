@@ -34,7 +34,7 @@ import pandas as pd
 
 from .accel import trim_allocator
 from .data.load import _headerless, run_columns
-from .data.schema import missing
+from .data.schema import text_cells
 from .data.stream import count_rows, read_chunks
 from .data.write import count_part, join_parts, output_format, write_part
 from .errors import UsageError
@@ -226,17 +226,6 @@ class Columns:
             )
 
 
-def _cells(frame: Any, column: Any) -> list[str]:
-    values = list(frame.df[column])
-    lists = [i for i, v in enumerate(values) if isinstance(v, (list, tuple, np.ndarray))]
-    if lists:
-        raise UsageError(
-            f"{frame.source}: column {column!r} holds lists (row {lists[0] + frame.first_line}: "
-            f"{str(values[lists[0]])[:60]}), not texts; join each list into one string or pass another --text-column"
-        )
-    return ["" if missing(v) else str(v) for v in values]
-
-
 def prediction_columns(clf: Any, probs: np.ndarray, chosen: np.ndarray, fmt: str) -> dict[str, Any]:
     """The prediction columns of a chunk, as `Classifier.predict` decides them, built column-wise."""
     if clf.task == "regression":
@@ -282,7 +271,7 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
             write_part(out, part, fmt, header=n == 0)
             written, rejected = written + len(out), rejected + len(bad)
             del out, bad
-            trim_allocator()  # resident memory stays at one chunk's high-water mark
+            trim_allocator()  # what this chunk freed goes back to the OS
             progress.update(len(frame.df))
         progress.close()
         n_parts = n + 1
@@ -332,8 +321,8 @@ def predict_chunk(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One chunk's output rows, and its rejected rows (an empty text; an error without --skip-bad-rows)
     with their line and the reason; shared by both engines."""
-    texts = _cells(frame, columns.text)
-    pairs = _cells(frame, columns.pair) if columns.pair is not None else None
+    texts = text_cells(frame, columns.text)
+    pairs = text_cells(frame, columns.pair) if columns.pair is not None else None
     empty = [i for i, t in enumerate(texts) if not t.strip() or (pairs is not None and not pairs[i].strip())]
     if empty and not job.skip_bad_rows:
         where = ", ".join(str(frame.first_line + i) for i in empty[:5]) + (", ..." if len(empty) > 5 else "")

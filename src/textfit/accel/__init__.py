@@ -111,9 +111,9 @@ def tune_allocator() -> bool:
 
 def trim_allocator() -> None:
     """Give the memory freed since the last call back to the OS (glibc's malloc_trim), where
-    `tune_allocator` keeps it: between the chunks of a long prediction, so that its resident memory
-    stays at one chunk's high-water mark instead of creeping up with the heap's fragmentation (measured:
-    679 MB at 10k rows, 812 MB at 100k without it; benchmarks/RESULTS.md, bench_scale). Elsewhere a no-op."""
+    `tune_allocator` keeps it: between the chunks of a long prediction, so that fragments freed by one
+    chunk are not kept for the rest of the file. Measured (benchmarks/RESULTS.md, bench_scale): 812 MB ->
+    799 MB peak at 100k rows, a small part of the rise over the one-chunk figure (679 MB). Elsewhere a no-op."""
     if not _ALLOCATOR_TUNED:
         return
     try:

@@ -103,7 +103,7 @@ def rows_text(rows: list[int], unit: str) -> str:
     return f"{unit}{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > 5 else ''}"
 
 
-def _text_cells(frame: Frame, column: Any) -> list[str]:
+def text_cells(frame: Frame, column: Any) -> list[str]:
     """A column's cells as texts; a column of lists (tokens?) is refused rather than read as "['a' 'b']"."""
     values = list(frame.df[column])
     lists = [i for i, v in enumerate(values) if isinstance(v, (list, tuple, np.ndarray))]
@@ -128,8 +128,8 @@ def to_split(
     labels = list(df[label]) if label is not None else [None] * len(df)
     if label is not None and not empty_labels:
         check_labels_present(source, rows, labels, label, unit)
-    texts = _text_cells(frame, text)
-    pairs = None if pair is None else _text_cells(frame, pair)
+    texts = text_cells(frame, text)
+    pairs = None if pair is None else text_cells(frame, pair)
     empty = [i for i in range(len(texts)) if not texts[i].strip() or (pairs is not None and not pairs[i].strip())]
     split = Split(source, texts, pairs, labels, rows, unit)
     if not empty:
