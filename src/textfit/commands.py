@@ -67,18 +67,29 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .evaluate import evaluate_file
     from .metrics import format_metrics
     from .report import write_report
     from .run import RunManifest, write_json
 
-    manifest = RunManifest.read(args.run)
+    RunManifest.read(args.run)  # a folder that is not a run is refused before anything loads
     _check_batch_size(args.batch_size)
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: must be at least 1")
     if args.output:
         check_output(Path(args.output), "--output", folder=True)
     clf = _classifier(args)
-    split, m, logits = _evaluate_in_chunks(args, manifest, clf)
+    split, m, logits = evaluate_file(
+        clf,
+        args.data,
+        args.chunk_rows,
+        args.batch_size,
+        args.encoding,
+        args.text_column,
+        args.text_pair_column,
+        args.label_column,
+        args.quoting,
+    )
     probs = clf.scores(logits)
     out = (
         Path(args.output)
@@ -118,40 +129,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"textfit: wrote metrics.json to {out}")
     return 0
-
-
-def _evaluate_in_chunks(args: argparse.Namespace, manifest: Any, clf: Any) -> tuple[Any, dict[str, Any], Any]:
-    """eval --data read and predicted a chunk at a time (only texts, labels and logits are kept for the
-    metrics and the report); returns the rows as one Split, the metrics and the logits."""
-    import numpy as np
-
-    from .data.load import read_for_run_in_chunks
-    from .data.splits import Split
-    from .evaluate import metrics_from_logits
-
-    texts: list[str] = []
-    pairs: list[str] | None = None
-    labels: list[Any] = []
-    logits = []
-    chunks = read_for_run_in_chunks(
-        args.data,
-        manifest,
-        args.chunk_rows,
-        args.encoding,
-        args.text_column,
-        args.text_pair_column,
-        args.label_column,
-        args.quoting,
-    )
-    for part in chunks:
-        logits.append(clf.predict_logits(part.texts, part.pairs, args.batch_size))
-        texts += part.texts
-        labels += part.labels
-        if part.pairs is not None:
-            pairs = (pairs or []) + part.pairs
-    joined = np.concatenate(logits) if logits else np.zeros((0, len(clf.labels)), dtype=np.float32)
-    m, joined = metrics_from_logits(joined, labels, clf.manifest, clf.threshold)
-    return Split(args.data, texts, pairs, labels, list(range(len(texts)))), m, joined
 
 
 def _check_batch_size(n: int) -> None:

@@ -1,6 +1,7 @@
 """Evaluation of a classifier on labelled rows: the figures `textfit eval` prints and training records.
 
     metrics, logits = evaluate(clf, split)    # loss and the task's metrics; the raw logits, one row per text
+    split, metrics, logits = evaluate_file(clf, "holdout.csv", chunk_rows=10_000)   # eval --data: in chunks
     scores = clf.scores(logits)                 # calibrated probabilities (or values)
 
 Training's evaluations call this same function with a `Classifier` over the model being trained,
@@ -48,3 +49,37 @@ def metrics_from_logits(
     if t is not None and manifest.task != "regression" and len(gold):
         m["calibration"] = calibration_report(logits, gold, manifest.task, t)
     return m, logits
+
+
+def evaluate_file(
+    clf: Classifier,
+    path: str,
+    chunk_rows: int = 10_000,
+    batch_size: int = 64,
+    encoding: str = "utf-8",
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    quoting: str = "auto",
+) -> tuple[Split, dict[str, Any], np.ndarray]:
+    """`textfit eval --data`: the file read and predicted a chunk at a time (`read_for_run_in_chunks`); only
+    the texts, labels and logits are kept, for the metrics and the report. Returns the rows as one Split,
+    the metrics and the logits."""
+    from .data.load import read_for_run_in_chunks
+
+    texts: list[str] = []
+    pairs: list[str] | None = None
+    labels: list[Any] = []
+    logits = []
+    chunks = read_for_run_in_chunks(
+        path, clf.manifest, chunk_rows, encoding, text_column, text_pair_column, label_column, quoting
+    )
+    for part in chunks:
+        logits.append(clf.predict_logits(part.texts, part.pairs, batch_size))
+        texts += part.texts
+        labels += part.labels
+        if part.pairs is not None:
+            pairs = (pairs or []) + part.pairs
+    joined = np.concatenate(logits) if logits else np.zeros((0, len(clf.labels)), dtype=np.float32)
+    m, joined = metrics_from_logits(joined, labels, clf.manifest, clf.threshold)
+    return Split(path, texts, pairs, labels, list(range(len(texts)))), m, joined
