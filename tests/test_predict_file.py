@@ -237,3 +237,19 @@ def test_ray_engine_writes_the_local_engines_file(run, tmp_path):
     local_bad, ray_bad = (rejects_path(str(tmp_path / n)) for n in ("local.csv", "ray.csv"))
     assert list(csv.reader(open(ray_bad))) == list(csv.reader(open(local_bad)))
     assert json.dumps(list(csv.reader(open(ray_bad)))[1][:2]) == '["42", "empty text"]'
+    folder = tmp_path / "scored"  # no extension: a folder of Parquet files, written by Ray
+    common = [c for c in common if c != "--skip-bad-rows"]
+    src = table(tmp_path / "full.csv", n=60)
+    r = subprocess.run(
+        [*cmd[:6], str(src), *cmd[7:], "--output", str(folder), *common],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    local = run_cli("predict", run, "--input", str(src), "--output", str(tmp_path / "l.csv"), *common)
+    assert local.returncode == 0, local.stderr
+    assert list(pd.read_parquet(folder)["label"]) == list(read_any(tmp_path / "l.csv")["label"])
+    r = run_cli("predict", run, "--input", str(src), "--output", str(folder), "--engine", "ray")
+    assert r.returncode == 2 and "exists and is not an empty folder" in r.stderr

@@ -125,6 +125,11 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
     to_file = "://" not in job.output and Path(job.output).suffix != ""
     if not to_file and job.skip_bad_rows:
         raise UsageError("--skip-bad-rows with --engine ray needs an output file (.csv, .tsv, .jsonl or .parquet)")
+    folder = Path(job.output)
+    if not to_file and "://" not in job.output and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(
+            f"--output {job.output}: exists and is not an empty folder; choose a new folder for Ray's files"
+        )
     fmt_in = _input_format(job.input) if "://" not in job.input else output_format(job.input, "--input")
     fmt = output_format(job.output) if to_file else "parquet"
     manifest = RunManifest.read(run)
@@ -151,6 +156,7 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
     # Blocks of exactly chunk_rows rows (the last one shorter), so that every actor call predicts the chunk
     # the local engine predicts: in bf16 a text's scores move with the batch it is padded in.
     ds = ds.repartition(target_num_rows_per_block=job.chunk_rows, strict=True)
+    rows = ds
     out = ds.map_batches(
         _Predictor,
         fn_constructor_kwargs={
@@ -169,7 +175,7 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
     try:
         if not to_file:
             out.write_parquet(job.output)
-            return out.count(), 0
+            return rows.count(), 0  # the input counted again (read, not predicted): no rejects in this mode
         return _write_file(out, job, fmt, columns, first.first_line)
     except Exception as e:  # an actor's UsageError comes back wrapped in Ray's task error
         cause = getattr(e, "cause", None) or e.__cause__
