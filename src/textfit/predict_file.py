@@ -21,6 +21,7 @@ writers are what this module stands on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -148,8 +149,8 @@ def check_job(job: FileJob) -> None:
 
 
 def prepare_work(job: FileJob, key: dict[str, Any]) -> tuple[Path, int]:
-    """The working folder for this job, made or found again; and how many chunks it holds finished."""
-    check_job(job)
+    """The working folder for this job (`check_job` passed), made or found again; and how many chunks it
+    holds finished."""
     out, work = Path(job.output), work_folder(job.output)
     state = work / "state.json"
     if job.resume and state.is_file():
@@ -258,7 +259,7 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
     unit = "row" if first.first_line == 0 else "line"
     written = rejected = 0
     try:
-        for n, frame in enumerate(_chain(first, chunks)):
+        for n, frame in enumerate(itertools.chain([first], chunks)):
             part, bad_part = work / f"part-{n:06d}", work / f"rejects-{n:06d}"
             if n < done:
                 bad_rows = count_part(bad_part, fmt) if bad_part.exists() else 0
@@ -293,11 +294,6 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
         raise
     shutil.rmtree(work)
     return written, rejected
-
-
-def _chain(first: Any, rest: Any) -> Any:
-    yield first
-    yield from rest
 
 
 def top_words(explanation: dict[str, Any], k: int = 5) -> str:

@@ -107,12 +107,14 @@ def _input_format(path: str) -> str:
 
 def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
     """The first rows, as the local reader reads them: the columns are settled on them."""
+    from .data.load import _headerless
     from .data.read import Frame
     from .data.stream import read_chunks
 
     p = Path(job.input)
     if "://" not in job.input and p.is_file():
-        return next(read_chunks(job.input, 100, job.encoding, None, job.quoting))
+        given = (job.text_column, job.text_pair_column)  # as predict_file reads it
+        return next(read_chunks(job.input, 100, job.encoding, _headerless(given, given), job.quoting))
     return Frame(ds.limit(100).to_pandas(), job.input, 0)
 
 

@@ -277,9 +277,13 @@ def read_for_run(
     with a single column is all text."""
     given = (text_column, text_pair_column, label_column)
     frame = read_one(path, encoding, _headerless(given, given), quoting)
-    text, pair, label = run_columns(frame, manifest, text_column, text_pair_column, label_column, labels)
-    schema = manifest.schema
-    split = to_split(frame, text, pair, label, schema.task == "multi-label", "drop" if labels else "error")
+    columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, labels)
+    return _split_for_run(frame, columns, manifest.schema, labels)
+
+
+def _split_for_run(frame: Frame, columns: tuple[Any, Any, Any], schema: Schema, labels: bool) -> Split:
+    """A frame's rows as a run reads them: its columns' texts, and label ids when `labels`."""
+    split = to_split(frame, *columns, schema.task == "multi-label", "drop" if labels else "error")
     if labels:
         split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
     return split
@@ -301,13 +305,10 @@ def read_for_run_in_chunks(
 
     given = (text_column, text_pair_column, label_column)
     columns = None
-    schema = manifest.schema
     for frame in read_chunks(path, chunk_rows, encoding, _headerless(given, given), quoting):
         if columns is None:
             columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, True)
-        split = to_split(frame, *columns, schema.task == "multi-label", "drop")
-        split.labels = label_ids(split, task_labels(split, schema.task, schema.label_separator), schema)
-        yield split
+        yield _split_for_run(frame, columns, manifest.schema, True)
 
 
 def run_columns(

@@ -71,8 +71,13 @@ def file_format(path: str) -> str:
     return FORMATS[suffix]
 
 
+def codec(encoding: str) -> str:
+    """The Python codec for an --encoding: UTF-8 read as utf-8-sig, so that a BOM is stripped."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
 def _decode(path: str, raw: bytes, encoding: str) -> str:
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = codec(encoding)
     try:
         return raw.decode(enc)
     except LookupError:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UsageError
-from .read import Frame, _decode, _first_rows_are_data, _quoted_tsv, file_format, read_one
+from .read import Frame, _decode, _first_rows_are_data, _quoted_tsv, codec, file_format, read_one
 
 SAMPLE_BYTES = 1 << 20  # what the quoting and encoding checks look at before the chunks are read
 
@@ -44,7 +44,7 @@ def _sample(path: str, encoding: str) -> str:
     reported as the whole-file reader reports it, with charset-normalizer's guess."""
     with open(path, "rb") as fh:
         raw = fh.read(SAMPLE_BYTES)
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = codec(encoding)
     try:
         return codecs.getincrementaldecoder(enc)().decode(raw, final=len(raw) < SAMPLE_BYTES)
     except LookupError:
@@ -84,7 +84,7 @@ def _delimited_chunks(
     mode = csv.QUOTE_MINIMAL
     if quoting == "none" or (quoting == "auto" and fmt == "tsv" and not ('"' in sample and _quoted_tsv(sample))):
         mode = csv.QUOTE_NONE
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = codec(encoding)
     reader = pd.read_csv(
         path,
         sep="\t" if fmt == "tsv" else ",",
@@ -135,7 +135,7 @@ def _delimited_chunks(
 def _jsonl_chunks(path: str, chunk_rows: int, encoding: str) -> Iterator[Frame]:
     if not _sample(path, encoding).strip():
         raise UsageError(f"{path}: the file is empty")
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = codec(encoding)
     line = 1
     try:
         with pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows, encoding=enc) as reader:
