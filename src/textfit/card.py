@@ -28,6 +28,7 @@ RECIPE = (
     "layer_lr_decay",
     "ema_decay",
     "max_length",
+    "layers",
     "seed",
     "freeze_backbone",
     "lora",
@@ -64,7 +65,7 @@ or with textfit: `textfit predict {{ repo }} "{{ example }}"` on the downloaded 
 ## Training recipe
 
 {{ recipe }}
-{{ warnings }}"""
+{{ distillation }}{{ warnings }}"""
 
 
 def _base(manifest: RunManifest) -> tuple[str | None, str | None]:
@@ -170,6 +171,28 @@ def model_card(
         recipe=recipe,
         warnings=("\n## Data warnings (textfit inspect)\n\n" + warnings) if warnings else "",
         calibration=_calibration(manifest, metrics),
+        distillation=_distillation(manifest, config),
+    )
+
+
+def _distillation(manifest: RunManifest, config: dict[str, Any]) -> str:
+    """A distilled student: its teacher, the teacher's score, the mix of losses, and how often they agree."""
+    d = manifest.distillation
+    if not d:
+        return ""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in d["teacher_validation"].items() if k != "loss") or "not measured"
+    agree = d.get("agreement_validation")
+    return (
+        f"\n## Distillation\n\nA student distilled with `textfit distill` from the teacher `{d['teacher']}` "
+        f"({d['teacher_runs']} run(s) averaged; base model `{d['teacher_base_model']}`; teacher validation: {scores}). "
+        f"Loss: {config.get('alpha')} x the gold labels' loss + the rest x the loss to the teacher's probabilities "
+        f"softened at temperature {config.get('distill_temperature')}; {d['unlabeled_rows']} unlabelled texts "
+        "learned from the teacher alone."
+        + (
+            f" The student decides as the teacher does on {100 * agree:.1f}% of the validation rows.\n"
+            if agree is not None
+            else "\n"
+        )
     )
 
 

@@ -21,9 +21,12 @@ from .config import FIELDS
 from .errors import Interrupted, UsageError
 
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
+def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
+    """Every TrainConfig field as a flag; the distillation fields only on `distill` (the teacher positional)."""
     p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options; flags given here override it")
     for name, f in FIELDS.items():
+        if (f.metadata.get("distill") and not distill) or name == "teacher":
+            continue
         flag = "--" + name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -42,15 +45,18 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             "epochs": ["--num-train-epochs"],
             "batch_size": ["--per-device-train-batch-size"],
             "output": ["--output-dir"],
+            **({"model": ["--student"]} if distill else {}),
         }.get(name, [])
         extra = {"nargs": "?", "const": f.metadata["optional_const"]} if "optional_const" in f.metadata else {}
+        if "nargs" in f.metadata:
+            extra = {"nargs": f.metadata["nargs"]}
         p.add_argument(
             flag,
             *alias,
             dest=name,
             type=typ,
             default=argparse.SUPPRESS,
-            metavar={"long_text": "MODE"}.get(name, name.split("_")[-1].upper()),
+            metavar={"long_text": "MODE", "unlabeled": "FILE"}.get(name, name.split("_")[-1].upper()),
             help=help_text,
             **extra,
         )
@@ -179,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a model on a data set and save the run")
     _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "distill",
+        help="train a student on a teacher run's probabilities over the training texts and any unlabelled ones",
+    )
+    p.add_argument("teacher", help="the teacher: a run folder, or a --seeds folder whose runs are averaged")
+    _add_train_flags(p, distill=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -23,7 +23,7 @@ from .run import check_output
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}  # `distill TEACHER`: the teacher too
     train(load_config(getattr(args, "config", None), overrides))  # with --seeds, one run per seed
     return 0
 

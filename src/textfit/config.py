@@ -69,6 +69,11 @@ class TrainConfig:
         "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their "
         "longest text",
     )
+    layers: int | None = _f(
+        None,
+        "keep this many of the model's encoder layers, evenly spaced, the first and the last among them (a smaller, "
+        "faster model, initialised as DistilBERT's student was); the run is an ordinary model of that many layers",
+    )
     trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
     freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
     lora: int | None = _f(
@@ -201,6 +206,23 @@ class TrainConfig:
         None, "after training, upload the run (model, tokenizer, model card) to this Hub repository, e.g. user/name"
     )
 
+    # distillation: `textfit distill TEACHER` (train/distill.py)
+    teacher: str | None = _f(None, "the teacher: a run folder, or a --seeds folder (its runs averaged)", distill=True)
+    unlabeled: list[str] | None = _f(
+        None, "files of texts without labels that the student learns from the teacher alone", distill=True, nargs="+"
+    )
+    alpha: float = _f(
+        0.5,
+        "share of the loss from the gold labels on labelled rows; the rest follows the teacher (measured in "
+        "benchmarks/RESULTS.md)",
+        distill=True,
+    )
+    distill_temperature: float = _f(
+        2.0,
+        "temperature that softens the teacher's and the student's distributions in the teacher's loss",
+        distill=True,
+    )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -255,19 +277,13 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag}: expected true or false, got {value!r}")
         if kind.startswith("str") and not isinstance(value, str):
             setattr(cfg, name, str(value))
+        if kind.startswith("list"):
+            setattr(cfg, name, [str(v) for v in (value if isinstance(value, list) else [value])])
     for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
-    for name in (
-        "max_length",
-        "logging_steps",
-        "max_steps",
-        "eval_steps",
-        "max_train_samples",
-        "early_stopping_patience",
-        "save_steps",
-        "save_total_limit",
-    ):
+    at_least_one = ("max_length", "logging_steps", "max_steps", "eval_steps", "max_train_samples", "layers")
+    for name in (*at_least_one, "early_stopping_patience", "save_steps", "save_total_limit"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     if not 0 <= cfg.seed < 2**32 or (cfg.split_seed is not None and not 0 <= cfg.split_seed < 2**32):
@@ -296,6 +312,8 @@ def _check(cfg: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise UsageError(f"--{name.replace('_', '-')}: '{getattr(cfg, name)}' is not one of {', '.join(allowed)}")
+    if not 0 <= cfg.alpha <= 1 or cfg.distill_temperature <= 0:
+        raise UsageError("--alpha must be in [0, 1] (e.g. 0.5) and --distill-temperature above 0 (e.g. 2)")
     if not 0 <= cfg.ema_decay < 1:
         raise UsageError(f"--ema-decay {cfg.ema_decay}: expected a decay in [0, 1), e.g. 0.999 (0 turns it off)")
     if cfg.layer_lr_decay is not None and not 0 < cfg.layer_lr_decay <= 1:

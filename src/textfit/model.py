@@ -62,9 +62,11 @@ def load_for_training(
     trust_remote_code: bool = False,
     task: str = "classification",
     attention_dropout: float | None = None,
+    layers: int | None = None,
 ) -> tuple[Any, Any]:
     """The checkpoint with a new head for `label_names`; `attention_dropout` (when not None)
-    replaces the configuration's dropout on attention probabilities."""
+    replaces the configuration's dropout on attention probabilities; `layers`: keep that many of the
+    encoder's layers (`keep_layers`)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
@@ -86,7 +88,37 @@ def load_for_training(
         trust_remote_code=trust_remote_code,
         **overrides,
     )
+    if layers is not None:
+        keep_layers(model, layers)
     return model, tokenizer
+
+
+def encoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The encoder's stack of layers: the ModuleList inside the base model as long as the configuration's
+    num_hidden_layers (BERT, RoBERTa, MPNet, ELECTRA: encoder.layer; DistilBERT: transformer.layer)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for _name, module in model.base_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise UsageError(f"--layers: cannot find the encoder's {n} layers in a {type(model).__name__}; train without it")
+
+
+def keep_layers(model: Any, k: int) -> list[int]:
+    """Keep `k` evenly spaced layers of the encoder, the first and the last among them (as DistilBERT
+    and TinyBERT initialise their students from a deeper model), in place; the configuration says `k`,
+    so `save_pretrained` writes an ordinary model of `k` layers. Returns the kept layers' indices."""
+    stack = encoder_layers(model)
+    n = len(stack)
+    if not 1 <= k <= n:
+        raise UsageError(f"--layers {k}: the model has {n} layers; pass a number from 1 to {n}")
+    kept = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)}) if k > 1 else [n - 1]
+    for i in reversed(range(n)):
+        if i not in kept:
+            del stack[i]  # the list numbers the rest 0..k-1, as the saved weights name them
+    model.config.num_hidden_layers = k
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = [model.config.layer_types[i] for i in kept]
+    return kept
 
 
 def require_safetensors(folder: str | Path, name: str = "model", where: str = "the run folder") -> None:

@@ -74,6 +74,7 @@ class RunManifest:
     temperature: float | list[float] | None = None  # calibration: logits are divided by it (one per label: multi-label)
     class_weights: list[float] | None = None
     lora: LoraInfo | None = None
+    distillation: dict[str, Any] | None = None  # textfit distill: the teacher, its scores, the student's agreement
     base_model: str = ""
     seed: int = 0
     data_fingerprint: str = ""

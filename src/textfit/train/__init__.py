@@ -59,6 +59,8 @@ def train(
     )
     log = RunLog(None)
     try:
+        if s.distillation is not None and acc.is_main_process:  # kept with the run: a later distillation reads them
+            s.distillation.save(work)
         trackers = None
         names = report_to(cfg.report_to)
         if acc.is_main_process and names:
@@ -162,6 +164,11 @@ def finish(
         s.say(f"textfit: restoring the best weights (step {ev.best_step}, {s.metric} {s.sign * ev.best_score:.4f})")
         s.model.load_state_dict(ev.best_weights)
     metrics, logits = _final_metrics(s, ev)
+    if s.distillation is not None:
+        agreement = s.distillation.agreement(logits["validation"], s.manifest) if "validation" in logits else None
+        s.manifest.distillation = s.distillation.describe(agreement)
+        if agreement is not None:
+            s.say(f"textfit: the student decides as the teacher does on {100 * agreement:.1f}% of the validation rows")
     stats_line = (
         f", {stats['real_tokens_per_second']:.0f} tokens/s, {100 * stats['padding_share']:.1f}% padding"
         if stats["padded_tokens"]
@@ -202,7 +209,11 @@ def finish(
         )
     write_json(work / "metrics.json", metrics)
     write_json(work / "data_report.json", s.data_report)
-    write_json(work / "splits.json", {"unit": "line or row of the source file", **s.data.split_rows})
+    rows = s.data.split_rows
+    if s.distillation is not None and s.distillation.unlabeled_rows:  # the --unlabeled files' rows, apart
+        k = s.distillation.unlabeled_rows
+        rows["train"], rows["unlabeled"] = rows["train"][:-k], rows["train"][-k:]
+    write_json(work / "splits.json", {"unit": "line or row of the source file", **rows})
     (work / "train_config.yaml").write_text(
         yaml.safe_dump(s.cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8"
     )

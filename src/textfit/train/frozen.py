@@ -13,9 +13,8 @@ the model saves the trained head.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,9 +23,6 @@ from torch import nn
 
 from ..data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
 from ..run import RunManifest
-
-if TYPE_CHECKING:
-    from .setup import TrainState
 
 
 def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -116,21 +112,3 @@ def feature_loader(features: torch.Tensor, labels: list[Any], batch_size: int, s
     ds = FeatureDataset(features, labels)
     sampler = LengthGroupedBatches(ds.lengths, batch_size, seed)
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
-
-
-def use_cached_features(s: TrainState) -> None:
-    """--freeze-backbone on one process: encode every split once; the head trains on the vectors."""
-    t = time.time()
-    feats = encode_splits(
-        s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
-    )
-    s.features = {n: f for n, f in feats.items() if n != "train"}
-    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size, s.cfg.seed)
-    s.sampler = s.train_dl.batch_sampler
-    fn = head_function(s.model)
-    assert fn is not None
-    s.trainable = CachedHead(s.model, fn)
-    s.features_seconds = time.time() - t
-    n = sum(len(f) for f, _ in feats.values())
-    took = f"{s.features_seconds:.1f}s"
-    s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")

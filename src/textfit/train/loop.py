@@ -207,10 +207,10 @@ def _steps(s: TrainState, ev: Evaluator, log: RunLog, meter: Meter, bar: Any, sa
             s.sampler.set_epoch(s.epoch)
             for batch in loader:
                 s.batches_in_epoch += 1
-                batch.pop("index")
+                index = batch.pop("index")  # the dataset items: distillation's teacher scores are looked up by it
                 labels = batch.pop("labels")
                 with acc.accumulate(s.trainable):
-                    loss = s.compute_loss(s.trainable(**batch).logits, labels)
+                    loss = s.compute_loss(s.trainable(**batch).logits, labels, index)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         if s.clip_in_step:

@@ -59,7 +59,7 @@ def output_folder(cfg: TrainConfig) -> Path:
                     f"--output {out}: the folder exists and is not empty; pass --overwrite to replace it, "
                     "or another --output"
                 )
-            check_replaceable(out, [cfg.data, cfg.train, cfg.validation, cfg.test])
+            check_replaceable(out, [cfg.data, cfg.train, cfg.validation, cfg.test, cfg.teacher, *(cfg.unlabeled or [])])
         return out
     if cfg.resume is not None:
         raise UsageError("--resume needs --output: the run folder that holds the checkpoints")

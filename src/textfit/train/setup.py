@@ -21,12 +21,6 @@ from ..config import (
     AUTO_EPOCHS,
     AUTO_EXAMPLES,
     DEFAULT_MAX_LENGTH,
-    FROZEN_LR,
-    LARGE_MODEL_LR,
-    LORA_LR,
-    SMALL_MODEL_LAYER_DECAY,
-    SMALL_MODEL_LR,
-    SMALL_MODEL_PARAMS,
     TrainConfig,
     report_to,
 )
@@ -44,16 +38,18 @@ from ..errors import UsageError
 from ..hub import DEFAULT_MODEL_NAME, check_hub_access, resolve_model
 from ..inspect_data import analyse, describe_labels, label_namer
 from ..metrics import LOWER_IS_BETTER, class_weight_vector, default_metric, loss_function, metric_names
-from ..model import add_lora, head_parameter_names, layer_depths, load_for_training, max_positions, start_at_mean
+from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
 from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
+from .distill import Distillation
+from .distill import prepare as prepare_distillation
 from .ema import WeightAverage
-from .frozen import head_function, use_cached_features
+from .frozen import CachedHead, encode_splits, feature_loader, head_function
+from .optim import adamw
 from .output import output_folder
 from .tracking import check_installed
 
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # the autocast dtype as the run says it
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 @dataclass
@@ -71,7 +67,7 @@ class TrainState:
     scheduler: Any
     train_dl: Any
     sampler: LengthGroupedBatches
-    compute_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    compute_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels, item index)
     metric: str
     out: Path
     total_steps: int
@@ -86,6 +82,7 @@ class TrainState:
     features: dict[str, tuple[torch.Tensor, Any]] = field(default_factory=dict)
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
+    distillation: Distillation | None = None  # textfit distill: the teacher's scores and the loss to them
     ema: WeightAverage | None = None  # --ema-decay: the average that evaluations and the saved model use
     resolved: dict[str, Any] = field(default_factory=dict)  # defaults decided for this run: rate, decay, epochs...
     step: int = 0
@@ -184,38 +181,6 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
     return model
 
 
-def _optimizer(
-    cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]
-) -> tuple[Any, dict[str, Any]]:
-    """Fused AdamW over parameter groups, and the rate and layer-wise decay it resolved (TrainState.resolved)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    n_params = sum(p.numel() for p in model.parameters())
-    lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
-    say(f"textfit: trainable parameters: {sum(p.numel() for _, p in params) / 1e6:.2f}M of {n_params / 1e6:.1f}M{lora}")
-    small = n_params < SMALL_MODEL_PARAMS
-    lr = cfg.learning_rate or (
-        FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR
-    )
-    # One group per (depth below the top, decayed or not); the schedule scales every group's own rate.
-    decay = cfg.layer_lr_decay
-    if decay is None:
-        decay = SMALL_MODEL_LAYER_DECAY if small and not (cfg.lora or cfg.freeze_backbone) else 1.0
-    depth = layer_depths(model) if decay < 1 else {}
-    by_key: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
-    for n, p in params:
-        by_key.setdefault((depth.get(n, 0), n.endswith(NO_DECAY)), []).append(p)
-    groups = [
-        {"params": ps, "weight_decay": 0.0 if no_decay else cfg.weight_decay, "lr": lr * decay**below}
-        for (below, no_decay), ps in sorted(by_key.items())
-    ]
-    if depth:
-        bottom = lr * decay ** max(below for below, _ in by_key)
-        say(f"textfit: layer-wise learning-rate decay {decay:g}: {lr:g} at the top, {bottom:.3g} lowest")
-    # The fused kernel updates every parameter in one pass instead of one pass per tensor.
-    optimizer = torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
-    return optimizer, {"learning_rate": lr, "layer_lr_decay": decay}
-
-
 def _describe(
     s: Callable[[str], None],
     cfg: TrainConfig,
@@ -275,6 +240,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         cfg.trust_remote_code,
         schema.task,
         parse_attention_dropout(cfg.attention_dropout),
+        cfg.layers,
     )
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
@@ -285,6 +251,8 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
             "less"
         )
     max_length = cfg.max_length or min(DEFAULT_MAX_LENGTH, limit)
+    # --teacher: checked, and its scores for every training text, before the data is described
+    distillation = prepare_distillation(cfg, data, out if out.is_dir() else None, say) if cfg.teacher else None
     report = analyse(splits, tokenizer, max_length, label_namer(schema.task, schema.label_names))
     _describe(say, cfg, data, report, model, accelerator, amp, weights)
 
@@ -310,7 +278,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     model = _prepare_model(cfg, model, data)
-    optimizer, resolved = _optimizer(cfg, model, accelerator.device, say)
+    optimizer, resolved = adamw(cfg, model, accelerator.device, say)
     manifest = RunManifest(
         schema=schema,
         max_length=max_length,
@@ -337,7 +305,12 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         scheduler=None,
         train_dl=train_dl,
         sampler=sampler,
-        compute_loss=loss_function(schema.task, weights),
+        compute_loss=(
+            distillation.loss(schema.task, np.asarray(doc), cfg.alpha, cfg.distill_temperature, weights)
+            if distillation is not None
+            else _ignore_index(loss_function(schema.task, weights))
+        ),
+        distillation=distillation,
         metric=metric,
         out=out,
         model_path=model_path,
@@ -359,6 +332,28 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     if cfg.ema_decay:
         state.ema = WeightAverage(model, cfg.ema_decay)
     return state
+
+
+def use_cached_features(s: TrainState) -> None:
+    """--freeze-backbone on one process: encode every split once; the head trains on the vectors."""
+    t = time.time()
+    feats = encode_splits(
+        s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
+    )
+    s.features = {n: f for n, f in feats.items() if n != "train"}
+    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size, s.cfg.seed)
+    s.sampler = s.train_dl.batch_sampler
+    fn = head_function(s.model)
+    assert fn is not None
+    s.trainable = CachedHead(s.model, fn)
+    s.features_seconds = time.time() - t
+    n = sum(len(f) for f, _ in feats.values())
+    took = f"{s.features_seconds:.1f}s"
+    s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")
+
+
+def _ignore_index(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Any:
+    return lambda logits, y, _ix: loss(logits, y)
 
 
 def auto_epochs(examples: int) -> int:
