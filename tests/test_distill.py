@@ -167,7 +167,9 @@ def test_bad_teachers_and_layers_are_refused_in_one_line(teacher, files, tiny_mo
     one_line_exit_2(run_cli("distill", teacher, "--data", str(other), *base), "has the labels negative, positive")
     numbers = write_csv(tmp_path / "n.csv", [(t, f"{i / 7:.3f}") for i, (t, _) in enumerate(make_rows(40))])
     one_line_exit_2(run_cli("distill", teacher, "--data", str(numbers), *base), "is a classification run")
-    pairs = write_csv(tmp_path / "p.csv", [(t, t, y) for t, y in make_rows(40)], header=["sentence1", "sentence2", "label"])
+    pairs = write_csv(
+        tmp_path / "p.csv", [(t, t, y) for t, y in make_rows(40)], header=["sentence1", "sentence2", "label"]
+    )
     one_line_exit_2(run_cli("distill", teacher, "--data", str(pairs), *base), "classifies single texts")
     for k in ("0", "3"):
         one_line_exit_2(run_cli("distill", teacher, "--data", str(files["data"]), *base, "--layers", k), "--layers")
@@ -208,3 +210,16 @@ def test_a_killed_distillation_resumes_to_the_same_weights(teacher, files, tiny_
     assert f"read from {out / CACHE}" in again.stdout  # the teacher did not predict again
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_pair_teacher_distils_a_pair_student(tiny_model, tmp_path):
+    rows = [(t, t.split()[-1], y) for t, y in make_rows(120, seed=5)]
+    data = write_csv(tmp_path / "p.csv", rows, header=["sentence1", "sentence2", "label"])
+    teacher = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "t"), **FAST))["folder"]
+    out = tmp_path / "s"
+    train(TrainConfig(data=str(data), model=tiny_model, output=str(out), teacher=teacher, alpha=0.0, **FAST))
+    m = RunManifest.read(out)
+    assert m.pairs and m.distillation["agreement_validation"] is not None
+    texts = [r[0] for r in rows[:8]]
+    pairs = [r[1] for r in rows[:8]]
+    assert Classifier.load(out).predict_proba(texts, pairs).shape == (8, 2)
