@@ -14,9 +14,10 @@ teacher's value for regression). The teacher's predictions are kept in the run f
 (teacher_predictions.safetensors, keyed by the teacher's files and the texts), so a second
 distillation into the same --output (--overwrite, --resume) does not predict them again.
 
-Measured against SetFit's DistillationTrainer (setfit 1.x): it distils sentence embeddings with a
-cosine loss for SetFit's own model format and takes no gold labels, multi-label or regression, so the
-loss here stays a dozen lines inside textfit's own loop.
+Why not a library's: transformers has no distillation trainer, and SetFit's DistillationTrainer (read in
+its source, not run here) distils sentence embeddings with a cosine loss for SetFit's own model format,
+without gold labels, multi-label or regression targets; the loss here is a dozen lines inside textfit's
+one loop, so checkpoints, resume, evaluation and the run folder stay those of `train`.
 """
 
 from __future__ import annotations
