@@ -184,10 +184,11 @@ def _distillation(manifest: RunManifest, config: dict[str, Any]) -> str:
     agree = d.get("agreement_validation")
     return (
         f"\n## Distillation\n\nA student distilled with `textfit distill` from the teacher `{d['teacher']}` "
-        f"({d['teacher_runs']} run(s) averaged; base model `{d['teacher_base_model']}`; teacher validation: {scores}). "
-        f"Loss: {config.get('alpha')} x the gold labels' loss + the rest x the loss to the teacher's probabilities "
-        f"softened at temperature {config.get('distill_temperature')}; {d['unlabeled_rows']} unlabelled texts "
-        "learned from the teacher alone."
+        f"({'a run' if d['teacher_runs'] == 1 else str(d['teacher_runs']) + ' runs averaged'}; base model "
+        f"`{d['teacher_base_model']}`; teacher validation: {scores}). Loss: {config.get('alpha')} x the gold labels' "
+        f"loss + the rest x the loss to the teacher's probabilities softened at temperature "
+        f"{config.get('distill_temperature')}."
+        + (f" {d['unlabeled_rows']} unlabelled texts learned from the teacher alone." if d["unlabeled_rows"] else "")
         + (
             f" The student decides as the teacher does on {100 * agree:.1f}% of the validation rows.\n"
             if agree is not None
