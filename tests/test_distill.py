@@ -124,7 +124,9 @@ def test_distill_with_unlabelled_texts_and_fewer_layers_is_an_ordinary_run(teach
     assert 0 <= info["agreement_validation"] <= 1 and "accuracy" in info["teacher_validation"]
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
     card = (out / "README.md").read_text()
-    assert f"from the teacher `{teacher}` (a run;" in card and "60 unlabelled texts learned from the teacher alone" in card
+    assert (
+        f"from the teacher `{teacher}` (a run;" in card and "60 unlabelled texts learned from the teacher alone" in card
+    )
     # the teacher scored every training row (and the unlabelled ones) once, in the teacher's own calibrated terms
     cached = load_file(out / CACHE)
     split_rows = json.loads((out / "splits.json").read_text())
