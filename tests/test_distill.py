@@ -21,8 +21,8 @@ from textfit import TrainConfig, train
 from textfit.model import keep_layers
 from textfit.predict import Classifier
 from textfit.run import RunManifest
-from textfit.train.distill import CACHE, Distillation
 from textfit.train.checkpoint import latest_checkpoint
+from textfit.train.distill import CACHE, Distillation
 
 FAST = dict(
     epochs=4, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0
