@@ -128,7 +128,8 @@ def main() -> None:
         cmd = ["distill", str(a.work / "teacher"), "--data", str(train), *cols, *extra, *layers, *flags.split()]
         rows.append((name, run_once(name, a.work, cmd)))
     texts = a.work / "speed.csv"
-    sample = pd.read_csv(train).sample(min(a.predict_rows, len(pd.read_csv(train))), random_state=0)
+    rows_read = pd.read_csv(train)
+    sample = rows_read.sample(min(a.predict_rows, len(rows_read)), random_state=0)
     sample.drop(columns=["label"]).to_csv(texts, index=False)
     teacher_score, teacher_labels = measure(a.work / "teacher", dev, metric, a.work)
     table = []

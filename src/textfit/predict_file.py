@@ -40,6 +40,7 @@ from .data.stream import count_rows, read_chunks
 from .data.write import count_part, join_parts, output_format, write_part
 from .errors import UsageError
 from .progress import Progress
+from .run import run_fingerprint
 
 
 @dataclass
@@ -85,10 +86,7 @@ def job_key(clf: Any, run_folder: str, job: FileJob, explain: bool) -> dict[str,
     """What a resumed prediction must share with the interrupted one: the run (its metadata and weights'
     size and time), the input's content, the backend and every flag that changes a written byte."""
     run = Path(run_folder)
-    weights = [f for f in sorted(run.iterdir()) if f.suffix in (".safetensors", ".onnx", ".json") and f.is_file()]
-    run_id = hashlib.sha256(
-        "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in weights).encode()
-    ).hexdigest()[:16]
+    run_id = run_fingerprint(run)
     flags = {k: v for k, v in asdict(job).items() if k not in ("input", "output", "resume", "overwrite", "quiet")}
     return {
         "run": str(run.resolve()),

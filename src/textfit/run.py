@@ -13,6 +13,7 @@ settings, the decision thresholds) asks a `RunManifest`; none reads the JSON by 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -158,6 +159,17 @@ class RunManifest:
         if not isinstance(d, dict):
             raise UsageError(f"{path}: not a textfit run manifest (expected a JSON object); retrain the run")
         return cls.from_dict(d, str(path))
+
+
+def run_fingerprint(folder: str | Path) -> str:
+    """A run's files as they are now: the name, size and modification time of its weights, exports and JSON
+    (textfit.json among them). Shared by predict --resume and distillation's cache of teacher predictions."""
+    files = [
+        f for f in sorted(Path(folder).iterdir()) if f.suffix in (".safetensors", ".onnx", ".json") and f.is_file()
+    ]
+    return hashlib.sha256(
+        "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in files).encode()
+    ).hexdigest()[:16]
 
 
 def write_json(path: Path, obj: Any) -> None:

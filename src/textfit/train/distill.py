@@ -38,7 +38,7 @@ from ..config import TrainConfig
 from ..data import Split, TrainingData, read_for_run
 from ..errors import UsageError
 from ..metrics import decide
-from ..run import MANIFEST, RunManifest
+from ..run import MANIFEST, RunManifest, run_fingerprint
 
 CACHE = "teacher_predictions.safetensors"
 TEACHER_CHUNK = 5_000  # texts per progress line while the teacher predicts
@@ -162,13 +162,8 @@ def check_teacher(path: str, manifests: list[RunManifest], data: TrainingData) -
 
 
 def _key(folders: list[Path], texts: list[str], pairs: list[str] | None) -> str:
-    """The teacher's files (manifest, weights' size and time) and every text, in order."""
-    h = hashlib.sha256()
-    for f in folders:
-        h.update((f / MANIFEST).read_bytes())
-        for w in sorted(f.glob("*.safetensors")):
-            st = w.stat()
-            h.update(f"{w.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    """The teacher's files (`run_fingerprint` of each run) and every text, in order."""
+    h = hashlib.sha256("".join(run_fingerprint(f) for f in folders).encode())
     h.update(json.dumps([texts, pairs], ensure_ascii=False).encode())
     return h.hexdigest()
 
