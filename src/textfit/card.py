@@ -52,20 +52,34 @@ A {{ task }} model fine-tuned with [textfit](https://pypi.org/project/textfit/) 
 {{ evaluation }}
 {{ per_class }}
 ## Use it
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model="{{ repo }}")
-classifier("{{ example }}")
-```
-
-or with textfit: `textfit predict {{ repo }} "{{ example }}"` on the downloaded folder.{{ calibration }}
+{{ usage }}{{ calibration }}
 
 ## Training recipe
 
 {{ recipe }}
-{{ distillation }}{{ warnings }}"""
+{{ distillation }}{{ static }}{{ warnings }}"""
+
+EXAMPLE = "a text to classify"
+
+USAGE = """
+```python
+from transformers import pipeline
+
+classifier = pipeline("text-classification", model="{repo}")
+classifier("{example}")
+```
+
+or with textfit: `textfit predict {repo} "{example}"` on the downloaded folder."""
+
+STATIC_USAGE = """
+With textfit: `textfit predict {repo} "{example}"` on the downloaded folder (`transformers.pipeline` does not
+load a static student). The token vectors alone, as sentence embeddings:
+
+```python
+from model2vec import StaticModel
+
+embeddings = StaticModel.from_pretrained("{repo}/static").encode(["{example}"])
+```"""
 
 
 def _base(manifest: RunManifest) -> tuple[str | None, str | None]:
@@ -142,11 +156,11 @@ def model_card(
     ]
     data = ModelCardData(
         base_model=base,
-        library_name="transformers",
+        library_name="model2vec" if manifest.static else "transformers",
         pipeline_tag="text-classification",
         license=license_,
         datasets=[hub_data.split()[0]] if hub_data else None,
-        tags=["textfit", "text-classification", manifest.task],
+        tags=["textfit", "text-classification", manifest.task] + (["static", "model2vec"] if manifest.static else []),
         metrics=sorted({r.metric_type for r in results}) or None,
         model_name=repo or "textfit-model",
         eval_results=results or None,
@@ -167,11 +181,35 @@ def model_card(
         evaluation=_table(metrics),
         per_class=_per_class(metrics),
         repo=repo or "PATH/TO/RUN",
-        example="a text to classify",
+        example=EXAMPLE,
         recipe=recipe,
         warnings=("\n## Data warnings (textfit inspect)\n\n" + warnings) if warnings else "",
         calibration=_calibration(manifest, metrics),
         distillation=_distillation(manifest, config),
+        usage=(STATIC_USAGE if manifest.static else USAGE).format(
+            repo=repo or "PATH/TO/RUN", example="a text to classify"
+        ),
+        static=_static(manifest),
+    )
+
+
+def _static(manifest: RunManifest) -> str:
+    """A static student: what it is and how fast it predicted."""
+    st = manifest.static
+    if not st:
+        return ""
+    speed = st.get("texts_per_second")
+    return (
+        f"\n## Static student\n\nNo transformer: one {st['dim']}-dimensional vector per token (model2vec's "
+        f"distillation of `{st['vectors_from']}`'s encoder, trained further with the head; model2vec's format in "
+        f"`static/`), the {st['pooling']} of a text's token vectors, and a head of one hidden layer of "
+        f"{st['hidden']} units."
+        + (
+            f" It predicted {speed:,.0f} texts a second on the validation split at the end of training "
+            f"({st['measured_on']}).\n"
+            if speed
+            else "\n"
+        )
     )
 
 

@@ -29,6 +29,7 @@ from .errors import UsageError
 from .model import quiet_transformers, require_safetensors
 from .predict import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
 from .run import RunManifest, write_json
+from .static import is_static_run
 
 MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
 MIN_AGREE_FP32 = 1.0
@@ -156,6 +157,11 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
     if quantize not in ("int8", "int8-dynamic", None):
         raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
     manifest = RunManifest.read(run)
+    if is_static_run(run):
+        raise UsageError(
+            f"{run} is a static student: ONNX export is not offered (model2vec's ONNX path exports the vectors, not "
+            "the head); its body is in model2vec's format in static/, and PyTorch predicts it at its full speed"
+        )
     require_safetensors(run)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(run)

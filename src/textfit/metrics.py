@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from .errors import UsageError
 
@@ -52,6 +51,8 @@ def metric_names(num_labels: int, task: str = "classification") -> list[str]:
 
 
 def compute_metrics(y_true: Any, y_pred: Any, label_names: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support  # here: a second off every predict
+
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(len(label_names)))
     out: dict[str, Any] = {"accuracy": float(accuracy_score(y_true, y_pred)), "n": int(len(y_true))}
@@ -132,6 +133,8 @@ def task_metrics(
             "pearson": 0.0 if constant else float(pearsonr(y, v)[0]),
             "spearman": 0.0 if constant else float(spearmanr(y, v)[0]),
         }
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     y_pred = decide(scores, task, threshold)
     y = y_true.astype(int)
     out: dict[str, Any] = {"n": int(len(y)), "accuracy": float(accuracy_score(y, y_pred))}  # every label right

@@ -136,6 +136,10 @@ def load_from_run(folder: str | Path) -> tuple[Any, Any]:
     """The run's model (in evaluation mode) and tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from . import static
+
+    if static.is_static_run(folder):
+        return static.load(folder)
     require_safetensors(folder)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import accel
+from . import accel, static
 from .accel.threads import governor_for
 from .data.batching import length_sorted_batches, pad, width_plan
 from .data.tokens import encode_long, pool_windows
@@ -62,6 +62,8 @@ def choose_backend(
     validation check passed (7.0x `pipeline` on SST-2 dev against PyTorch fp32's 2.0-2.4x, 2.0x against
     1.0x on IMDb, AVX2 path; benchmarks/RESULTS.md), else PyTorch fp32 (ONNX Runtime's and OpenVINO's fp32
     measured faster on some sets and slower on others; int8-dynamic beat them on every set)."""
+    if static.is_static_run(run):
+        return "torch", None, "PyTorch fp32 (a static student: token vectors and a small head)"
     if adapter or quantize is not None or precision != "auto":
         return "torch", quantize, "PyTorch (as --precision, --quantize or --adapter ask)"
     dev = accel.pick_device(device or "auto")
@@ -132,7 +134,8 @@ class TorchBackend:
             device = accel.pick_device(device or "auto")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.dtype = accel.autocast_dtype(precision, self.device)
+        # a static student stays fp32: a lookup and a mean cost nothing, bf16 would round its vectors
+        self.dtype = None if static.is_static(model) else accel.autocast_dtype(precision, self.device)
         if quantize in ("int8", "int8-dynamic"):
             if self.device.type != "cpu":
                 raise UsageError("--quantize int8 runs on the CPU only")
@@ -287,12 +290,22 @@ class Classifier:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         m = self.manifest
+        model = getattr(self.backend, "model", None)
+        if (
+            static.is_static(model)
+            and pairs is None
+            and m.long_text.mode == "truncate"
+            and m.long_text.truncation == "head"
+        ):
+            return static.fast_logits(model, self.tokenizer, list(texts), m.max_length)
         enc, doc = encode_long(
             self.tokenizer, list(texts), None if pairs is None else list(pairs), m.max_length, m.long_text
         )
         lengths = np.array([len(x) for x in enc["input_ids"]])
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         cpu = self.backend.device.type == "cpu"
+        if static.is_static(getattr(self.backend, "model", None)):  # no attention: big batches, no token cap
+            batch_size, cpu = max(batch_size, static.BATCH), False
         batches = length_sorted_batches(lengths, batch_size, CPU_BATCH_TOKENS if cpu else None)
         plan = width_plan(self.backend.device.type)  # fewer distinct shapes: fewer kernel builds
         widths = plan(lengths[b[0]] for b in batches) if plan else {}

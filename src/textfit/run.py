@@ -76,6 +76,7 @@ class RunManifest:
     class_weights: list[float] | None = None
     lora: LoraInfo | None = None
     distillation: dict[str, Any] | None = None  # textfit distill: the teacher, its scores, the student's agreement
+    static: dict[str, Any] | None = None  # --student static: the vectors' size and source, the pooling, its speed
     base_model: str = ""
     seed: int = 0
     data_fingerprint: str = ""

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .. import static
 from ..calibration import fit_temperature, unusable
 from ..card import write_model_card
 from ..config import TrainConfig, report_to
@@ -226,6 +227,9 @@ def finish(
             base_model_path=s.model_path if s.cfg.model else None,
         )
         final = final.merge_and_unload()
+    if static.is_static(final):  # what it is and how fast it predicts, for textfit.json and the card
+        split = s.data.splits.get("validation") or s.data.splits["train"]
+        m.static = static.summary(final, s.tokenizer, split.texts, m.max_length, str(s.model_path))
     sizes = {n: len(sp.texts) for n, sp in s.data.splits.items()}
     write_model_card(work, m, metrics, sizes, s.recipe(), s.cfg.data or s.cfg.train, s.cfg.push_to_hub)
     final.save_pretrained(work, safe_serialization=True)

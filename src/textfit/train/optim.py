@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .. import static
 from ..config import (
     FROZEN_LR,
     LARGE_MODEL_LR,
@@ -31,13 +32,22 @@ def adamw(cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str
     lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
     say(f"textfit: trainable parameters: {sum(p.numel() for _, p in params) / 1e6:.2f}M of {n_params / 1e6:.1f}M{lora}")
     small = n_params < SMALL_MODEL_PARAMS
+    vectors = static.is_static(model)  # --student static: no layers, a rate of its own
     lr = cfg.learning_rate or (
-        FROZEN_LR if cfg.freeze_backbone else LORA_LR if cfg.lora else SMALL_MODEL_LR if small else LARGE_MODEL_LR
+        static.LEARNING_RATE
+        if vectors
+        else FROZEN_LR
+        if cfg.freeze_backbone
+        else LORA_LR
+        if cfg.lora
+        else SMALL_MODEL_LR
+        if small
+        else LARGE_MODEL_LR
     )
     # One group per (depth below the top, decayed or not); the schedule scales every group's own rate.
     decay = cfg.layer_lr_decay
     if decay is None:
-        decay = SMALL_MODEL_LAYER_DECAY if small and not (cfg.lora or cfg.freeze_backbone) else 1.0
+        decay = SMALL_MODEL_LAYER_DECAY if small and not (cfg.lora or cfg.freeze_backbone or vectors) else 1.0
     depth = layer_depths(model) if decay < 1 else {}
     by_key: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for n, p in params:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import accel
+from .. import accel, static
 from ..config import (
     AUTO_EPOCHS,
     AUTO_EXAMPLES,
@@ -110,7 +110,8 @@ def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     device_type = accel.pick_device(cfg.device)
-    amp = accel.autocast_dtype(cfg.precision, torch.device(device_type))
+    # a static student trains in fp32: its steps are a lookup and a small head, which bf16 only rounds
+    amp = None if cfg.model == static.NAME else accel.autocast_dtype(cfg.precision, torch.device(device_type))
     mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     # A second train() in one Python process (a notebook, the tests) may use another precision:
     # Accelerate keeps its state per process, so start from a clean one (the process group stays).
@@ -174,7 +175,7 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
         head = head_parameter_names(model)
         for n, p in model.named_parameters():
             p.requires_grad = n in head
-    if cfg.freeze_word_embeddings and not cfg.lora:
+    if cfg.freeze_word_embeddings and not cfg.lora and not static.is_static(model):  # a static model is its vectors
         # Half of a small encoder's parameters, hardly moved by fine-tuning: its dense gradient,
         # clipping and AdamW update cost a large share of each step (benchmarks/RESULTS.md).
         model.get_input_embeddings().weight.requires_grad = False
@@ -228,20 +229,24 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     if cfg.push_to_hub:
         check_hub_access(cfg.push_to_hub)
     data = data if data is not None else load_data(cfg)
-    model_path = resolve_model(cfg.model)
+    model_path = None if cfg.model == static.NAME else resolve_model(cfg.model)
     out = output_folder(cfg)
     metric = _check_options(cfg, data)
     schema, splits = data.schema, data.splits
     weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
-    model, tokenizer = load_for_training(
-        model_path,
-        schema.label_names,
-        cfg.trust_remote_code,
-        schema.task,
-        parse_attention_dropout(cfg.attention_dropout),
-        cfg.layers,
-    )
+    if model_path is None:  # --student static: token vectors of the teacher's (or the packaged) encoder
+        pairs = schema.text_pair_column is not None
+        model_path, model, tokenizer = static.for_training(cfg, schema.task, schema.label_names, pairs, say)
+    else:
+        model, tokenizer = load_for_training(
+            model_path,
+            schema.label_names,
+            cfg.trust_remote_code,
+            schema.task,
+            parse_attention_dropout(cfg.attention_dropout),
+            cfg.layers,
+        )
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
     limit = max_positions(model.config, tokenizer)

@@ -1,0 +1,314 @@
+"""--student static: a classifier made of token vectors and a small head, for the largest tables.
+
+    textfit distill runs/sst2 --student static --data sst2.tsv --unlabeled more.csv --output runs/sst2-static
+    textfit train --student static --data sst2.tsv --output runs/sst2-static-labels   # no teacher: labels only
+
+The body is one vector per token of the vocabulary: model2vec's distillation (`distill_from_model`: every
+token alone through the encoder, mean-pooled, PCA to 256 dimensions, SIF weights) run on the teacher's own
+fine-tuned encoder (or, in `train`, on the packaged MiniLM). A text's features are the mean and the maximum
+of its tokens' vectors; a one-hidden-layer head turns them into logits. Everything trains in textfit's one
+loop (the distillation loss, early stopping on validation, calibration, checkpoints), and the vectors train
+with the head.
+
+The run folder holds the body in model2vec's format (RUN/static: `StaticModel.from_pretrained` loads it,
+its own tokenizer and the trained vectors) and the head in RUN/head.safetensors, with the map from the
+body's token ids to the run tokenizer's (the teacher's, at the run root); no pickles. Prediction needs
+only torch and safetensors.
+
+Why not model2vec's own classifier: `StaticModelForClassification.fit` learns from hard labels only (no
+teacher probabilities) and pools by the mean alone; measured on SST-2 with the same distilled vectors and
+the teacher's probabilities on its 67k training texts, mean pooling reached GLUE dev accuracy 0.81, mean
+and max 0.83, frozen vectors 0.78 (benchmarks/RESULTS.md). The head here is a dozen lines of torch; the
+distillation of the vectors is model2vec's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UsageError
+
+NAME = "static"  # --student static / --model static
+BODY = "static"  # RUN/static: the body, in model2vec's format
+HEAD = "head.safetensors"
+HIDDEN = 512
+PCA_DIMS = 256
+LEARNING_RATE = 1e-3  # the vectors and head learn at this rate unless --learning-rate says otherwise
+BATCH = 1024  # texts per batch when a static run predicts through the padded path (--long-text window, ...)
+FAST_CHUNK = 8192  # texts per tokenizer call and forward pass on the fast path
+
+
+def is_static(model: Any) -> bool:
+    return isinstance(model, StaticStudent)
+
+
+def is_static_run(folder: str | Path) -> bool:
+    return (Path(folder) / HEAD).is_file() and (Path(folder) / BODY).is_dir()
+
+
+def check(task: str, pairs: bool) -> None:
+    """Single texts, multi-class or multi-label; the rest in one line that says why."""
+    if pairs:
+        raise UsageError(
+            "--student static classifies single texts: a bag of token vectors cannot compare two texts; drop "
+            "--text-pair-column, or distill a transformer student (--student MODEL, --layers K)"
+        )
+    if task == "regression":
+        raise UsageError(
+            "--student static: regression is not offered (not measured); distill a transformer student "
+            "(--student MODEL, --layers K)"
+        )
+
+
+def _require_model2vec() -> Any:
+    try:
+        from model2vec.distill import distill_from_model
+    except ImportError:
+        raise UsageError("--student static needs model2vec (and skeletoken): pip install 'textfit[static]'") from None
+    return distill_from_model
+
+
+@contextlib.contextmanager
+def _quiet_model2vec() -> Iterator[None]:
+    """model2vec's progress bar over the vocabulary and skeletoken's notes on the tokenizer tell a user of
+    textfit nothing: textfit says in one line what was made and how long it took."""
+    import functools
+    import logging
+
+    import model2vec.distill.inference as inference
+
+    loggers = [logging.getLogger(n) for n in ("model2vec", "skeletoken")]
+    levels = [g.level for g in loggers]
+    bar = inference.tqdm
+    inference.tqdm = functools.partial(bar, disable=True)
+    for g in loggers:
+        g.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        inference.tqdm = bar
+        for g, level in zip(loggers, levels):
+            g.setLevel(level)
+
+
+class StaticStudent(nn.Module):
+    """Token vectors (indexed by the run tokenizer's ids) and a head over their mean and maximum."""
+
+    def __init__(self, vectors: torch.Tensor, keep: torch.Tensor, config: Any, hidden: int = HIDDEN):
+        super().__init__()
+        dim = vectors.shape[1]
+        self.config = config
+        self.embeddings = nn.Embedding.from_pretrained(vectors.float().clone(), freeze=False)
+        self.head = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, config.num_labels))
+        self.register_buffer("keep", keep.bool().clone(), persistent=False)  # False: special tokens, no vector
+        self.body: dict[str, Any] = {}  # what saving the body in model2vec's format needs (training only)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        keep = self.keep[input_ids]
+        if attention_mask is not None:
+            keep = keep & attention_mask.bool()
+        counts = keep.sum(1)
+        offsets = torch.cumsum(counts, 0) - counts
+        return SequenceClassifierOutput(logits=self.bags(input_ids[keep], offsets))
+
+    def bags(self, flat: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Logits of texts given as their tokens one after another (`offsets`: where each text starts):
+        the mean and the maximum of their vectors (zeros for a text with no tokens), through the head."""
+        w = self.embeddings.weight
+        mean = F.embedding_bag(flat, w, offsets, mode="mean")
+        top = F.embedding_bag(flat, w, offsets, mode="max")
+        return self.head(torch.cat([mean, top], -1))
+
+    def predict_ids(self, ids: list[list[int]]) -> torch.Tensor:
+        """Logits of token-id lists (no padding, no mask: the fast path of a static run's prediction)."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = torch.from_numpy(np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum())))
+        keep = self.keep[flat]
+        counts = torch.zeros(len(ids), dtype=torch.long).index_add_(
+            0, torch.repeat_interleave(torch.arange(len(ids)), torch.from_numpy(lengths)), keep.long()
+        )
+        return self.bags(flat[keep], torch.cumsum(counts, 0) - counts)
+
+    def save_pretrained(self, folder: str | Path, **_: Any) -> None:
+        """RUN/static in model2vec's format (the trained vectors), RUN/head.safetensors, RUN/config.json."""
+        from model2vec import StaticModel
+        from safetensors.torch import save_file
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        ids = torch.as_tensor(self.body["hf_ids"])  # body token id -> run tokenizer id
+        vectors = self.embeddings.weight.detach().float().cpu()[ids].numpy()
+        StaticModel(
+            vectors=vectors,
+            tokenizer=Tokenizer.from_str(self.body["tokenizer"]),
+            config=self.body["config"],
+            normalize=True,
+            base_model_name=self.body["base"],
+        ).save_pretrained(str(folder / BODY))
+        head = {f"head.{k}": v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file({**head, "hf_ids": ids.contiguous()}, str(folder / HEAD), metadata={"format": "textfit-static"})
+        self.config.save_pretrained(str(folder))
+
+
+def _config(label_names: list[str], task: str, hidden: int, dim: int) -> Any:
+    from transformers import PretrainedConfig
+
+    from .model import PROBLEM_TYPES
+
+    return PretrainedConfig(
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+        problem_type=PROBLEM_TYPES[task],
+        architectures=["TextfitStaticStudent"],
+        textfit_static={"hidden": hidden, "dim": dim, "pooling": "mean+max", "body": BODY, "head": HEAD},
+    )
+
+
+def build(body: str | Path, label_names: list[str], task: str, say: Any = print) -> tuple[StaticStudent, Any]:
+    """The student of `body` (a run folder or a model folder): model2vec's vectors of its encoder, a new head;
+    and the body's tokenizer, which the run keeps."""
+    import time
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from .model import quiet_transformers
+
+    distill_from_model = _require_model2vec()
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(str(body))
+    encoder = AutoModel.from_pretrained(str(body), use_safetensors=True)
+    t = time.time()
+    with _quiet_model2vec():
+        static = distill_from_model(
+            encoder, tokenizer, pca_dims=PCA_DIMS, device="cpu", token_remove_pattern=None, quantize_to="float32"
+        )
+    say(f"textfit: static vectors of {body}'s {len(tokenizer)} tokens by model2vec in {time.time() - t:.1f}s")
+    vocab = tokenizer.get_vocab()
+    body_vocab = static.tokenizer.get_vocab()
+    hf_ids = np.zeros(len(body_vocab), dtype=np.int64)
+    for token, i in body_vocab.items():
+        if token not in vocab:
+            raise UsageError(f"--student static: model2vec's vocabulary of {body} has {token!r}, its tokenizer not")
+        hf_ids[i] = vocab[token]
+    size = max(len(tokenizer), int(hf_ids.max()) + 1)
+    vectors = torch.zeros(size, static.dim)
+    vectors[torch.from_numpy(hf_ids)] = torch.from_numpy(np.asarray(static.embedding, dtype=np.float32))
+    keep = torch.zeros(size, dtype=torch.bool)
+    keep[torch.from_numpy(hf_ids)] = True
+    keep[torch.tensor(tokenizer.all_special_ids, dtype=torch.long)] = False
+    model = StaticStudent(vectors, keep, _config(label_names, task, HIDDEN, static.dim))
+    model.body = {
+        "hf_ids": hf_ids,
+        "tokenizer": static.tokenizer.to_str(),
+        "config": dict(static.config),
+        "base": Path(str(body)).name,
+    }
+    return model, tokenizer
+
+
+def load(folder: str | Path) -> tuple[StaticStudent, Any]:
+    """A static run's model (evaluation mode) and tokenizer: safetensors and the run's tokenizer only."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    try:
+        config = PretrainedConfig.from_pretrained(str(folder))
+        with safe_open(str(folder / BODY / "model.safetensors"), "pt") as f:
+            body = f.get_tensor("embeddings").float()
+        with safe_open(str(folder / HEAD), "pt") as f:
+            head = {k[len("head.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("head.")}  # noqa: SIM118
+            hf_ids = f.get_tensor("hf_ids").long()
+    except (OSError, KeyError, ValueError) as e:
+        raise UsageError(f"{folder}: the static student's files cannot be read ({e}); retrain the run") from None
+    size = max(len(tokenizer), int(hf_ids.max()) + 1)
+    vectors = torch.zeros(size, body.shape[1])
+    vectors[hf_ids] = body
+    keep = torch.zeros(size, dtype=torch.bool)
+    keep[hf_ids] = True
+    keep[torch.tensor(tokenizer.all_special_ids, dtype=torch.long)] = False
+    hidden = int(config.textfit_static["hidden"])
+    model = StaticStudent(vectors, keep, config, hidden)
+    model.head.load_state_dict(head)
+    return model.eval(), tokenizer
+
+
+def for_training(cfg: Any, task: str, label_names: list[str], pairs: bool, say: Any) -> tuple[str, Any, Any]:
+    """(body path, student, tokenizer) for `--student static`: the teacher's encoder under `distill`, the
+    packaged MiniLM under `train`; the options a static student cannot take are refused first."""
+    from .hub import default_model_path
+    from .train.distill import teacher_folders
+
+    check(task, pairs)
+    for flag, on in (
+        ("--layers", cfg.layers),
+        ("--lora", cfg.lora),
+        ("--freeze-backbone", cfg.freeze_backbone),
+    ):
+        if on:
+            raise UsageError(f"--student static has no transformer layers: drop {flag}")
+    _require_model2vec()
+    if cfg.teacher:
+        body = teacher_folders(cfg.teacher)[0]
+        if is_static_run(body):
+            raise UsageError(
+                f"teacher {cfg.teacher} is a static student; distill from a transformer run (its encoder gives the "
+                "vectors)"
+            )
+    else:
+        body = Path(default_model_path())
+    model, tokenizer = build(body, label_names, task, say)
+    return str(body), model, tokenizer
+
+
+def fast_logits(model: StaticStudent, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
+    """A static run's logits for single texts cut at the head (as training cut them): the Rust tokenizer's
+    ids without special tokens or offsets, no padding, in chunks of texts through `predict_ids`."""
+    from .data.tokens import _special_counts
+
+    before, after = _special_counts(tokenizer)
+    budget = max_length - before - after
+    rust = tokenizer.backend_tokenizer
+    rust.no_truncation()
+    rust.no_padding()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), FAST_CHUNK):
+            ids = [e.ids[:budget] for e in rust.encode_batch_fast(texts[i : i + FAST_CHUNK], add_special_tokens=False)]
+            out.append(model.predict_ids(ids).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def summary(model: StaticStudent, tokenizer: Any, texts: list[str], max_length: int, body: str) -> dict[str, Any]:
+    """textfit.json's `static`: the vectors, the pooling, and the texts a second on the fast path (one
+    thread pass over up to 20,000 of the given texts, as `textfit predict` runs them)."""
+    import time
+
+    cfg = model.config.textfit_static
+    sample = texts[:20_000]
+    t = time.perf_counter()
+    fast_logits(model.eval(), tokenizer, sample, max_length)
+    seconds = time.perf_counter() - t
+    return {
+        "dim": cfg["dim"],
+        "hidden": cfg["hidden"],
+        "pooling": cfg["pooling"],
+        "vectors_from": body,
+        "texts_per_second": round(len(sample) / seconds, 1) if sample and seconds > 0 else None,
+        "measured_on": f"{len(sample)} texts, {torch.get_num_threads()} threads, in-process",
+    }
