@@ -164,9 +164,7 @@ def test_the_same_seed_gives_the_same_static_student(teacher, files, tmp_path):
     heads = []
     for name in ("a", "b"):
         out = train(
-            TrainConfig(
-                data=str(files["data"]), teacher=teacher, model="static", output=str(tmp_path / name), **FAST
-            )
+            TrainConfig(data=str(files["data"]), teacher=teacher, model="static", output=str(tmp_path / name), **FAST)
         )["folder"]
         from safetensors.torch import load_file
 

@@ -45,7 +45,7 @@ def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
             "epochs": ["--num-train-epochs"],
             "batch_size": ["--per-device-train-batch-size"],
             "output": ["--output-dir"],
-            **({"model": ["--student"]} if distill else {}),
+            "model": ["--student"],
         }.get(name, [])
         extra = {"nargs": "?", "const": f.metadata["optional_const"]} if "optional_const" in f.metadata else {}
         if "nargs" in f.metadata:

@@ -63,7 +63,7 @@ class TrainConfig:
     split: str = _f("80,10,10", "train,validation,test percentages used when a split is missing")
     max_train_samples: int | None = _f(None, "train on a seeded random sample of this many rows (quick runs)")
     # model
-    model: str | None = _f(None, "hub id or local folder of a checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    model: str | None = _f(None, "hub id or local folder of a checkpoint, or static (default: the packaged MiniLM)")
     max_length: int | None = _f(
         None,
         "truncate texts to this many tokens (default: 256, or the model's limit if lower); batches pad only to their "
@@ -137,7 +137,7 @@ class TrainConfig:
         f"{AUTO_EXAMPLES:,} examples seen at most, never under one pass; measured in benchmarks/RESULTS.md)",
     )
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --epochs)")
-    batch_size: int = _f(16, "training batch size per process")
+    batch_size: int | None = _f(None, "training batch size per process (default: 16; 256 for --student static)")
     eval_batch_size: int = _f(64, "evaluation and prediction batch size")
     class_weights: str = _f(
         "none",
@@ -279,11 +279,11 @@ def _check(cfg: TrainConfig) -> None:
             setattr(cfg, name, str(value))
         if kind.startswith("list"):
             setattr(cfg, name, [str(v) for v in (value if isinstance(value, list) else [value])])
-    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+    for name in ("eval_batch_size", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     at_least_one = ("max_length", "logging_steps", "max_steps", "eval_steps", "max_train_samples", "layers")
-    for name in (*at_least_one, "early_stopping_patience", "save_steps", "save_total_limit"):
+    for name in (*at_least_one, "batch_size", "early_stopping_patience", "save_steps", "save_total_limit"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
     if not 0 <= cfg.seed < 2**32 or (cfg.split_seed is not None and not 0 <= cfg.split_seed < 2**32):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ BODY = "static"  # RUN/static: the body, in model2vec's format
 HEAD = "head.safetensors"
 HIDDEN = 512
 PCA_DIMS = 256
+TRAIN_BATCH = 256  # --batch-size's default for a static student (16 for a transformer)
 LEARNING_RATE = 1e-3  # the vectors and head learn at this rate unless --learning-rate says otherwise
 BATCH = 1024  # texts per batch when a static run predicts through the padded path (--long-text window, ...)
 FAST_CHUNK = 8192  # texts per tokenizer call and forward pass on the fast path
@@ -111,13 +112,16 @@ class StaticStudent(nn.Module):
         self.register_buffer("keep", keep.bool().clone(), persistent=False)  # False: special tokens, no vector
         self.body: dict[str, Any] = {}  # what saving the body in model2vec's format needs (training only)
 
+    def keep_ids(self) -> torch.Tensor:
+        return cast(torch.Tensor, self.keep)  # a registered buffer
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        keep = self.keep[input_ids]
+        keep = self.keep_ids()[input_ids]
         if attention_mask is not None:
             keep = keep & attention_mask.bool()
         counts = keep.sum(1)
@@ -136,7 +140,7 @@ class StaticStudent(nn.Module):
         """Logits of token-id lists (no padding, no mask: the fast path of a static run's prediction)."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = torch.from_numpy(np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum())))
-        keep = self.keep[flat]
+        keep = self.keep_ids()[flat]
         counts = torch.zeros(len(ids), dtype=torch.long).index_add_(
             0, torch.repeat_interleave(torch.arange(len(ids)), torch.from_numpy(lengths)), keep.long()
         )
@@ -166,13 +170,12 @@ class StaticStudent(nn.Module):
 def _config(label_names: list[str], task: str, hidden: int, dim: int) -> Any:
     from transformers import PretrainedConfig
 
-    from .model import PROBLEM_TYPES
-
-    return PretrainedConfig(
+    make: Any = PretrainedConfig  # its keyword arguments are the config's attributes, which mypy cannot see
+    return make(
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={n: i for i, n in enumerate(label_names)},
-        problem_type=PROBLEM_TYPES[task],
+        problem_type="multi_label_classification" if task == "multi-label" else "single_label_classification",
         architectures=["TextfitStaticStudent"],
         textfit_static={"hidden": hidden, "dim": dim, "pooling": "mean+max", "body": BODY, "head": HEAD},
     )
@@ -183,12 +186,11 @@ def build(body: str | Path, label_names: list[str], task: str, say: Any = print)
     and the body's tokenizer, which the run keeps."""
     import time
 
+    import transformers
     from transformers import AutoModel, AutoTokenizer
 
-    from .model import quiet_transformers
-
     distill_from_model = _require_model2vec()
-    quiet_transformers()
+    transformers.logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(str(body))
     encoder = AutoModel.from_pretrained(str(body), use_safetensors=True)
     t = time.time()
@@ -248,35 +250,24 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
     return model.eval(), tokenizer
 
 
-def for_training(cfg: Any, task: str, label_names: list[str], pairs: bool, say: Any) -> tuple[str, Any, Any]:
-    """(body path, student, tokenizer) for `--student static`: the teacher's encoder under `distill`, the
-    packaged MiniLM under `train`; the options a static student cannot take are refused first."""
-    from .hub import default_model_path
-    from .train.distill import teacher_folders
-
+def for_training(
+    cfg: Any, task: str, label_names: list[str], pairs: bool, body: Path, say: Any
+) -> tuple[StaticStudent, Any]:
+    """The student and tokenizer for `--student static`, its vectors from `body` (the teacher's run under
+    `distill`, the packaged MiniLM under `train`); the options a static student cannot take are refused first."""
     check(task, pairs)
-    for flag, on in (
-        ("--layers", cfg.layers),
-        ("--lora", cfg.lora),
-        ("--freeze-backbone", cfg.freeze_backbone),
-    ):
+    for flag, on in (("--layers", cfg.layers), ("--lora", cfg.lora), ("--freeze-backbone", cfg.freeze_backbone)):
         if on:
             raise UsageError(f"--student static has no transformer layers: drop {flag}")
     _require_model2vec()
-    if cfg.teacher:
-        body = teacher_folders(cfg.teacher)[0]
-        if is_static_run(body):
-            raise UsageError(
-                f"teacher {cfg.teacher} is a static student; distill from a transformer run (its encoder gives the "
-                "vectors)"
-            )
-    else:
-        body = Path(default_model_path())
-    model, tokenizer = build(body, label_names, task, say)
-    return str(body), model, tokenizer
+    if cfg.teacher and is_static_run(body):
+        raise UsageError(
+            f"teacher {cfg.teacher} is a static student; distill from a transformer run (its encoder gives the vectors)"
+        )
+    return build(body, label_names, task, say)
 
 
-def fast_logits(model: StaticStudent, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
+def fast_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
     """A static run's logits for single texts cut at the head (as training cut them): the Rust tokenizer's
     ids without special tokens or offsets, no padding, in chunks of texts through `predict_ids`."""
     from .data.tokens import _special_counts

@@ -35,13 +35,13 @@ from ..data import (
     width_plan,
 )
 from ..errors import UsageError
-from ..hub import DEFAULT_MODEL_NAME, check_hub_access, resolve_model
+from ..hub import DEFAULT_MODEL_NAME, check_hub_access, default_model_path, resolve_model
 from ..inspect_data import analyse, describe_labels, label_namer
 from ..metrics import LOWER_IS_BETTER, class_weight_vector, default_metric, loss_function, metric_names
 from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
 from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
-from .distill import Distillation
+from .distill import Distillation, teacher_folders
 from .distill import prepare as prepare_distillation
 from .ema import WeightAverage
 from .frozen import CachedHead, encode_splits, feature_loader, head_function
@@ -215,12 +215,30 @@ def _describe(
     )
 
 
+def _load_model(cfg: TrainConfig, data: TrainingData, path: str | None, say: Any) -> tuple[str, Any, Any]:
+    """The checkpoint at `path` with a new head, or (path None) a static student of the teacher's encoder (of
+    the packaged model without a teacher)."""
+    schema = data.schema
+    if path is None:
+        body = teacher_folders(cfg.teacher)[0] if cfg.teacher else Path(default_model_path())
+        pairs = schema.text_pair_column is not None
+        model, tokenizer = static.for_training(cfg, schema.task, schema.label_names, pairs, body, say)
+        return str(body), model, tokenizer
+    dropout = parse_attention_dropout(cfg.attention_dropout)
+    model, tokenizer = load_for_training(
+        path, schema.label_names, cfg.trust_remote_code, schema.task, dropout, cfg.layers
+    )
+    return path, model, tokenizer
+
+
 def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     """Data (read from cfg's files unless given), model, optimizer and schedule for `cfg`; nothing is
     written yet."""
     from transformers import get_linear_schedule_with_warmup
 
     t_start = time.time()
+    if cfg.batch_size is None:  # a static student's step is cheap but for the update of every vector: fewer, bigger
+        cfg.batch_size = static.TRAIN_BATCH if cfg.model == static.NAME else 16
     accelerator, amp = _accelerator(cfg)
     if accelerator.device.type == "cpu":
         accel.tune_allocator()  # before the data and the model are allocated: they come from the kept heap
@@ -235,18 +253,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     schema, splits = data.schema, data.splits
     weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
-    if model_path is None:  # --student static: token vectors of the teacher's (or the packaged) encoder
-        pairs = schema.text_pair_column is not None
-        model_path, model, tokenizer = static.for_training(cfg, schema.task, schema.label_names, pairs, say)
-    else:
-        model, tokenizer = load_for_training(
-            model_path,
-            schema.label_names,
-            cfg.trust_remote_code,
-            schema.task,
-            parse_attention_dropout(cfg.attention_dropout),
-            cfg.layers,
-        )
+    model_path, model, tokenizer = _load_model(cfg, data, model_path, say)
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
     limit = max_positions(model.config, tokenizer)
@@ -346,7 +353,7 @@ def use_cached_features(s: TrainState) -> None:
         s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
     )
     s.features = {n: f for n, f in feats.items() if n != "train"}
-    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size, s.cfg.seed)
+    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size or 16, s.cfg.seed)
     s.sampler = s.train_dl.batch_sampler
     fn = head_function(s.model)
     assert fn is not None
@@ -382,7 +389,8 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     s.eval_every = cfg.eval_steps or s.steps_per_epoch
     s.log_every = cfg.logging_steps or max(1, min(50, s.total_steps // 25))
     global_batch = cfg.batch_size * s.accelerator.num_processes * cfg.gradient_accumulation_steps
-    default = "" if cfg.learning_rate else " (default for this model size)"
+    kind = "a static student" if cfg.model == static.NAME else "this model size"
+    default = "" if cfg.learning_rate else f" (default for {kind})"
     why = "" if cfg.epochs is not None or cfg.max_steps else f", the default for {examples:,} training examples"
     s.say(
         f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs"
