@@ -304,7 +304,7 @@ class Classifier:
         lengths = np.array([len(x) for x in enc["input_ids"]])
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         cpu = self.backend.device.type == "cpu"
-        if static.is_static(getattr(self.backend, "model", None)):  # no attention: big batches, no token cap
+        if static.is_static(model):  # no attention: big batches, no token cap
             batch_size, cpu = max(batch_size, static.BATCH), False
         batches = length_sorted_batches(lengths, batch_size, CPU_BATCH_TOKENS if cpu else None)
         plan = width_plan(self.backend.device.type)  # fewer distinct shapes: fewer kernel builds

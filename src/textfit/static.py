@@ -181,6 +181,18 @@ def _config(label_names: list[str], task: str, hidden: int, dim: int) -> Any:
     )
 
 
+def _student(body: torch.Tensor, hf_ids: torch.Tensor, tokenizer: Any, config: Any, hidden: int) -> StaticStudent:
+    """A student whose vectors are the body's (row i: the body's token i) at the run tokenizer's ids `hf_ids`;
+    the tokenizer's other ids and its special tokens have no vector and are skipped."""
+    size = max(len(tokenizer), int(hf_ids.max()) + 1)
+    vectors = torch.zeros(size, body.shape[1])
+    vectors[hf_ids] = body
+    keep = torch.zeros(size, dtype=torch.bool)
+    keep[hf_ids] = True
+    keep[torch.tensor(tokenizer.all_special_ids, dtype=torch.long)] = False
+    return StaticStudent(vectors, keep, config, hidden)
+
+
 def build(body: str | Path, label_names: list[str], task: str, say: Any = print) -> tuple[StaticStudent, Any]:
     """The student of `body` (a run folder or a model folder): model2vec's vectors of its encoder, a new head;
     and the body's tokenizer, which the run keeps."""
@@ -206,13 +218,9 @@ def build(body: str | Path, label_names: list[str], task: str, say: Any = print)
         if token not in vocab:
             raise UsageError(f"--student static: model2vec's vocabulary of {body} has {token!r}, its tokenizer not")
         hf_ids[i] = vocab[token]
-    size = max(len(tokenizer), int(hf_ids.max()) + 1)
-    vectors = torch.zeros(size, static.dim)
-    vectors[torch.from_numpy(hf_ids)] = torch.from_numpy(np.asarray(static.embedding, dtype=np.float32))
-    keep = torch.zeros(size, dtype=torch.bool)
-    keep[torch.from_numpy(hf_ids)] = True
-    keep[torch.tensor(tokenizer.all_special_ids, dtype=torch.long)] = False
-    model = StaticStudent(vectors, keep, _config(label_names, task, HIDDEN, static.dim))
+    body_vectors = torch.from_numpy(np.asarray(static.embedding, dtype=np.float32))
+    config = _config(label_names, task, HIDDEN, static.dim)
+    model = _student(body_vectors, torch.from_numpy(hf_ids), tokenizer, config, HIDDEN)
     model.body = {
         "hf_ids": hf_ids,
         "tokenizer": static.tokenizer.to_str(),
@@ -238,14 +246,7 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
             hf_ids = f.get_tensor("hf_ids").long()
     except (OSError, KeyError, ValueError) as e:
         raise UsageError(f"{folder}: the static student's files cannot be read ({e}); retrain the run") from None
-    size = max(len(tokenizer), int(hf_ids.max()) + 1)
-    vectors = torch.zeros(size, body.shape[1])
-    vectors[hf_ids] = body
-    keep = torch.zeros(size, dtype=torch.bool)
-    keep[hf_ids] = True
-    keep[torch.tensor(tokenizer.all_special_ids, dtype=torch.long)] = False
-    hidden = int(config.textfit_static["hidden"])
-    model = StaticStudent(vectors, keep, config, hidden)
+    model = _student(body, hf_ids, tokenizer, config, int(config.textfit_static["hidden"]))
     model.head.load_state_dict(head)
     return model.eval(), tokenizer
 
@@ -259,7 +260,6 @@ def for_training(
     for flag, on in (("--layers", cfg.layers), ("--lora", cfg.lora), ("--freeze-backbone", cfg.freeze_backbone)):
         if on:
             raise UsageError(f"--student static has no transformer layers: drop {flag}")
-    _require_model2vec()
     if cfg.teacher and is_static_run(body):
         raise UsageError(
             f"teacher {cfg.teacher} is a static student; distill from a transformer run (its encoder gives the vectors)"
@@ -287,7 +287,7 @@ def fast_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int) -
 
 def summary(model: StaticStudent, tokenizer: Any, texts: list[str], max_length: int, body: str) -> dict[str, Any]:
     """textfit.json's `static`: the vectors, the pooling, and the texts a second on the fast path (one
-    thread pass over up to 20,000 of the given texts, as `textfit predict` runs them)."""
+    pass over up to 20,000 of the given texts, as `textfit predict` runs them)."""
     import time
 
     cfg = model.config.textfit_static
