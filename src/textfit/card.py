@@ -57,7 +57,7 @@ A {{ task }} model fine-tuned with [textfit](https://pypi.org/project/textfit/) 
 ## Training recipe
 
 {{ recipe }}
-{{ distillation }}{{ static }}{{ warnings }}"""
+{{ distillation }}{{ static }}{{ method }}{{ warnings }}"""
 
 EXAMPLE = "a text to classify"
 
@@ -190,6 +190,27 @@ def model_card(
             repo=repo or "PATH/TO/RUN", example="a text to classify"
         ),
         static=_static(manifest),
+        method=_method(manifest),
+    )
+
+
+def _method(manifest: RunManifest) -> str:
+    """A contrastive or zero-shot run: how its encoder and head were made."""
+    m = manifest.method
+    if not m:
+        return ""
+    if m["name"] == "zero-shot":
+        described = "".join(f"- `{label}`: {text}\n" for label, text in m["descriptions"].items())
+        return (
+            "\n## Zero-shot\n\nNo training rows: a text's logit for a label is the cosine similarity of its "
+            f"mean-pooled embedding and the label's description, times {m['scale']:g} (the temperature rescales it "
+            f"where a validation split was given). The descriptions:\n\n{described}"
+        )
+    return (
+        f"\n## Contrastive (SetFit's method)\n\nThe encoder was tuned on {m['pairs']:,} pairs of training rows "
+        f"(cosine similarity of their mean-pooled embeddings towards 1 for the same label, 0 for different ones) in "
+        f"{m['seconds']:.0f} s, then a logistic-regression head fitted on the tuned embeddings; the model's last "
+        "encoder layer computes that mean, so the folder is an ordinary sequence-classification model.\n"
     )
 
 

@@ -20,6 +20,8 @@ from .commands import cmd_cv, cmd_eval, cmd_export, cmd_inspect, cmd_predict, cm
 from .config import FIELDS
 from .errors import Interrupted, UsageError
 
+METAVARS = {"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT"}
+
 
 def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
     """Every TrainConfig field as a flag; the distillation fields only on `distill` (the teacher positional)."""
@@ -50,13 +52,17 @@ def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
         extra = {"nargs": "?", "const": f.metadata["optional_const"]} if "optional_const" in f.metadata else {}
         if "nargs" in f.metadata:
             extra = {"nargs": f.metadata["nargs"]}
+        if f.metadata.get("append"):
+            extra = {"action": "append"}
         p.add_argument(
             flag,
             *alias,
             dest=name,
             type=typ,
             default=argparse.SUPPRESS,
-            metavar={"long_text": "MODE", "unlabeled": "FILE"}.get(name, name.split("_")[-1].upper()),
+            metavar={"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT"}.get(
+                name, name.split("_")[-1].upper()
+            ),
             help=help_text,
             **extra,
         )

@@ -18,6 +18,17 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
+from .options import TRACKERS, attention_dropout, parse_seeds, report_to, split_percentages
+
+__all__ = [
+    "TRACKERS",
+    "TrainConfig",
+    "attention_dropout",
+    "load_config",
+    "parse_seeds",
+    "report_to",
+    "split_percentages",
+]
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -92,6 +103,27 @@ class TrainConfig:
         True,
         "keep the input word-embedding matrix fixed: faster steps on CPU for MiniLM, same accuracy (see "
         "benchmarks/RESULTS.md)",
+    )
+    # few labels (train/fewshot.py) and none (train/zeroshot.py)
+    method: str = _f(
+        "auto",
+        "finetune (every weight, on the labels), contrastive (SetFit's method: the encoder tuned on pairs of rows "
+        "with the same and with different labels, then a logistic-regression head on its mean-pooled vectors; BERT "
+        "architectures), or auto: contrastive for small training splits, finetune above (the crossover in "
+        "benchmarks/RESULTS.md)",
+    )
+    zero_shot: bool = _f(
+        False,
+        "no training: classify by the similarity of a text's embedding to each --label-description's; labelled "
+        "--data, --validation or --test files only measure it (and fit its probability scale)",
+    )
+    label_description: list[str] | None = _f(
+        None, "with --zero-shot, once per label: LABEL=DESCRIPTION, e.g. '1=a positive movie review'", append=True
+    )
+    self_train: bool = _f(
+        False,
+        "with --zero-shot and --data FILE of unlabelled texts: label them with the zero-shot model, then train on "
+        "the most confident share of each label",
     )
     # long texts
     truncation: str = _f(
@@ -308,6 +340,7 @@ def _check(cfg: TrainConfig) -> None:
         "device": ("auto", "cuda", "mps", "cpu"),
         "calibration": ("auto", "temperature", "none"),
         "quoting": ("auto", "none", "standard"),
+        "method": ("auto", "finetune", "contrastive"),
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -332,64 +365,18 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.stride is not None and cfg.stride < 0:
         raise UsageError("--stride: must be 0 or more")
     parse_seeds(cfg.seeds)
-    if cfg.data is None and cfg.train is None:
+    if cfg.label_description and not cfg.zero_shot:
+        raise UsageError("--label-description: used with --zero-shot only; add --zero-shot, or drop the descriptions")
+    if cfg.self_train and not (cfg.zero_shot and (cfg.data or cfg.train)):
+        raise UsageError("--self-train: needs --zero-shot and --data FILE of unlabelled texts to label and train on")
+    if cfg.zero_shot and not cfg.label_description:
+        raise UsageError(
+            "--zero-shot: needs a description of every label, e.g. --label-description '0=a negative movie review' "
+            "--label-description '1=a positive movie review'"
+        )
+    if cfg.data is None and cfg.train is None and not cfg.zero_shot:
         raise UsageError("no data: pass --data FILE (or a folder or hub id), or --train FILE")
     if cfg.data is not None and cfg.train is not None:
         raise UsageError("--data and --train both given: use one of them")
     split_percentages(cfg.split)
     report_to(cfg.report_to)
-
-
-TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
-
-
-def report_to(text: str) -> list[str]:
-    """--report-to as a list of trackers (empty for none)."""
-    names = [x.strip() for x in str(text).split(",") if x.strip()]
-    unknown = [x for x in names if x not in (*TRACKERS, "none")]
-    if unknown or not names or ("none" in names and len(names) > 1):
-        raise UsageError(
-            f"--report-to {text}: expected none or trackers among {', '.join(TRACKERS)}, e.g. tensorboard,mlflow"
-        )
-    return [x for x in names if x != "none"]
-
-
-def attention_dropout(text: str) -> float | None:
-    """--attention-dropout as a probability, or None for the checkpoint's own value ('model')."""
-    if str(text) == "model":
-        return None
-    try:
-        p = float(text)
-    except ValueError:
-        p = -1.0
-    if not 0 <= p < 1:
-        raise UsageError(
-            f"--attention-dropout {text}: expected a probability in [0, 1), e.g. 0.1, or 'model' for the "
-            "checkpoint's own value"
-        )
-    return p
-
-
-def parse_seeds(text: str | None) -> list[int]:
-    if text is None:
-        return []
-    try:
-        seeds = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds {text}: expected distinct integers separated by commas, e.g. 1,2,3")
-    return seeds
-
-
-def split_percentages(text: str) -> tuple[float, float, float]:
-    try:
-        parts = [float(x) for x in str(text).split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or parts[0] <= 0:
-        raise UsageError(f"--split {text}: expected three percentages train,validation,test such as 80,10,10")
-    if abs(sum(parts) - 100) > 1e-6 and abs(sum(parts) - 1) > 1e-9:
-        raise UsageError(f"--split {text}: the three parts add up to {sum(parts):g}, not 100; e.g. --split 80,10,10")
-    total = sum(parts)
-    return parts[0] / total, parts[1] / total, parts[2] / total

@@ -77,6 +77,7 @@ class RunManifest:
     lora: LoraInfo | None = None
     distillation: dict[str, Any] | None = None  # textfit distill: the teacher, its scores, the student's agreement
     static: dict[str, Any] | None = None  # --student static: the vectors' size and source, the pooling, its speed
+    method: dict[str, Any] | None = None  # contrastive or zero-shot runs (train/fewshot.py, zeroshot.py): how
     base_model: str = ""
     seed: int = 0
     data_fingerprint: str = ""

@@ -175,10 +175,11 @@ def finish(
         if stats["padded_tokens"]
         else " on cached features"
     )
-    s.say(
-        f"textfit: trained {stats['samples']} samples in {stats['seconds']:.1f}s ({stats['samples_per_second']:.1f} "
-        f"samples/s{stats_line})"
-    )
+    if stats["samples"]:
+        s.say(
+            f"textfit: trained {stats['samples']} samples in {stats['seconds']:.1f}s "
+            f"({stats['samples_per_second']:.1f} samples/s{stats_line})"
+        )
     summary = {n: {k: v for k, v in m.items() if k != "per_class"} for n, m in metrics.items()}
     log({"step": s.step, "final": summary})
     s.accelerator.wait_for_everyone()

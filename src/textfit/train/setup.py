@@ -37,10 +37,12 @@ from ..data import (
 from ..errors import UsageError
 from ..hub import DEFAULT_MODEL_NAME, check_hub_access, default_model_path, resolve_model
 from ..inspect_data import analyse, describe_labels, label_namer
-from ..metrics import LOWER_IS_BETTER, class_weight_vector, default_metric, loss_function, metric_names
+from ..metrics import LOWER_IS_BETTER, class_weight_vector, loss_function
 from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
 from ..run import LongText, RunManifest, library_versions
 from ..version import __version__
+from . import fewshot, zeroshot
+from .checks import check_options
 from .distill import Distillation, teacher_folders
 from .distill import prepare as prepare_distillation
 from .ema import WeightAverage
@@ -124,39 +126,6 @@ def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
     )
     set_seed(cfg.seed)
     return accelerator, amp
-
-
-def _check_options(cfg: TrainConfig, data: TrainingData) -> str:
-    """The checks of flags against the data; returns the metric for the best model."""
-    task, splits = data.schema.task, data.splits
-    metric = cfg.metric_for_best_model or default_metric(task)
-    names = metric_names(len(data.schema.label_names), task)
-    if metric not in names:
-        raise UsageError(
-            f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
-            f"choose one of {', '.join(names)}"
-        )
-    if cfg.tune_threshold and (task != "classification" or len(data.schema.label_names) != 2):
-        raise UsageError(
-            "--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)"
-        )
-    if cfg.tune_threshold and "validation" not in splits:
-        raise UsageError(
-            "--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share"
-        )
-    if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
-        raise UsageError(
-            "--early-stopping-patience/--eval-steps need a validation split; "
-            "pass --validation FILE or a --split with a validation share"
-        )
-    if cfg.calibration == "temperature" and task == "regression":
-        raise UsageError("--calibration temperature: calibrates probabilities; a regression run has none (use none)")
-    if cfg.calibration == "temperature" and "validation" not in splits:
-        raise UsageError(
-            "--calibration temperature needs a validation split to fit on; pass --validation FILE or a --split with "
-            "a validation share, or --calibration none"
-        )
-    return metric
 
 
 def calibrates(cfg: TrainConfig, data: TrainingData) -> bool:
@@ -246,14 +215,15 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     check_installed(report_to(cfg.report_to))
     if cfg.push_to_hub:
         check_hub_access(cfg.push_to_hub)
-    data = data if data is not None else load_data(cfg)
+    data = data if data is not None else zeroshot.training_data(cfg) if cfg.zero_shot else load_data(cfg)
     model_path = None if cfg.model == static.NAME else resolve_model(cfg.model)
     out = output_folder(cfg)
-    metric = _check_options(cfg, data)
+    metric = check_options(cfg, data)
     schema, splits = data.schema, data.splits
     weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
     model_path, model, tokenizer = _load_model(cfg, data, model_path, say)
+    method, why = ("finetune", "a static student") if cfg.model == static.NAME else fewshot.choose(cfg, data, model)
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
     limit = max_positions(model.config, tokenizer)
@@ -290,7 +260,8 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     model = _prepare_model(cfg, model, data)
-    optimizer, resolved = adamw(cfg, model, accelerator.device, say)
+    quiet = method != "finetune"  # no optimizer of the loop's: its rates would only mislead
+    optimizer, resolved = adamw(cfg, model, accelerator.device, (lambda _: None) if quiet else say)
     manifest = RunManifest(
         schema=schema,
         max_length=max_length,
@@ -337,13 +308,35 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
-    if cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
+    state.resolved["method"] = method
+    if method != "finetune":
+        say(f"textfit: method {method} ({why})")
+        _without_loop(state, method)
+    elif cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
         use_cached_features(state)
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
     _schedule(state, resolved["learning_rate"], get_linear_schedule_with_warmup)
+    if method != "finetune":  # the encoder is tuned and the head fitted: the loop only evaluates
+        state.total_steps = 0
     if cfg.ema_decay:
         state.ema = WeightAverage(model, cfg.ema_decay)
     return state
+
+
+def _without_loop(s: TrainState, method: str) -> None:
+    """Contrastive (fewshot.py) and zero-shot (zeroshot.py) runs: the encoder tuned on pairs (contrastive), the
+    mean layer appended, every vector cached, and the head fitted in closed form."""
+    if method == "contrastive":
+        pairs, seconds = fewshot.tune_body(s)
+        s.manifest.method = {"name": method, "pairs": pairs, "seconds": round(seconds, 2)}
+    else:
+        described = zip(s.data.schema.label_names, s.data.splits["train"].texts)
+        s.manifest.method = {"name": method, "descriptions": dict(described), "scale": zeroshot.SCALE}
+    fewshot.append_mean_layer(s.model)
+    for p in s.model.parameters():
+        p.requires_grad = False
+    use_cached_features(s)
+    (zeroshot.fit_head if method == "zero-shot" else fewshot.fit_head)(s)
 
 
 def use_cached_features(s: TrainState) -> None:
@@ -392,6 +385,8 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     kind = "a static student" if cfg.model == static.NAME else "this model size"
     default = "" if cfg.learning_rate else f" (default for {kind})"
     why = "" if cfg.epochs is not None or cfg.max_steps else f", the default for {examples:,} training examples"
+    if s.resolved.get("method", "finetune") != "finetune":
+        return
     s.say(
         f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs"
         f"{why}), "

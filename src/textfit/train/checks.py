@@ -1,0 +1,41 @@
+"""The checks of a run's flags against its data, before any model is loaded or file written."""
+
+from __future__ import annotations
+
+from ..config import TrainConfig
+from ..data import TrainingData
+from ..errors import UsageError
+from ..metrics import default_metric, metric_names
+
+
+def check_options(cfg: TrainConfig, data: TrainingData) -> str:
+    """The checks of flags against the data; returns the metric for the best model."""
+    task, splits = data.schema.task, data.splits
+    metric = cfg.metric_for_best_model or default_metric(task)
+    names = metric_names(len(data.schema.label_names), task)
+    if metric not in names:
+        raise UsageError(
+            f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
+            f"choose one of {', '.join(names)}"
+        )
+    if cfg.tune_threshold and (task != "classification" or len(data.schema.label_names) != 2):
+        raise UsageError(
+            "--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)"
+        )
+    if cfg.tune_threshold and "validation" not in splits:
+        raise UsageError(
+            "--tune-threshold needs a validation split; pass --validation FILE or a --split with a validation share"
+        )
+    if (cfg.early_stopping_patience or cfg.eval_steps) and "validation" not in splits:
+        raise UsageError(
+            "--early-stopping-patience/--eval-steps need a validation split; "
+            "pass --validation FILE or a --split with a validation share"
+        )
+    if cfg.calibration == "temperature" and task == "regression":
+        raise UsageError("--calibration temperature: calibrates probabilities; a regression run has none (use none)")
+    if cfg.calibration == "temperature" and "validation" not in splits:
+        raise UsageError(
+            "--calibration temperature needs a validation split to fit on; pass --validation FILE or a --split with "
+            "a validation share, or --calibration none"
+        )
+    return metric

@@ -1,0 +1,255 @@
+"""Few labels: SetFit's contrastive method, written into an ordinary sequence-classification model.
+
+    method, why = choose(cfg, data, model)   # "contrastive" or "finetune", and the reason, for the log
+    seconds = tune_body(state)                # the encoder, on pairs of rows with the same / different labels
+    append_mean_layer(model)                  # one more encoder layer whose [CLS] output is the mean-pooled vector
+    fit_head(state)                           # logistic regression on the cached vectors -> pooler and classifier
+
+The method is SetFit's (Tunstall et al. 2022, arXiv 2209.11055): pairs drawn from the labelled rows, the body
+trained so that the cosine similarity of two rows' mean-pooled embeddings is 1 for the same label and 0 for
+different ones (multi-label: the Jaccard overlap of their label sets), then a logistic-regression head on the
+tuned embeddings. The setfit library (1.2.0) runs with the installed transformers and is the reference of
+benchmarks/bench_fewshot.py; textfit keeps its own ~40-line pair loop because setfit's `Trainer` wraps the
+Hugging Face `Trainer` (callbacks, trackers switched on by default, a pickled sklearn head, its own model
+format) while this one runs in textfit's precision and kernels and ends in the run folder every command reads.
+
+The run stays a standard `BertForSequenceClassification`: `append_mean_layer` adds a last encoder layer whose
+attention is uniform over the text's tokens (zero queries and keys, the padding masked as always) and whose
+value projection is large beside the residual, so the first position's output is the LayerNorm of the mean of
+the tokens' vectors, the quantity the contrastive loss tuned (up to centring, which the cosine hardly sees:
+measured on SST-2 and IMDb zero-shot, within 0.002). The pooler is a near-identity (`tanh(x / 100)`) and the
+classifier holds the regression's weights, so `pipeline`, eval, export and every backend reproduce the
+method's predictions. zeroshot.py builds on the same layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..accel.cpu import kind as cpu_kind
+from ..data import make_collate
+from ..errors import UsageError
+
+FEW_SHOT_ROWS = 1000  # --method auto: contrastive below this many training rows (benchmarks/RESULTS.md)
+PAIRS_PER_ROW = 20  # SetFit's num_iterations: one same-label and one other-label partner per row, this many times
+MAX_PAIRS = 20_000  # the pairs of larger splits are capped: the cost grows with the pairs, the gain does not
+BODY_LR = 2e-5  # SetFit's body learning rate
+VALUE_SCALE = 1e4  # the mean layer's value projection: the residual it is added to weighs 1e-4 beside it
+POOLER_SCALE = 1e-2  # tanh(x * POOLER_SCALE) / POOLER_SCALE differs from x by under 0.2% for |x| < 4
+
+
+def supports(model: Any) -> bool:
+    """BERT-architecture models (BERT, MiniLM, bert-base-chinese...): their layer and pooler are known here."""
+    base = getattr(model, "base_model", None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if getattr(base, "pooler", None) is None or not layers or not hasattr(model, "classifier"):
+        return False
+    last = layers[-1]
+    return all(hasattr(last, n) for n in ("attention", "intermediate", "output")) and hasattr(last.attention, "self")
+
+
+def choose(cfg: Any, data: Any, model: Any) -> tuple[str, str]:
+    """--method: what runs, and why (for the log line)."""
+    rows, task = len(data.splits["train"].texts), data.schema.task
+    if cfg.zero_shot:
+        if not supports(model):
+            kind = getattr(model.config, "model_type", "this model")
+            raise UsageError(f"--zero-shot: supports BERT-architecture models (BERT, MiniLM), not {kind}")
+        return "zero-shot", "--zero-shot: the labels' descriptions, no training rows"
+    if cfg.method == "contrastive":
+        check(data, model)
+        return "contrastive", "--method contrastive"
+    if cfg.method == "finetune":
+        return "finetune", "--method finetune"
+    if task == "regression":
+        return "finetune", "a regression task (the contrastive method needs classes)"
+    if rows >= FEW_SHOT_ROWS:
+        return "finetune", f"{rows:,} training rows, at least the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"
+    if not supports(model):
+        return "finetune", f"{rows:,} training rows, but the contrastive method supports BERT architectures only"
+    if cfg.lora or cfg.layers or cfg.teacher or cfg.long_text == "window":
+        return "finetune", f"{rows:,} training rows, but --lora/--layers/distillation/windows fine-tune"
+    smallest = _smallest_class(data)
+    if smallest[1] < 2:
+        return "finetune", f"{rows:,} training rows, but label {smallest[0]} has a single row to pair"
+    return "contrastive", f"{rows:,} training rows, under the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"
+
+
+def _smallest_class(data: Any) -> tuple[str, int]:
+    names, labels = data.schema.label_names, data.splits["train"].labels
+    if data.schema.task == "multi-label":
+        counts = np.asarray(labels).sum(0)
+    else:
+        counts = np.bincount(np.asarray(labels), minlength=len(names))
+    k = int(np.argmin(counts))
+    return names[k], int(counts[k])
+
+
+def check(data: Any, model: Any) -> None:
+    """--method contrastive's refusals, before anything is written."""
+    if data.schema.task == "regression":
+        raise UsageError(
+            "--method contrastive: pairs need classes, and this is a regression task; use --method finetune"
+        )
+    if not supports(model):
+        kind = getattr(model.config, "model_type", "this model")
+        raise UsageError(
+            f"--method contrastive: supports BERT-architecture models (BERT, MiniLM, bert-base-chinese), not "
+            f"{kind}; use --method finetune"
+        )
+    label, count = _smallest_class(data)
+    if count < 2:
+        raise UsageError(
+            f"--method contrastive: label {label} has {count} training row(s); a same-label pair needs 2: add rows of "
+            "it, or use --method finetune"
+        )
+
+
+def make_pairs(labels: list[Any], multi: bool, per_row: int, seed: int) -> list[tuple[int, int, float]]:
+    """(row, partner, target similarity): for every row, `per_row` times, a partner of the same label and one of
+    another (SetFit's pair generation). Multi-label: partners sharing a label / sharing none, the target their
+    label sets' Jaccard overlap."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels, dtype=np.float32 if multi else np.int64)
+    n, pairs = len(y), []
+    if multi:
+        inter = y @ y.T
+        union = y.sum(1)[:, None] + y.sum(1)[None, :] - inter
+        jaccard = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        same, other = jaccard > 0, jaccard == 0
+    else:
+        same, other = y[:, None] == y[None, :], y[:, None] != y[None, :]
+    np.fill_diagonal(same, False)
+    for _ in range(per_row):
+        for i in range(n):
+            for pool in (np.flatnonzero(same[i]), np.flatnonzero(other[i])):
+                if len(pool):
+                    j = int(rng.choice(pool))
+                    target = float(jaccard[i, j]) if multi else float(y[i] == y[j])
+                    pairs.append((i, j, target))
+    order = rng.permutation(len(pairs))
+    return [pairs[k] for k in order]
+
+
+def _mean_pool(body: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def tune_body(s: Any) -> tuple[int, float]:
+    """The contrastive pass over the encoder (`--epochs` passes over the pairs, default 1); returns the number of
+    pairs and the seconds it took."""
+    t = time.time()
+    ds, cfg, device = s.train_dl.dataset, s.cfg, s.accelerator.device
+    multi = s.data.schema.task == "multi-label"
+    per_row = max(1, min(PAIRS_PER_ROW, MAX_PAIRS // max(1, 2 * len(ds))))
+    pairs = make_pairs(ds.labels, multi, per_row, cfg.seed)
+    body = s.model.base_model.to(device)
+    body.train()
+    params = [p for p in body.parameters() if p.requires_grad]
+    lr = cfg.learning_rate or BODY_LR
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=device.type == "cpu")
+    bs, epochs = cfg.batch_size, cfg.epochs or 1
+    steps = max(1, math.ceil(epochs * math.ceil(len(pairs) / bs)))
+    warm = max(1, int(cfg.warmup_ratio * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min((k + 1) / warm, max(0.0, (steps - k) / steps)))
+    collate = make_collate(s.tokenizer, ds)
+    # bf16 only where it pays: on a CPU without AMX these short, small batches ran faster in fp32 (SST-2, 8 rows
+    # a class, 40 steps: 16.8 s fp32 against 27.8 s bf16 on an avx512-bf16 Xeon, benchmarks/RESULTS.md)
+    amp = s.amp if device.type != "cpu" or cfg.precision == "bf16" or cpu_kind().amx else None
+    s.say(
+        f"textfit: contrastive: {len(pairs):,} pairs of training rows ({per_row} same-label and {per_row} "
+        f"other-label partners a row), {steps} steps of {bs} pairs, body learning rate {lr:g}"
+    )
+    for step in range(steps):
+        chunk = [pairs[(step * bs + k) % len(pairs)] for k in range(bs)]
+        batch = collate([i for i, _, _ in chunk] + [j for _, j, _ in chunk])  # both sides in one padded batch
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            vectors = _mean_pool(body, batch).float()
+        cos = F.cosine_similarity(vectors[:bs], vectors[bs:])
+        loss = F.mse_loss(cos, torch.tensor([target for *_, target in chunk], device=device))
+        loss.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    body.eval()
+    return len(pairs), time.time() - t
+
+
+@torch.no_grad()
+def append_mean_layer(model: Any) -> None:
+    """One more encoder layer whose first position outputs LayerNorm(mean of the last layer's token vectors),
+    and a pooler that passes it on (nearly) unchanged; the classifier then reads that vector."""
+    base = model.base_model
+    layer = copy.deepcopy(base.encoder.layer[-1])
+    hidden = model.config.hidden_size
+    eye = torch.eye(hidden)
+    attn, out = layer.attention.self, layer.attention.output
+    for lin in (attn.query, attn.key, layer.intermediate.dense, layer.output.dense):
+        lin.weight.zero_()
+        lin.bias.zero_()
+    attn.value.weight.copy_(eye * VALUE_SCALE)
+    attn.value.bias.zero_()
+    out.dense.weight.copy_(eye)
+    out.dense.bias.zero_()
+    for norm in (out.LayerNorm, layer.output.LayerNorm):
+        norm.weight.fill_(1.0)
+        norm.bias.zero_()
+    base.encoder.layer.append(layer)
+    model.config.num_hidden_layers += 1
+    base.pooler.dense.weight.copy_(eye * POOLER_SCALE)
+    base.pooler.dense.bias.zero_()
+
+
+def pooled(features: torch.Tensor) -> np.ndarray:
+    """What the classifier's weights multiply, in the units of the mean layer's output."""
+    return (torch.tanh(features.float() * POOLER_SCALE) / POOLER_SCALE).numpy()
+
+
+@torch.no_grad()
+def set_classifier(model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
+    """classifier(pooler(h)) = weight @ h + bias, for h the mean layer's output."""
+    model.classifier.weight.copy_(torch.as_tensor(weight / POOLER_SCALE, dtype=torch.float32))
+    model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+def fit_head(s: Any) -> None:
+    """SetFit's head: logistic regression (scikit-learn, C=1) on the cached training vectors; binary and
+    multi-class as one multinomial model, multi-label one model per label."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = pooled(s.train_dl.dataset.features)
+    labels = s.train_dl.dataset.labels
+    names = s.data.schema.label_names
+    balanced = "balanced" if s.cfg.class_weights == "auto" else None
+    if s.data.schema.task == "multi-label":
+        y = np.asarray(labels)
+        weight, bias = np.zeros((len(names), x.shape[1])), np.zeros(len(names))
+        for k in range(len(names)):
+            if y[:, k].min() == y[:, k].max():  # a label on every row or on none: a constant
+                bias[k] = 6.0 if y[0, k] else -6.0
+                continue
+            lr = LogisticRegression(max_iter=2000, class_weight=balanced).fit(x, y[:, k])
+            weight[k], bias[k] = lr.coef_[0], lr.intercept_[0]
+    else:
+        y = np.asarray(labels)
+        lr = LogisticRegression(max_iter=2000, class_weight=balanced).fit(x, y)
+        weight, bias = np.zeros((len(names), x.shape[1])), np.zeros(len(names))
+        if len(lr.classes_) == 2 and len(names) == 2:
+            weight[1], bias[1] = lr.coef_[0], lr.intercept_[0]
+        else:
+            weight[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
+            missing = np.setdiff1d(np.arange(len(names)), lr.classes_)
+            bias[missing] = -30.0  # a class without training rows is never predicted
+    set_classifier(s.model, weight, bias)

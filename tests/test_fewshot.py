@@ -1,0 +1,225 @@
+"""Few labels and none (train/fewshot.py, train/zeroshot.py): the contrastive method and zero-shot runs are
+ordinary sequence-classification folders (pipeline, eval, predict), the mean layer computes the mean-pooled
+vector, `auto` says what it chose, the same seed gives the same model, and the user's mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_rows, run_cli, write_csv
+from textfit import TrainConfig, train
+from textfit.predict import Classifier
+from textfit.train import fewshot, zeroshot
+
+FAST = dict(precision="fp32", calibration="none")
+
+
+def one_line_exit_2(r, match: str) -> None:
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and match in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("fewshot")
+    rows = make_rows(48, seed=5, chinese=False)
+    return {
+        "train": write_csv(d / "train.csv", rows[:24]),
+        "validation": write_csv(d / "val.csv", rows[24:]),
+        "dir": d,
+    }
+
+
+@pytest.fixture(scope="module")
+def contrastive(tiny_model, files) -> dict:
+    cfg = TrainConfig(
+        train=str(files["train"]),
+        validation=str(files["validation"]),
+        model=tiny_model,
+        output=str(files["dir"] / "contrastive"),
+        learning_rate=1e-3,
+        **FAST,
+    )
+    return train(cfg)
+
+
+def test_contrastive_run_is_an_ordinary_model(contrastive, files):
+    from transformers import pipeline
+
+    folder = Path(contrastive["folder"])
+    manifest = json.loads((folder / "textfit.json").read_text())
+    assert manifest["method"]["name"] == "contrastive" and manifest["method"]["pairs"] > 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num_hidden_layers"] == 3  # the tiny BERT's 2 and the mean layer
+    texts = [t for t, _ in make_rows(12, seed=11, chinese=False)]
+    clf = Classifier.load(folder, precision="fp32")
+    ours = clf.predict(texts)
+    pipe = pipeline("text-classification", model=str(folder), device="cpu")
+    theirs = pipe(texts)
+    assert [p["label"] for p in theirs] == [p.label for p in ours]
+    assert np.allclose([p["score"] for p in theirs], [p.score for p in ours], atol=1e-4)
+    # the logistic-regression head learnt the words that decide the label
+    assert contrastive["metrics"]["validation"]["accuracy"] >= 0.75
+    card = (folder / "README.md").read_text()
+    assert "Contrastive (SetFit's method)" in card
+
+
+def test_mean_layer_outputs_the_mean_pooled_vector(tiny_model):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tok(["good film", "the plot was very boring and the room poor"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pooled = fewshot._mean_pool(model.base_model, batch)
+        fewshot.append_mean_layer(model)
+        first = model.base_model(**batch).last_hidden_state[:, 0]
+    want = torch.nn.functional.layer_norm(pooled, (pooled.shape[1],))
+    assert torch.allclose(first, want, atol=2e-3)  # the residual weighs 1e-4 beside the mean
+    # zero-shot's dot product over hidden is the cosine of the (centred) mean-pooled vectors
+    cos = (first[0] * first[1]).sum() / first.shape[1]
+    c = pooled - pooled.mean(1, keepdim=True)
+    assert abs(float(cos) - float(torch.nn.functional.cosine_similarity(c[:1], c[1:]))) < 2e-3
+
+
+def test_pairs_are_balanced_seeded_and_multi_label_overlaps():
+    labels = [0, 0, 0, 1, 1, 2, 2, 2]
+    pairs = fewshot.make_pairs(labels, False, 3, seed=1)
+    assert pairs == fewshot.make_pairs(labels, False, 3, seed=1)
+    targets = [t for *_, t in pairs]
+    assert len(pairs) == 2 * 3 * len(labels) and sum(targets) == len(pairs) / 2
+    assert all((labels[i] == labels[j]) == bool(t) and i != j for i, j, t in pairs)
+    multi = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    got = {(i, j): t for i, j, t in fewshot.make_pairs(multi, True, 4, seed=0)}
+    assert got.get((0, 1), 0.5) == 0.5 and got.get((0, 2), 0.0) == 0.0
+
+
+def _data(rows: int, task: str = "classification", smallest: int = 5):
+    labels = [0] * smallest + [1] * (rows - smallest)
+    schema = SimpleNamespace(task=task, label_names=["a", "b"])
+    return SimpleNamespace(splits={"train": SimpleNamespace(texts=["x"] * rows, labels=labels)}, schema=schema)
+
+
+def test_auto_chooses_by_the_training_rows_and_says_why(tiny_model):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    cfg = TrainConfig(data="x.csv")
+    method, why = fewshot.choose(cfg, _data(64), model)
+    assert method == "contrastive" and "64 training rows" in why
+    method, why = fewshot.choose(cfg, _data(fewshot.FEW_SHOT_ROWS), model)
+    assert method == "finetune" and "fine-tuning overtakes" in why
+    assert fewshot.choose(cfg, _data(64, "regression"), model)[0] == "finetune"
+    assert fewshot.choose(TrainConfig(data="x.csv", method="finetune"), _data(64), model)[0] == "finetune"
+    assert fewshot.choose(TrainConfig(data="x.csv", lora=4), _data(64), model)[0] == "finetune"
+
+
+def test_same_seed_same_contrastive_model(tiny_model, files, contrastive):
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(
+        train=str(files["train"]),
+        validation=str(files["validation"]),
+        model=tiny_model,
+        output=str(files["dir"] / "again"),
+        learning_rate=1e-3,
+        **FAST,
+    )
+    again = train(cfg)
+    a = load_file(Path(contrastive["folder"]) / "model.safetensors")
+    b = load_file(Path(again["folder"]) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_multi_label_contrastive(tiny_model, tmp_path):
+    rows = [(t, json.dumps(["pos" if y == "positive" else "neg"] + (["long"] if len(t) > 30 else [])))
+            for t, y in make_rows(40, seed=2, chinese=False)]
+    data = write_csv(tmp_path / "ml.csv", rows)
+    cfg = TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "run"), method="contrastive", **FAST)
+    result = train(cfg)
+    manifest = json.loads((Path(result["folder"]) / "textfit.json").read_text())
+    assert manifest["task"] == "multi-label" and manifest["method"]["name"] == "contrastive"
+    out = Classifier.load(result["folder"], precision="fp32").predict(["good film", "awful plot"])
+    assert all(isinstance(p.labels, tuple) for p in out)
+
+
+def test_zero_shot_run_scores_by_similarity_to_the_descriptions(tiny_model, files, tmp_path):
+    from transformers import AutoModel, AutoTokenizer, pipeline
+
+    out = tmp_path / "zero"
+    r = run_cli(
+        "train", "--zero-shot", "--model", tiny_model, "--output", str(out), "--precision", "fp32",
+        "--label-description", "positive=good great wonderful", "--label-description", "negative=bad awful boring",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "method zero-shot" in r.stdout + r.stderr
+    manifest = json.loads((out / "textfit.json").read_text())
+    assert manifest["label_names"] == ["positive", "negative"]
+    assert manifest["method"]["descriptions"]["negative"] == "bad awful boring"
+    texts = ["the film was great", "the plot was awful"]
+    clf = Classifier.load(out, precision="fp32")
+    logits = clf.predict_logits(texts)
+    # the same numbers from the encoder itself: SCALE times the cosine of centred mean-pooled embeddings
+    body, tok = AutoModel.from_pretrained(tiny_model).eval(), AutoTokenizer.from_pretrained(tiny_model)
+
+    def vectors(xs):
+        with torch.no_grad():
+            v = fewshot._mean_pool(body, tok(xs, padding=True, return_tensors="pt"))
+        v = v - v.mean(1, keepdim=True)
+        return torch.nn.functional.normalize(v, dim=1)
+
+    want = zeroshot.SCALE * vectors(texts) @ vectors(["good great wonderful", "bad awful boring"]).T
+    assert np.allclose(logits, want.numpy(), atol=0.1)
+    pipe = pipeline("text-classification", model=str(out), device="cpu")
+    assert [p["label"] for p in pipe(texts)] == [p.label for p in clf.predict(texts)]
+    # eval on a labelled file
+    r = run_cli("eval", str(out), "--data", str(files["validation"]))
+    assert r.returncode == 0, r.stderr
+
+
+def test_zero_shot_with_a_labelled_file_measures_and_calibrates(tiny_model, files, tmp_path):
+    labelled = write_csv(tmp_path / "labelled.csv", make_rows(80, seed=8, chinese=False))  # 50 rows fit a temperature
+    cfg = TrainConfig(
+        zero_shot=True,
+        data=str(labelled),
+        label_description=["negative=bad awful boring", "positive=good great wonderful"],
+        model=tiny_model,
+        output=str(tmp_path / "z"),
+        precision="fp32",
+    )
+    result = train(cfg)
+    assert result["steps"] == 0 and "validation" in result["metrics"]
+    assert result["temperature"] is not None  # the scale fitted to the labels
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--method", "contrastive", "--train", "{one}"], "label positive has 1 training row(s)"),
+        (["--method", "contrastive", "--train", "{reg}"], "--method contrastive: pairs need classes"),
+        (["--zero-shot", "--data", "{train}"], "--zero-shot: needs a description of every label"),
+        (["--zero-shot", "--data", "{train}", "--label-description", "negative=bad", "--label-description",
+          "happy=good"], "label 'positive' has no --label-description"),
+        (["--zero-shot", "--data", "{train}", "--label-description", "negative=bad", "--label-description",
+          "positive=good", "--label-description", "neutral=meh"], "label 'neutral' is not in"),
+        (["--data", "{train}", "--label-description", "0=bad"], "--label-description: used with --zero-shot only"),
+        (["--zero-shot", "--label-description", "0 bad", "--label-description", "1=good"], "expected LABEL=DESCRIPTION"),
+        (["--zero-shot", "--label-description", "0=bad"], "describe at least two labels"),
+    ],
+)
+def test_mistakes_are_one_line_and_write_nothing(tiny_model, files, tmp_path, args, match):
+    rows = make_rows(20, seed=1, chinese=False)
+    one = write_csv(tmp_path / "one.csv", [r for r in rows if r[1] == "negative"] + [rows[1]])
+    reg = write_csv(tmp_path / "reg.csv", [(t, f"{i / 7:.3f}") for i, (t, _) in enumerate(rows)])
+    paths = {"one": one, "reg": reg, "train": files["train"]}
+    out = tmp_path / "out"
+    r = run_cli("train", *[a.format(**paths) for a in args], "--model", tiny_model, "--output", str(out))
+    one_line_exit_2(r, match)
+    assert not out.exists()
