@@ -44,6 +44,7 @@ def contrastive(tiny_model, files) -> dict:
         validation=str(files["validation"]),
         model=tiny_model,
         output=str(files["dir"] / "contrastive"),
+        method="auto",
         learning_rate=1e-3,
         **FAST,
     )
@@ -111,14 +112,14 @@ def test_auto_chooses_by_the_training_rows_and_says_why(tiny_model):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
-    cfg = TrainConfig(data="x.csv")
+    cfg = TrainConfig(data="x.csv", method="auto")
     method, why = fewshot.choose(cfg, _data(64), model)
     assert method == "contrastive" and "64 training rows" in why
     method, why = fewshot.choose(cfg, _data(fewshot.FEW_SHOT_ROWS), model)
     assert method == "finetune" and "fine-tuning overtakes" in why
     assert fewshot.choose(cfg, _data(64, "regression"), model)[0] == "finetune"
     assert fewshot.choose(TrainConfig(data="x.csv", method="finetune"), _data(64), model)[0] == "finetune"
-    assert fewshot.choose(TrainConfig(data="x.csv", lora=4), _data(64), model)[0] == "finetune"
+    assert fewshot.choose(TrainConfig(data="x.csv", method="auto", lora=4), _data(64), model)[0] == "finetune"
 
 
 def test_same_seed_same_contrastive_model(tiny_model, files, contrastive):
@@ -129,6 +130,7 @@ def test_same_seed_same_contrastive_model(tiny_model, files, contrastive):
         validation=str(files["validation"]),
         model=tiny_model,
         output=str(files["dir"] / "again"),
+        method="auto",
         learning_rate=1e-3,
         **FAST,
     )

@@ -39,7 +39,7 @@ from ..errors import UsageError
 
 FEW_SHOT_ROWS = 1000  # --method auto: contrastive below this many training rows (benchmarks/RESULTS.md)
 PAIRS_PER_ROW = 20  # SetFit's num_iterations: one same-label and one other-label partner per row, this many times
-MAX_PAIRS = 20_000  # the pairs of larger splits are capped: the cost grows with the pairs, the gain does not
+MAX_PAIRS = 8_000  # the pairs of larger splits are capped: the cost grows with the pairs, the gain does not
 BODY_LR = 2e-5  # SetFit's body learning rate
 VALUE_SCALE = 1e4  # the mean layer's value projection: the residual it is added to weighs 1e-4 beside it
 POOLER_SCALE = 1e-2  # tanh(x * POOLER_SCALE) / POOLER_SCALE differs from x by under 0.2% for |x| < 4

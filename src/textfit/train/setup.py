@@ -310,8 +310,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     )
     state.resolved["method"] = method
     if method != "finetune":
-        say(f"textfit: method {method} ({why})")
-        _without_loop(state, method)
+        _without_loop(state, method, why)
     elif cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
         use_cached_features(state)
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
@@ -323,9 +322,10 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     return state
 
 
-def _without_loop(s: TrainState, method: str) -> None:
+def _without_loop(s: TrainState, method: str, why: str) -> None:
     """Contrastive (fewshot.py) and zero-shot (zeroshot.py) runs: the encoder tuned on pairs (contrastive), the
     mean layer appended, every vector cached, and the head fitted in closed form."""
+    s.say(f"textfit: method {method} ({why})")
     if method == "contrastive":
         pairs, seconds = fewshot.tune_body(s)
         s.manifest.method = {"name": method, "pairs": pairs, "seconds": round(seconds, 2)}
