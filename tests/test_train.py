@@ -441,7 +441,7 @@ def test_default_epochs_shrink_on_large_training_splits(tiny_model, data, capsys
     s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast)))
     assert s.total_steps == 3 * s.steps_per_epoch
     assert "(3.00 epochs, the default for 96 training examples)" in capsys.readouterr().out
-    assert s.resolved == {"learning_rate": 1e-2, "layer_lr_decay": 0.8, "precision": "fp32", "epochs": 3}
+    assert s.resolved == {"learning_rate": 1e-2, "layer_lr_decay": 0.8, "precision": "fp32", "epochs": 3, "method": "finetune"}
     s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast, epochs=0.5)))
     assert s.total_steps == math.ceil(0.5 * s.steps_per_epoch)
 
