@@ -1,4 +1,5 @@
-# make demo: set up .venv, fine-tune the packaged model on the demo reviews, evaluate, predict.
+# make demo: set up .venv, train the packaged model on the demo reviews (120 rows: --method auto runs SetFit's
+# contrastive method), evaluate, predict.
 # make test: set up .venv and run the test suite.
 # make test-portable: the tests of the training and prediction paths again, as on a CPU without bf16.
 # make lint: ruff and mypy over src/.
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: install demo-run
 
 demo-run:
-	$(BIN)/textfit train --data data/demo/reviews.csv --epochs 8 --learning-rate 2e-4 --output runs/demo --overwrite
+	$(BIN)/textfit train --data data/demo/reviews.csv --output runs/demo --overwrite
 	$(BIN)/textfit eval runs/demo --data data/demo/holdout.csv
 	$(BIN)/textfit predict runs/demo "The staff were lovely and the room was spotless." "The battery died after a day and support never replied."
 

@@ -9,9 +9,10 @@ fixed 1,000 of its reviews (`<br />` removed), the draws coming from the other 2
 process on the packaged all-MiniLM-L6-v2 and timed inside it (model load and training, not the evaluation):
 textfit `train` with the defaults (`--method auto`), textfit `--method finetune`, and setfit 1.2's `Trainer`
 with its default `TrainingArguments` (seeded with the draw). `--rows400`: 400 training rows drawn at random
-(not per class), one epoch (`--epochs 1`), the issue's case. `--zero-shot`: textfit `--zero-shot` with the two
-descriptions below, no validation split (the measured default scale), and with the dev file as validation (the
-fitted scale). Results are appended to --out as JSON lines (a finished job is not run again) and summarised as
+(not per class), one epoch (`--epochs 1`), the issue's case. `--zero-shot`: textfit `--zero-shot` with two
+descriptions, no validation split (the measured default scale), and with the dev file as validation (the
+fitted scale), and `--self-train` on 4,000 texts of the training data without their labels (the 2,180 others of the
+IMDb sample); each of three description pairs (PAIRS) is a "draw" of the zero-shot rows (seed = its index). Results are appended to --out as JSON lines (a finished job is not run again) and summarised as
 a table of mean and spread. Run it alone: training times are compared.
 """
 
@@ -28,10 +29,14 @@ from pathlib import Path
 import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DESCRIPTIONS = {
-    "sst2": ["0=a negative movie review", "1=a positive movie review"],
-    "imdb": ["negative=a negative movie review", "positive=a positive movie review"],
-}
+PAIRS = [("a negative movie review", "a positive movie review"), ("a bad movie", "a good movie"),
+         ("This movie is bad.", "This movie is great.")]  # zero-shot descriptions, each pair reported
+NAMES = {"sst2": ("0", "1"), "imdb": ("negative", "positive")}
+POOL = 4000  # --self-train: texts of the training data, labels dropped (SST-2: a seeded sample; IMDb: its 2,180)
+
+
+def descriptions(name: str, d: int) -> list[str]:
+    return [f"{label}={text}" for label, text in zip(NAMES[name], PAIRS[d])]
 
 
 def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -61,14 +66,18 @@ def one(job: dict) -> dict:
     train, dev = load(job["set"])
     dev_file = work / "dev.csv"
     dev.to_csv(dev_file, index=False)
-    if job["method"] in ("zero-shot", "zero-shot+validation"):
+    if job["method"].startswith("zero-shot"):
         from textfit import TrainConfig
         from textfit import train as textfit_train
 
+        extra: dict = {"validation": str(dev_file)} if job["method"] == "zero-shot+validation" else {}
+        if job["method"] == "zero-shot+self-train":
+            pool = train.sample(min(POOL, len(train)), random_state=0)[["text"]]
+            pool.to_csv(work / "pool.csv", index=False)
+            extra = {"self_train": True, "data": str(work / "pool.csv")}
         t = time.time()
-        extra = {"validation": str(dev_file)} if job["method"] == "zero-shot+validation" else {}
-        cfg = TrainConfig(zero_shot=True, label_description=DESCRIPTIONS[job["set"]], output=str(work / "run"),
-                          overwrite=True, **extra)
+        cfg = TrainConfig(zero_shot=True, label_description=descriptions(job["set"], job["seed"]),
+                          output=str(work / "run"), overwrite=True, **extra)
         textfit_train(cfg)
         seconds = time.time() - t
         return {**job, "accuracy": _textfit_accuracy(work / "run", dev), "seconds": round(seconds, 1)}
@@ -137,7 +146,8 @@ def main() -> None:
         if a.rows400:
             jobs += [{"set": s, "rows": 400, "seed": d, "method": m} for d in range(a.draws) for m in ("auto", "setfit")]
         if a.zero_shot:
-            jobs += [{"set": s, "seed": 0, "method": m} for m in ("zero-shot", "zero-shot+validation")]
+            methods = ("zero-shot", "zero-shot+validation", "zero-shot+self-train")
+            jobs += [{"set": s, "seed": d, "method": m} for d in range(len(PAIRS)) for m in methods]
     done = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
     key = lambda j: json.dumps({k: j.get(k) for k in ("set", "k", "rows", "seed", "method")}, sort_keys=True)
     seen = {key(r) for r in done}

@@ -20,7 +20,9 @@ from safetensors.torch import load_file
 from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit.train.checkpoint import checkpoints, is_complete, latest_checkpoint
 
-ARGS = [
+ARGS = [  # the fine-tuning loop (its checkpoints): pinned, as --method auto would run the contrastive method here
+    "--method",
+    "finetune",
     "--epochs",
     "3",
     "--batch-size",

@@ -72,6 +72,15 @@ def test_contrastive_run_is_an_ordinary_model(contrastive, files):
     assert "Contrastive (SetFit's method)" in card
 
 
+def test_contrastive_run_exports_to_onnx_with_parity(contrastive, tmp_path):
+    """The mean layer (values x1e4, zero queries and keys) survives ONNX export and weight-only int8."""
+    from textfit.export import export_onnx
+
+    r = export_onnx(contrastive["folder"], output=str(tmp_path / "onnx"), quantize="int8")
+    assert r["parity"]["model.onnx"]["max_logit_diff"] < 1e-3 and r["parity"]["model.onnx"]["label_agreement"] == 1.0
+    assert r["parity"]["model.int8.onnx"]["label_agreement"] >= 0.9
+
+
 def test_mean_layer_outputs_the_mean_pooled_vector(tiny_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -224,4 +233,60 @@ def test_mistakes_are_one_line_and_write_nothing(tiny_model, files, tmp_path, ar
     out = tmp_path / "out"
     r = run_cli("train", *[a.format(**paths) for a in args], "--model", tiny_model, "--output", str(out))
     one_line_exit_2(r, match)
+    assert not out.exists()
+
+
+def test_self_training_learns_the_head_from_the_confident_zero_shot_labels(files, tmp_path):
+    """--self-train on the packaged model: the head is refitted, twice, on the most confident half (of the smaller
+    label's count) of each label's zero-shot guesses; checked against the same steps done here by hand."""
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModel, AutoTokenizer
+
+    from textfit.hub import default_model_path
+
+    rows = make_rows(200, seed=11, chinese=False)
+    texts = write_csv(tmp_path / "texts.csv", [(t,) for t, _ in rows], header=("text",))
+    described = ["negative=bad awful boring", "positive=good great wonderful"]
+    out = tmp_path / "self"
+    cfg = TrainConfig(
+        zero_shot=True, self_train=True, data=str(texts), validation=str(files["validation"]),
+        label_description=described, output=str(out), precision="fp32",
+    )
+    result = train(cfg)
+    record = json.loads((out / "textfit.json").read_text())["method"]["self_training"]
+    assert record["texts"] == 200 and record["rounds"] == zeroshot.SELF_TRAIN_ROUNDS
+    assert len(json.loads((out / "splits.json").read_text())["unlabeled"]) == 200
+    assert result["metrics"]["validation"]["accuracy"] >= 0.8  # the packaged encoder knows these words
+
+    body, tok = AutoModel.from_pretrained(default_model_path()).eval(), AutoTokenizer.from_pretrained(default_model_path())
+
+    def vectors(xs):  # what the mean layer outputs: the LayerNorm of the mean-pooled vector
+        with torch.no_grad():
+            v = fewshot._mean_pool(body, tok(xs, padding=True, return_tensors="pt"))
+        return torch.nn.functional.layer_norm(v, v.shape[-1:]).numpy()
+
+    x = vectors([t for t, _ in rows])
+    weight, bias = zeroshot.SCALE / x.shape[1] * vectors([d.split("=")[1] for d in described]), np.zeros(2)
+    for _ in range(zeroshot.SELF_TRAIN_ROUNDS):
+        logits = x @ weight.T + bias
+        guess, margin = logits.argmax(1), np.abs(logits[:, 1] - logits[:, 0])
+        k = int(zeroshot.SELF_TRAIN_KEEP * np.bincount(guess, minlength=2).min())
+        kept = np.concatenate([np.flatnonzero(guess == c)[np.argsort(-margin[guess == c])[:k]] for c in (0, 1)])
+        lr = LogisticRegression(max_iter=2000).fit(x[kept], guess[kept])
+        weight, bias = np.stack([np.zeros(x.shape[1]), lr.coef_[0]]), np.array([0.0, lr.intercept_[0]])
+    assert record["kept"] == len(kept)
+    val = [t for t, _ in make_rows(48, seed=5, chinese=False)[24:]]
+    want = (vectors(val) @ weight.T + bias).argmax(1)
+    got = Classifier.load(out, precision="fp32").predict_logits(val).argmax(1)
+    assert (want == got).mean() >= 0.95
+
+
+def test_self_training_mistakes(files, tmp_path):
+    few = write_csv(tmp_path / "few.csv", [(t,) for t, _ in make_rows(10, seed=2, chinese=False)], header=("text",))
+    out = tmp_path / "out"
+    args = ["--zero-shot", "--label-description", "negative=bad", "--label-description", "positive=good"]
+    r = run_cli("train", *args, "--self-train", "--data", str(few), "--output", str(out))
+    one_line_exit_2(r, "10 texts to self-train on; give at least 16 a label")
+    r = run_cli("train", *args, "--self-train", "--output", str(out))
+    one_line_exit_2(r, "--self-train: needs --zero-shot and --data FILE")
     assert not out.exists()

@@ -10,7 +10,10 @@ import pytest
 from conftest import make_rows, run_cli, write_csv
 from textfit import TrainConfig, train
 
-FAST = dict(epochs=2, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, eval_steps=4)
+FAST = dict(  # the fine-tuning loop's evaluations are tracked: pinned (--method auto would run contrastive here)
+    method="finetune", epochs=2, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False,
+    eval_steps=4,
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,9 @@ from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, train
 from textfit.serve import Limits, create_app
 
-FAST = dict(epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False)
+FAST = dict(  # fine-tuned runs (pinned; test_fewshot.py serves and exports contrastive ones)
+    method="finetune", epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ def test_packaged_model_fine_tunes_on_sst2(tmp_path):
             train=str(SHARED / "sst2/train.tsv"),
             validation=str(tmp_path / "val.tsv"),
             max_train_samples=64,
+            method="finetune",  # the loop's 4 steps (--method auto would run the contrastive method on 64 rows)
             epochs=1,
             batch_size=16,
             label_names="negative,positive",

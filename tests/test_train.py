@@ -14,7 +14,11 @@ from conftest import make_rows, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
 
 # A random tiny model must learn its word embeddings (a pretrained one keeps them by default).
-FAST = dict(epochs=5, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32", freeze_word_embeddings=False)
+# the fine-tuning loop, pinned: on these small files --method auto would run the contrastive method (test_fewshot.py)
+FAST = dict(
+    method="finetune", epochs=5, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32",
+    freeze_word_embeddings=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -489,7 +493,9 @@ def test_weight_average_is_saved_and_survives_resume(tiny_model, data, tmp_path,
 
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # no thread changes: identical sums
 
-    common = dict(data=str(data), model=tiny_model, save_steps=5, ema_decay=0.9, load_best_model_at_end=False)
+    common = dict(
+        data=str(data), model=tiny_model, save_steps=5, ema_decay=0.9, load_best_model_at_end=False
+    )
     full = train(TrainConfig(output=str(tmp_path / "full"), **common, **FAST))
     plain = train(TrainConfig(output=str(tmp_path / "plain"), **{**common, "ema_decay": 0.0}, **FAST))
     a, p = (load_file(Path(r["folder"]) / "model.safetensors") for r in (full, plain))

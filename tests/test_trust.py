@@ -21,7 +21,8 @@ from textfit.calibration import (
 )
 
 # A random tiny model: every layer at the same rate (layer-wise decay, on by default, is for pretrained encoders).
-FAST = dict(
+FAST = dict(  # the fine-tuning loop (pinned: --method auto would run the contrastive method on these small files)
+    method="finetune",
     epochs=6,
     batch_size=8,
     learning_rate=1e-2,
@@ -177,7 +178,7 @@ def test_cv_flags_the_flipped_labels(tiny_model, tmp_path):
     data = write_csv(tmp_path / "noisy.csv", rows)
     out = tmp_path / "cv"
     args = ["cv", "--data", str(data), "--model", tiny_model, "--folds", "3", "--output", str(out)]
-    args += ["--epochs", "6", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32"]
+    args += ["--method", "finetune", "--epochs", "6", "--batch-size", "8", "--learning-rate", "1e-2", "--precision", "fp32"]
     r = run_cli(*args, "--no-freeze-word-embeddings", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "a list to review, not a verdict" in r.stdout and "checked 300 rows" in r.stdout

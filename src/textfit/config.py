@@ -106,7 +106,7 @@ class TrainConfig:
     )
     # few labels (train/fewshot.py) and none (train/zeroshot.py)
     method: str = _f(
-        "finetune",
+        "auto",
         "finetune (every weight, on the labels), contrastive (SetFit's method: the encoder tuned on pairs of rows "
         "with the same and with different labels, then a logistic-regression head on its mean-pooled vectors; BERT "
         "architectures), or auto: contrastive under 1,000 training rows, finetune above (measured in "

@@ -44,10 +44,14 @@ class TrainingData:
     schema: Schema
     fingerprint: str
     notes: list[str] = field(default_factory=list)
+    unlabeled: Split | None = None  # texts without labels (zero-shot --self-train), not a split of the metrics
 
     @property
     def split_rows(self) -> dict[str, list[int]]:
-        return {n: list(map(int, s.rows)) for n, s in self.splits.items()}
+        rows = {n: list(map(int, s.rows)) for n, s in self.splits.items()}
+        if self.unlabeled is not None:
+            rows["unlabeled"] = list(map(int, self.unlabeled.rows))
+        return rows
 
 
 def _headerless(columns: tuple[str | None, ...], named: tuple[str | None, ...]) -> bool | None:

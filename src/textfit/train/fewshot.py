@@ -55,9 +55,15 @@ def supports(model: Any) -> bool:
     return all(hasattr(last, n) for n in ("attention", "intermediate", "output")) and hasattr(last.attention, "self")
 
 
-def choose(cfg: Any, data: Any, model: Any) -> tuple[str, str]:
-    """--method: what runs, and why (for the log line)."""
+def choose(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[str, str]:
+    """--method: what runs, and why (for the log line). The contrastive pass and the zero-shot head run in one
+    process (their cost is seconds to minutes, and the head is fitted in closed form)."""
     rows, task = len(data.splits["train"].texts), data.schema.task
+    if processes > 1 and (cfg.zero_shot or cfg.method == "contrastive"):
+        flag = "--zero-shot" if cfg.zero_shot else "--method contrastive"
+        raise UsageError(f"{flag}: runs in one process; start textfit without torchrun / accelerate launch")
+    if processes > 1 and cfg.method == "auto":
+        return "finetune", f"{processes} processes: the contrastive method runs in one, fine-tuning in several"
     if cfg.zero_shot:
         if not supports(model):
             kind = getattr(model.config, "model_type", "this model")
@@ -177,6 +183,11 @@ def tune_body(s: Any) -> tuple[int, float]:
             vectors = _mean_pool(body, batch).float()
         cos = F.cosine_similarity(vectors[:bs], vectors[bs:])
         loss = F.mse_loss(cos, torch.tensor([target for *_, target in chunk], device=device))
+        if not math.isfinite(value := loss.item()):
+            raise UsageError(
+                f"the training loss became {value} by step {step} of the contrastive pass (body learning rate "
+                f"{lr:.3g}); nothing was saved; train again with a lower --learning-rate (e.g. {BODY_LR:g})"
+            )
         loss.backward()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -225,31 +236,41 @@ def set_classifier(model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
 
 
 def fit_head(s: Any) -> None:
-    """SetFit's head: logistic regression (scikit-learn, C=1) on the cached training vectors; binary and
-    multi-class as one multinomial model, multi-label one model per label."""
+    """SetFit's head on the cached training vectors (`logistic_head`), written into the classifier."""
+    balanced = s.cfg.class_weights == "auto"
+    x = pooled(s.train_dl.dataset.features)
+    if not np.isfinite(x).all():
+        raise UsageError(
+            "the contrastive pass left the encoder's vectors infinite or NaN; nothing was saved; train again with a "
+            f"lower --learning-rate (e.g. {BODY_LR:g})"
+        )
+    weight, bias = logistic_head(
+        x, s.train_dl.dataset.labels, s.data.schema.task, len(s.data.schema.label_names), balanced
+    )
+    set_classifier(s.model, weight, bias)
+
+
+def logistic_head(x: np.ndarray, labels: Any, task: str, n: int, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression (scikit-learn, C=1) on vectors: binary and multi-class as one multinomial model,
+    multi-label one model per label. Returns the (n, hidden) weights and the n biases."""
     from sklearn.linear_model import LogisticRegression
 
-    x = pooled(s.train_dl.dataset.features)
-    labels = s.train_dl.dataset.labels
-    names = s.data.schema.label_names
-    balanced = "balanced" if s.cfg.class_weights == "auto" else None
-    if s.data.schema.task == "multi-label":
-        y = np.asarray(labels)
-        weight, bias = np.zeros((len(names), x.shape[1])), np.zeros(len(names))
-        for k in range(len(names)):
+    weighting = "balanced" if balanced else None
+    y = np.asarray(labels)
+    weight, bias = np.zeros((n, x.shape[1])), np.zeros(n)
+    if task == "multi-label":
+        for k in range(n):
             if y[:, k].min() == y[:, k].max():  # a label on every row or on none: a constant
                 bias[k] = 6.0 if y[0, k] else -6.0
                 continue
-            lr = LogisticRegression(max_iter=2000, class_weight=balanced).fit(x, y[:, k])
+            lr = LogisticRegression(max_iter=2000, class_weight=weighting).fit(x, y[:, k])
             weight[k], bias[k] = lr.coef_[0], lr.intercept_[0]
+        return weight, bias
+    lr = LogisticRegression(max_iter=2000, class_weight=weighting).fit(x, y)
+    if len(lr.classes_) == 2 and n == 2:
+        weight[1], bias[1] = lr.coef_[0], lr.intercept_[0]
     else:
-        y = np.asarray(labels)
-        lr = LogisticRegression(max_iter=2000, class_weight=balanced).fit(x, y)
-        weight, bias = np.zeros((len(names), x.shape[1])), np.zeros(len(names))
-        if len(lr.classes_) == 2 and len(names) == 2:
-            weight[1], bias[1] = lr.coef_[0], lr.intercept_[0]
-        else:
-            weight[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
-            missing = np.setdiff1d(np.arange(len(names)), lr.classes_)
-            bias[missing] = -30.0  # a class without training rows is never predicted
-    set_classifier(s.model, weight, bias)
+        weight[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
+        missing = np.setdiff1d(np.arange(n), lr.classes_)
+        bias[missing] = -30.0  # a class without training rows is never predicted
+    return weight, bias

@@ -98,13 +98,25 @@ def encode_splits(
     feats: dict[str, tuple[torch.Tensor, Any]] = {"train": (encode_features(model, train_dl, device, amp), None)}
     for name in ("validation", "test"):
         if name in splits:
-            split = splits[name]
-            enc, doc = encode_long(tokenizer, split.texts, split.pairs, manifest.max_length, manifest.long_text)
-            ds = EncodedDataset(enc)
-            order = [b.tolist() for b in length_sorted_batches(np.asarray(ds.lengths), batch_size)]
-            loader = torch.utils.data.DataLoader(ds, batch_sampler=order, collate_fn=make_collate(tokenizer, ds))
-            feats[name] = (encode_features(model, loader, device, amp), doc)
+            feats[name] = encode_split(model, splits[name], tokenizer, manifest, batch_size, device, amp)
     return feats
+
+
+def encode_split(
+    model: Any,
+    split: Split,
+    tokenizer: Any,
+    manifest: RunManifest,
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> tuple[torch.Tensor, Any]:
+    """One split's vectors (length-sorted batches) and, for --long-text window, each window's text."""
+    enc, doc = encode_long(tokenizer, split.texts, split.pairs, manifest.max_length, manifest.long_text)
+    ds = EncodedDataset(enc)
+    order = [b.tolist() for b in length_sorted_batches(np.asarray(ds.lengths), batch_size)]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=order, collate_fn=make_collate(tokenizer, ds))
+    return encode_features(model, loader, device, amp), doc
 
 
 def feature_loader(features: torch.Tensor, labels: list[Any], batch_size: int, seed: int) -> Any:
