@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import static
 from ..accel.cpu import kind as cpu_kind
 from ..data import make_collate
 from ..errors import UsageError
@@ -59,6 +60,8 @@ def choose(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[str, st
     """--method: what runs, and why (for the log line). The contrastive pass and the zero-shot head run in one
     process (their cost is seconds to minutes, and the head is fitted in closed form)."""
     rows, task = len(data.splits["train"].texts), data.schema.task
+    if cfg.model == static.NAME:  # the static student trains in the loop
+        return "finetune", "a static student"
     if processes > 1 and (cfg.zero_shot or cfg.method == "contrastive"):
         flag = "--zero-shot" if cfg.zero_shot else "--method contrastive"
         raise UsageError(f"{flag}: runs in one process; start textfit without torchrun / accelerate launch")

@@ -223,11 +223,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
     model_path, model, tokenizer = _load_model(cfg, data, model_path, say)
-    method, why = (
-        ("finetune", "a static student")
-        if cfg.model == static.NAME
-        else fewshot.choose(cfg, data, model, accelerator.num_processes)
-    )
+    method, why = fewshot.choose(cfg, data, model, accelerator.num_processes)
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
     limit = max_positions(model.config, tokenizer)

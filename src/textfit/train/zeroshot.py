@@ -161,7 +161,7 @@ def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray
             s.model, s.data.unlabeled, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
         )[0]
     )
-    names, kept = s.data.schema.label_names, np.zeros(0, dtype=np.int64)
+    names, kept, rounds = s.data.schema.label_names, np.zeros(0, dtype=np.int64), 0
     for _ in range(SELF_TRAIN_ROUNDS):
         logits = x @ weight.T + bias
         guess = logits.argmax(1)
@@ -180,16 +180,17 @@ def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray
             [np.flatnonzero(guess == c)[np.argsort(-margin[guess == c], kind="stable")[:k]] for c in range(len(names))]
         )
         weight, bias = logistic_head(x[kept], guess[kept], "classification", len(names), False)
+        rounds += 1
     seconds = time.time() - t
     s.manifest.method["self_training"] = {
         "texts": len(x),
         "kept": len(kept),
-        "rounds": SELF_TRAIN_ROUNDS if len(kept) else 0,
+        "rounds": rounds,
         "seconds": round(seconds, 2),
     }
-    if len(kept):
+    if rounds:
         s.say(
             f"textfit: self-training: {len(x)} unlabelled texts labelled by the zero-shot model, the head learned "
-            f"from the {len(kept)} most confident ({SELF_TRAIN_ROUNDS} rounds, {seconds:.1f}s)"
+            f"from the {len(kept)} most confident ({rounds} round(s), {seconds:.1f}s)"
         )
     return weight, bias
