@@ -17,7 +17,6 @@ an ordinary sequence-classification model every command and `pipeline` load.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from types import SimpleNamespace
 from typing import Any, cast
@@ -25,6 +24,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..data import Split, TrainingData, read_for_run, read_splits
+from ..data.read import fingerprint as file_fingerprint
 from ..data.schema import Schema, label_ids
 from ..errors import UsageError
 from .fewshot import logistic_head, pooled, set_classifier
@@ -128,8 +128,7 @@ def training_data(cfg: Any) -> TrainingData:
                 f"{source}: {len(unlabeled.texts)} texts to self-train on; give at least {SELF_TRAIN_MIN} a label "
                 f"({SELF_TRAIN_MIN * len(names)}), or leave out --self-train"
             )
-        digest = hashlib.sha256("\n".join(unlabeled.texts).encode("utf-8")).hexdigest()[:16]
-        fingerprint += f"|self-train:{digest}"
+        fingerprint += f"|self-train:{file_fingerprint([source])}"
         notes.append(f"self-training: {len(unlabeled.texts)} unlabelled texts from {source}")
     return TrainingData({"train": train, **splits}, schema, fingerprint, notes, unlabeled)
 
