@@ -83,6 +83,7 @@ def tiny_run(tiny_model: str, tmp_path: Path, rows: list, epochs: int, learning_
         data=str(data),
         model=tiny_model,
         output=str(tmp_path / "run"),
+        method="finetune",  # the loop's settings below; 120 rows would run the contrastive method
         epochs=epochs,
         batch_size=8,
         learning_rate=learning_rate,
@@ -126,7 +127,8 @@ def test_page_marks_every_label_over_its_threshold(tmp_path):
 
     data = tmp_path / "topics.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in multi_label_rows(160)), encoding="utf-8")
-    run = train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=4, batch_size=8))["folder"]
+    cfg = TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=4, batch_size=8, method="finetune")
+    run = train(cfg)["folder"]  # the fine-tuning loop, as test_tasks.py's ml_run (contrastive: test_fewshot.py)
     text = "the dinner was fine and the waiter very good"
     with page(run, tmp_path) as driver:
         rows = classify(driver, text, 3)

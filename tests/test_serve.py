@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -157,6 +156,10 @@ def _free_port() -> int:
 
 
 def test_real_server_drains_on_sigterm(runs):
+    """SIGTERM: the requests in flight are answered, and so is every request sent afterwards on one of
+    32 keep-alive connections opened before it (with Connection: close); new connections are refused."""
+    import http.client
+
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "textfit", "serve", runs["single"], "--port", str(port), "--max-wait-ms", "200"],
@@ -177,25 +180,45 @@ def test_real_server_drains_on_sigterm(runs):
                     proc.stderr.read() if proc.poll() is not None else "not ready"
                 )
                 time.sleep(0.25)
-        results = []
+        body = json.dumps({"inputs": ["good film"] * 4})
+        headers = {"content-type": "application/json"}
+        idle = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(32)]
+        for c in idle:  # each connection answered once, then kept open (HTTP/1.1 keep-alive)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200 and r.getheader("connection") != "close"
+        results, after = [], []
 
         def post():
-            req = urllib.request.Request(
-                url + "/predict",
-                data=json.dumps({"inputs": ["good film"] * 4}).encode(),
-                headers={"content-type": "application/json"},
-            )
+            req = urllib.request.Request(url + "/predict", data=body.encode(), headers=headers)
             results.append(urllib.request.urlopen(req, timeout=30).status)
+
+        def post_on(c):
+            try:
+                c.request("POST", "/predict", body=body, headers=headers)
+                r = c.getresponse()
+                r.read()
+                after.append((r.status, r.getheader("connection")))
+            except OSError as e:
+                after.append((type(e).__name__, None))
 
         threads = [threading.Thread(target=post) for _ in range(6)]
         for t in threads:
             t.start()
         time.sleep(0.1)  # the requests are in flight, waiting for their batch
         proc.send_signal(signal.SIGTERM)
-        for t in threads:
+        time.sleep(0.5)  # the server has begun to drain
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        late = [threading.Thread(target=post_on, args=(c,)) for c in idle]
+        for t in late:
+            t.start()
+        for t in threads + late:
             t.join(30)
         assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
         assert results == [200] * 6
+        assert after == [(200, "close")] * 32
     finally:
         proc.kill()
 

@@ -40,11 +40,12 @@ def multi_label_rows(n: int, seed: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ml_run(tmp_path_factory) -> dict:
-    # The packaged MiniLM: a random 2-layer BERT learns three independent topics too slowly.
+    # The packaged MiniLM: a random 2-layer BERT learns three independent topics too slowly. The fine-tuning
+    # loop, pinned (160 rows would run the contrastive method, tested in test_fewshot.py).
     folder = tmp_path_factory.mktemp("ml")
     path = folder / "topics.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in multi_label_rows(160)), encoding="utf-8")
-    return train(TrainConfig(data=str(path), output=str(folder / "run"), epochs=4, batch_size=8))
+    return train(TrainConfig(data=str(path), output=str(folder / "run"), epochs=4, batch_size=8, method="finetune"))
 
 
 def test_multi_label_lists_train_tune_thresholds_and_predict_every_label(ml_run):
