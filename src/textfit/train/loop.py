@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from ..accel.steady import steady
 from ..accel.threads import governor_for
 from ..errors import Interrupted, UsageError
 from .checkpoint import load_average, save_checkpoint
@@ -180,11 +179,7 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
     s.trainable.train()
     governor = governor_for(acc.device, acc.num_processes)  # fewer threads while other work shares the CPU
     try:
-        if governor is None:
-            _steps(s, ev, log, meter, bar, say, governor)
-        else:  # the thread count may change: the operators whose bits follow it keep the starting count
-            with steady(s.model, governor.max_threads):
-                _steps(s, ev, log, meter, bar, say, governor)
+        _steps(s, ev, log, meter, bar, say, governor)
     finally:
         bar.close()  # before any message: an error never shares the bar's line
         if governor is not None:
