@@ -54,3 +54,68 @@ def test_no_governor_where_it_does_not_apply(monkeypatch):
     assert governor_for(torch.device("cpu"), 2) is None  # several processes: each already has its share
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert governor_for(torch.device("cpu"), 1) is None  # the user's own choice stays
+
+
+def _grads(x, norm, threads):
+    torch.set_num_threads(threads)
+    x = x.detach().requires_grad_()
+    norm.zero_grad()
+    from textfit.accel.steady import softmax
+
+    y = softmax(norm(x) @ norm(x).T / 8, dim=-1)
+    (y * torch.arange(y.shape[-1])).sum().backward()
+    return [x.grad, norm.weight.grad, norm.bias.grad]
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread: no other count to compare with")
+def test_steady_gradients_do_not_follow_the_thread_count():
+    """Layer norm's and softmax's gradients (the two operators measured to follow the thread count) are the
+    same bits on 1 thread as on 2 inside `steady`, and PyTorch's own up to rounding."""
+    from textfit.accel.steady import steady
+
+    start = torch.get_num_threads()
+    torch.manual_seed(0)
+    x, norm = torch.randn(2048, 384), torch.nn.LayerNorm(384)
+    try:
+        plain = _grads(x, norm, 2)
+        with steady(norm):
+            two = _grads(x, norm, 2)
+            one = _grads(x, norm, 1)
+    finally:
+        torch.set_num_threads(start)
+    assert all(torch.equal(a, b) for a, b in zip(two, one))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(plain, two))
+    assert norm.forward.__func__ is torch.nn.LayerNorm.forward  # put back on leaving
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread: no other count to compare with")
+def test_a_run_whose_thread_count_changes_gives_the_same_model(tiny_model, tmp_path, monkeypatch):
+    """The same seed, once at a steady thread count and once with the governor changing it every step
+    (as other work starting and stopping would): bit-identical model.safetensors."""
+    import importlib
+
+    import textfit.accel.threads as threads
+    from conftest import make_rows, write_csv
+    from textfit import TrainConfig, train
+
+    loop = importlib.import_module("textfit.train.loop")
+
+    data = write_csv(tmp_path / "d.csv", make_rows(160))
+    cfg = dict(data=str(data), model=tiny_model, method="finetune", epochs=2, batch_size=16, precision="fp32")
+    monkeypatch.setattr(loop, "governor_for", lambda *a: None)
+    steady_run = train(TrainConfig(output=str(tmp_path / "steady"), **cfg))
+
+    def flip(self):
+        n = 1 if torch.get_num_threads() > 1 else self.max_threads
+        torch.set_num_threads(n)
+        self.changes.append((0.0, n))
+        return n
+
+    monkeypatch.setattr(threads.ThreadGovernor, "tick", flip)
+    monkeypatch.setattr(loop, "governor_for", threads.governor_for)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    changing = train(TrainConfig(output=str(tmp_path / "changing"), **cfg))
+    assert (tmp_path / "changing" / "model.safetensors").read_bytes() == (
+        tmp_path / "steady" / "model.safetensors"
+    ).read_bytes()
+    assert changing is not None and steady_run is not None

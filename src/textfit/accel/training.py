@@ -16,6 +16,7 @@ from torch import nn
 from . import attention
 from .dropout import drop_mask
 from .masks import key_padding_mask
+from .steady import softmax
 
 NAME = "textfit_cpu"
 
@@ -41,7 +42,7 @@ def cpu_training_attention(
         weights = weights + attention_mask.to(weights.dtype)
     # The probabilities go to the matmul's precision first (bf16 under autocast), so the dropout
     # pass moves half the bytes; its 1/(1-p) scale is applied to the smaller output instead.
-    weights = torch.softmax(weights, dim=-1).to(value.dtype)
+    weights = softmax(weights, dim=-1).to(value.dtype)  # its backward at a fixed thread count (steady.py)
     if module.training and dropout > 0:
         weights = weights.masked_fill(drop_mask(weights.shape, dropout, weights.device), 0)
         out = torch.matmul(weights, value) * (1.0 / (1.0 - dropout))

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..accel.steady import steady
 from ..accel.threads import governor_for
 from ..errors import Interrupted, UsageError
 from .checkpoint import load_average, save_checkpoint
@@ -178,8 +179,10 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
 
     s.trainable.train()
     governor = governor_for(acc.device, acc.num_processes)  # fewer threads while other work shares the CPU
+    # On the CPU the gradients do not follow the thread count, which the governor may change (steady.py).
     try:
-        _steps(s, ev, log, meter, bar, say, governor)
+        with steady(s.model) if acc.device.type == "cpu" else nullcontext():
+            _steps(s, ev, log, meter, bar, say, governor)
     finally:
         bar.close()  # before any message: an error never shares the bar's line
         if governor is not None:
