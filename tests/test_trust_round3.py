@@ -102,3 +102,62 @@ def test_no_progress_bar_off_a_terminal_and_the_error_on_its_own_line(tiny_model
         "train", "--data", str(data), "--model", tiny_model, "--output", str(tmp_path / "nan"), "--learning-rate", "1e9"
     )
     one_line_exit_2(r, "the training loss became")  # inf or nan: on a line of its own, no bar before it
+
+
+def _deny_writes_in(monkeypatch, folder: Path) -> None:
+    real = os.access
+    denied = folder.absolute()
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: False if Path(p).absolute() == denied else real(p, mode, **kw)
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, where",
+    [
+        (["eval", "RUN", "--data", "DATA"], "RUN/eval-r"),
+        (["export", "RUN", "--format", "onnx"], "RUN/onnx"),
+        (["train", "--data", "DATA", "--model", "MODEL"], "runs/r"),
+        (["tune", "--data", "DATA", "--model", "MODEL"], "runs/tune-r"),
+    ],
+)
+def test_a_default_location_that_cannot_be_written_is_refused_first(
+    run, tiny_model, tmp_path, monkeypatch, capsys, argv, where
+):
+    """A run another account owns (read-only to this one): eval and export wrote into it by default, after the
+    model had loaded; train and tune into runs/ under a folder that cannot be written."""
+    from textfit.cli import main
+
+    data = write_csv(tmp_path / "r.csv", make_rows(20, seed=4))
+    argv = [{"RUN": run, "DATA": str(data), "MODEL": tiny_model}.get(a, a) for a in argv]
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in Path(run).iterdir())
+    _deny_writes_in(monkeypatch, Path(run) if where.startswith("RUN") else tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    expected = where.replace("RUN", run)
+    assert len(err.splitlines()) == 1 and f"the default --output {expected}: cannot write in" in err, err
+    assert err.endswith("(permission denied); pass --output FOLDER"), err
+    assert sorted(p.name for p in Path(run).iterdir()) == before and not (tmp_path / "runs").exists()
+
+
+def test_one_table_names_every_location_each_command_writes(run, tmp_path):
+    from textfit.cli import build_parser
+    from textfit.outputs import locations
+
+    def where(*argv):
+        return [(str(loc.path), loc.flag) for loc in locations(build_parser().parse_args(list(argv)))]
+
+    assert where("eval", run, "--data", "x/dev set.csv") == [(f"{run}/eval-dev_set", "the default --output")]
+    assert where("eval", run, "--data", "d.csv", "--output", "o") == [("o", "--output")]
+    assert where("export", run, "--format", "onnx") == [(f"{run}/onnx", "the default --output")]
+    assert where("inspect", "--data", "d.csv") == [("data_report.json", "--report")]
+    assert where("inspect", "--data", "d.csv", "--label-issues", "--output", "cv") == [
+        ("data_report.json", "--report"),
+        ("cv", "--output"),
+    ]
+    assert where("cv", "--data", "d.csv") == [("runs/d", "the default --output")]
+    assert where("distill", run, "--data", "d.csv", "--output", "s") == [("s", "--output")]
+    assert where("predict", run, "--input", "i.csv", "--output", "p.jsonl") == [("p.jsonl", "--output")]
+    assert where("predict", run, "hello") == [] and where("serve", run) == []
+    assert where("export", str(tmp_path / "not-a-run"), "--format", "onnx") == []  # the command's own check names it

@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        from .outputs import check
+
+        check(args)  # every location the command will write, before it does any work
         return args.func(args)
     except UsageError as e:
         print(f"textfit: error: {e}", file=sys.stderr)

@@ -17,7 +17,6 @@ from typing import Any
 
 from .config import FIELDS, load_config
 from .errors import UsageError
-from .run import check_output
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -34,7 +33,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     cfg = load_config(getattr(args, "config", None), overrides)
-    check_output(Path(args.report), "--report", folder=False)
     if args.label_issues:
         from .cv import check_cv
 
@@ -76,8 +74,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: must be at least 1")
-    if args.output:
-        check_output(Path(args.output), "--output", folder=True)
     clf = _classifier(args)
     split, m, logits = evaluate_file(
         clf,
@@ -215,7 +211,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if job is not None and not (args.engine == "ray" and ("://" in job.output or Path(job.output).suffix == "")):
         from .predict_file import check_job
 
-        check_output(Path(job.output), "--output", folder=False)
         check_job(job)  # before the model loads: an output that exists, a resume with nothing to resume
     clf = _classifier(args) if args.engine == "local" or args.texts or args.interactive else None
     explainer = None
@@ -354,8 +349,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .run import RunManifest
 
     RunManifest.read(args.run)
-    if args.output:
-        check_output(Path(args.output), "--output", folder=True)
     try:
         export_onnx(args.run, args.output, args.quantize)
     except ParityError as e:

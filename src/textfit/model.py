@@ -158,7 +158,10 @@ def inference_copy(model: Any) -> Any:
     run exactly the computation `textfit eval` runs on the saved run."""
     import copy
 
+    from .accel.steady import release
+
     snapshot = copy.deepcopy(model)
+    release(snapshot)  # a copy made inside `steady` keeps its layer norms, bound to the original's weights
     if "_original_forward" in snapshot.__dict__:  # Accelerate's autocast wrapper: the run has none
         del snapshot.__dict__["forward"], snapshot.__dict__["_original_forward"]
     if hasattr(snapshot, "peft_config"):

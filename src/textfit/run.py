@@ -202,7 +202,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def check_output(path: Path, flag: str, folder: bool) -> None:
+def check_output(path: Path, flag: str, folder: bool, fix: str = "choose another location") -> None:
     """`path` can be written here: every name short enough, its nearest existing folder writable, and it
     is not a file where a folder goes (`folder`), or a folder where a file goes."""
     for part in path.parts:
@@ -214,9 +214,9 @@ def check_output(path: Path, flag: str, folder: bool) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder; choose another location")
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder; {fix}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: cannot write in {parent} (permission denied); choose another location")
+        raise UsageError(f"{flag} {path}: cannot write in {parent} (permission denied); {fix}")
     if folder and path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: is a file; pass a folder")
     if not folder and path.is_dir():
