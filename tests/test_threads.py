@@ -119,3 +119,21 @@ def test_a_run_whose_thread_count_changes_gives_the_same_model(tiny_model, tmp_p
         tmp_path / "steady" / "model.safetensors"
     ).read_bytes()
     assert changing is not None and steady_run is not None
+
+
+def test_a_copy_made_inside_steady_runs_its_own_layer_norms():
+    """Training's evaluations predict with a copy of the model made inside `steady`; the copy's layer norms
+    must use its own weights (as the saved run will), not the original's, and PyTorch's own kernel."""
+    from textfit.accel.steady import steady
+    from textfit.model import inference_copy
+
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)), torch.randn(4, 8)
+    with steady(model):
+        copy = inference_copy(model)
+        with torch.no_grad():
+            model[1].weight.mul_(3.0)  # the original goes on training; the copy must not follow it
+    assert "forward" not in copy[1].__dict__
+    with torch.no_grad():
+        want = torch.nn.functional.layer_norm(copy[0](x), (8,), copy[1].weight, copy[1].bias, copy[1].eps)
+        assert torch.equal(copy(x), want)
