@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -304,3 +305,25 @@ def test_gpu_batches_pad_to_a_few_bucketed_widths():
     assert all(w <= s.widths[w] < w + 16 and (s.widths[w] % 16 == 0 or s.widths[w] == max(raw)) for w in raw)
     assert len(set(s.widths.values())) <= -(-max(raw) // 16)
     assert bucketed_widths([250, 3]) == {3: 16, 250: 250}  # 256 would pass the widest batch
+
+
+def test_prediction_batches_run_one_fixed_set_of_shapes():
+    """CPU prediction pads each batch to a rung of one fixed ladder and gives it as many rows as its width
+    allows, the last short batch of a pass included: two chunks of one file run the same shapes, so a streamed
+    prediction stops meeting new ones (kernel state, memory), and every text is predicted once."""
+    from textfit.data.batching import ladder_batches, ladder_width
+
+    assert [ladder_width(w) for w in (1, 2, 3, 63, 64, 65, 100, 500)] == [2, 2, 4, 64, 64, 66, 102, 514]
+    assert all(w <= ladder_width(w) <= w + max(2, w // 32) for w in range(1, 600))
+    rng = np.random.default_rng(0)
+    shapes = []
+    for chunk in (rng.integers(3, 70, 5003), rng.integers(3, 70, 4871)):
+        planned = ladder_batches(chunk, 64, 1024, limit=512)
+        ix = np.concatenate([b for b, _, _ in planned])
+        assert sorted(ix.tolist()) == list(range(len(chunk)))
+        assert all(rows == min(64, 1024 // w) and len(b) <= rows for b, rows, w in planned)
+        assert all(max(chunk[b]) <= w == ladder_width(max(chunk[b])) for b, _, w in planned)
+        shapes.append({(rows, w) for _, rows, w in planned})
+    assert shapes[0] == shapes[1]
+    (b, rows, w), = ladder_batches(np.array([5, 9, 7]), 64, 1024, limit=512)  # one short pass: its own rows
+    assert rows == 3 and w == 10 and ladder_batches(np.array([600]), 64, 1024, limit=512)[0][2] == 600

@@ -104,6 +104,47 @@ def test_no_progress_bar_off_a_terminal_and_the_error_on_its_own_line(tiny_model
     one_line_exit_2(r, "the training loss became")  # inf or nan: on a line of its own, no bar before it
 
 
+def _on_a_terminal(*args: str) -> str:
+    """`textfit ARGS` with stderr a pseudo-terminal (where bars are drawn): what it wrote there."""
+    import subprocess
+    import sys
+
+    import fcntl
+    import struct
+    import termios
+
+    main_fd, term = os.openpty()
+    fcntl.ioctl(term, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    proc = subprocess.Popen([sys.executable, "-m", "textfit", *args], stdout=subprocess.DEVNULL, stderr=term, env=env)
+    os.close(term)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main_fd)
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+def test_quiet_turns_the_bars_off_on_a_terminal(tiny_model, tmp_path):
+    """On a terminal `train` draws its bar; `train --quiet` and `eval --quiet` draw none, and still say
+    what they did."""
+    data = write_csv(tmp_path / "r.csv", make_rows(40, seed=2))
+    common = ["--data", str(data), "--model", tiny_model, "--method", "finetune", "--epochs", "1"]
+    assert "it/s" in _on_a_terminal("train", *common, "--output", str(tmp_path / "bar"))
+    quiet = _on_a_terminal("train", *common, "--output", str(tmp_path / "q"), "--quiet")
+    bare_returns = quiet.replace("\r\n", "\n").count("\r")  # the terminal turns \n into \r\n; a bar draws with \r
+    assert "it/s" not in quiet and bare_returns == 0 and "validation loss" in quiet
+    evaluated = _on_a_terminal("eval", str(tmp_path / "q"), "--data", str(data), "--quiet")
+    assert "it/s" not in evaluated and "rows/s" not in evaluated
+
+
 def _deny_writes_in(monkeypatch, folder: Path) -> None:
     real = os.access
     denied = folder.absolute()

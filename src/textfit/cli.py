@@ -11,6 +11,7 @@ names, types, defaults and help. A user's mistake prints one line and exits with
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -26,6 +27,7 @@ METAVARS = {"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABE
 def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
     """Every TrainConfig field as a flag; the distillation fields only on `distill` (the teacher positional)."""
     p.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options; flags given here override it")
+    _add_quiet_flag(p)
     for name, f in FIELDS.items():
         if (f.metadata.get("distill") and not distill) or name == "teacher":
             continue
@@ -66,6 +68,14 @@ def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
             help=help_text,
             **extra,
         )
+
+
+def _add_quiet_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or progress lines (as TQDM_DISABLE=1); messages still print",
+    )
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -232,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="label column of the file (default: the run's, then detected)")
     p.add_argument("--output", help="folder for metrics.json (default: RUN/eval-<data name>)")
     p.add_argument("--chunk-rows", type=int, default=10_000, help="rows read and predicted at a time (default: 10000)")
+    _add_quiet_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="an HTTP server (FastAPI) with a page to try the model")
@@ -305,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         args.texts = list(args.texts) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"  # ours and every library's bars (tqdm reads it), the training loop's too
     try:
         from .outputs import check
 

@@ -22,7 +22,7 @@ import torch
 
 from . import accel, static
 from .accel.threads import governor_for
-from .data.batching import length_sorted_batches, pad, width_plan
+from .data.batching import ladder_batches, length_sorted_batches, pad, width_plan
 from .data.tokens import encode_long, pool_windows
 from .errors import UsageError
 from .metrics import decide, scores_from_logits
@@ -306,15 +306,20 @@ class Classifier:
         cpu = self.backend.device.type == "cpu"
         if static.is_static(model):  # no attention: big batches, no token cap
             batch_size, cpu = max(batch_size, static.BATCH), False
-        batches = length_sorted_batches(lengths, batch_size, CPU_BATCH_TOKENS if cpu else None)
-        plan = width_plan(self.backend.device.type)  # fewer distinct shapes: fewer kernel builds
-        widths = plan(lengths[b[0]] for b in batches) if plan else {}
+        if cpu:  # a fixed set of shapes, whatever the chunk: fewer kernel builds, flat memory (ladder_batches)
+            planned = ladder_batches(lengths, batch_size, CPU_BATCH_TOKENS, m.max_length)
+        else:
+            batches = length_sorted_batches(lengths, batch_size)
+            plan = width_plan(self.backend.device.type)  # fewer distinct shapes: fewer kernel builds
+            widths = plan(lengths[b[0]] for b in batches) if plan else {}
+            planned = [(b, len(b), widths.get(int(lengths[b[0]]), int(lengths[b[0]]))) for b in batches]
         with torch.inference_mode():
             governor = getattr(self.backend, "governor", None)
-            for ix in batches:
+            for ix, rows, width in planned:
                 if governor is not None:
                     governor.tick()
-                out[ix] = self.backend.logits(pad(self.tokenizer, enc, ix, widths.get(int(lengths[ix[0]])))).numpy()
+                run = np.concatenate([ix, np.repeat(ix[-1:], rows - len(ix))]) if rows > len(ix) else ix
+                out[ix] = self.backend.logits(pad(self.tokenizer, enc, run, width)).numpy()[: len(ix)]
         return pool_windows(out, doc, len(texts), m.long_text.pool)
 
     def scores(self, logits: np.ndarray) -> np.ndarray:

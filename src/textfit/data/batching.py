@@ -12,6 +12,7 @@ On CUDA a batch is padded to a multiple of 16 tokens (`bucketed_widths`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -30,6 +31,44 @@ def shared_widths(widths: Iterable[int]) -> dict[int, int]:
         if canonical is None or w + max(2, w // 32) < canonical:
             canonical = w
         out[w] = canonical
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def ladder_width(width: int) -> int:
+    """The rung of one fixed ladder at or above `width`: 2, 4, ... 64, then each rung max(2, rung // 32)
+    above the last (at most as much padding as `shared_widths` allows). It depends on nothing else, so
+    every chunk of a large prediction meets the shapes the first chunks met."""
+    rung = 2
+    while rung < width:
+        rung += max(2, rung // 32)
+    return rung
+
+
+def ladder_batches(
+    lengths: np.ndarray, batch_size: int, max_tokens: int, limit: int
+) -> list[tuple[np.ndarray, int, int]]:
+    """Prediction batches on a CPU, as (indices, rows, width): longest texts first, each batch padded to its
+    longest text's `ladder_width` (at most `limit`, the model's length), with `max_tokens // width` rows
+    (at most `batch_size`). A pass of several batches pads its last, short batch to that many rows too (the
+    caller repeats a row and drops its outputs: at most one batch of a pass), so the shapes a pass runs
+    depend on the ladder alone, never on how many texts a chunk holds.
+
+    Why: oneDNN and PyTorch's bf16 kernels keep state for every (rows, width) shape they meet; with
+    `shared_widths` each chunk of a streamed prediction chose its own widths, and resident memory grew
+    with every chunk (benchmarks/RESULTS.md, issue 30)."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    out: list[tuple[np.ndarray, int, int]] = []
+    s = 0
+    while s < len(order):
+        width = max(int(lengths[order[s]]), min(ladder_width(int(lengths[order[s]])), limit))
+        rows = max(1, min(batch_size, max_tokens // width))
+        out.append((order[s : s + rows], rows, width))
+        s += rows
+    if len(out) == 1:
+        ix, _, width = out[0]
+        out[0] = (ix, len(ix), width)  # one short pass (a request): its own rows, no more
     return out
 
 
