@@ -106,11 +106,10 @@ def test_no_progress_bar_off_a_terminal_and_the_error_on_its_own_line(tiny_model
 
 def _on_a_terminal(*args: str) -> str:
     """`textfit ARGS` with stderr a pseudo-terminal (where bars are drawn): what it wrote there."""
-    import subprocess
-    import sys
-
     import fcntl
     import struct
+    import subprocess
+    import sys
     import termios
 
     main_fd, term = os.openpty()

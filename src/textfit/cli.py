@@ -11,8 +11,8 @@ names, types, defaults and help. A user's mistake prints one line and exits with
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn

@@ -34,7 +34,7 @@ def shared_widths(widths: Iterable[int]) -> dict[int, int]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ladder_width(width: int) -> int:
     """The rung of one fixed ladder at or above `width`: 2, 4, ... 64, then each rung max(2, rung // 32)
     above the last (at most as much padding as `shared_widths` allows). It depends on nothing else, so
