@@ -4,10 +4,12 @@
     batches = length_sorted_batches(lengths, 64, max_tokens=8192)                # evaluation, prediction
     batch = pad(tokenizer, enc, ix, width)                                       # tensors for rows ix
 
-Batches hold texts of similar length, so padding nearly disappears. On CPUs a batch is padded to a
-width that other batches of the same pass share (`shared_widths`): oneDNN builds its matrix-product
+Batches hold texts of similar length, so padding nearly disappears. On CPUs a training batch is padded
+to a width that other batches of the same pass share (`shared_widths`): oneDNN builds its matrix-product
 kernels for every new shape, so fewer distinct widths cost less (measured in benchmarks/RESULTS.md).
-On CUDA a batch is padded to a multiple of 16 tokens (`bucketed_widths`).
+CPU prediction pads to the rungs of one fixed ladder (`ladder_batches`), so that the chunks of a streamed
+prediction run one set of shapes and memory stays flat. On CUDA a batch is padded to a multiple of 16
+tokens (`bucketed_widths`).
 """
 
 from __future__ import annotations
