@@ -66,13 +66,20 @@ def student(teacher, files) -> Path:
     return out
 
 
-def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree():
+@pytest.mark.parametrize("buckets", [0, 97], ids=["mean-max", "with-bigrams"])
+def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree(buckets):
+    """The features are the mean and maximum of a text's token vectors (special tokens have none) and, with
+    bigrams, the mean of the vectors of its neighbouring pairs, hashed; the padded and the fast path agree."""
+    from textfit.static import _HASH
+
     torch.manual_seed(0)
     vectors = torch.randn(10, 4)
     keep = torch.ones(10, dtype=torch.bool)
     keep[[0, 1]] = False  # [PAD] and [CLS]: no vectors of their own
-    m = StaticStudent(vectors, keep, _config(["a", "b"], "classification", 8, 4), hidden=8).eval()
-    texts = [[1, 3, 4, 5], [1, 6], [1]]  # the last: special tokens only
+    config = _config(["a", "b"], "classification", 8, 4, bigrams=buckets, bigram_dim=3)
+    m = StaticStudent(vectors, keep, config, hidden=8).eval()
+    assert (m.bigrams is None) == (buckets == 0)
+    texts = [[1, 3, 4, 5], [1, 6], [1], [1, 7, 7, 7, 2]]  # the third: special tokens only
     width = max(map(len, texts))
     ids = torch.tensor([t + [0] * (width - len(t)) for t in texts])
     mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in texts])
@@ -80,9 +87,13 @@ def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree():
         padded = m(input_ids=ids, attention_mask=mask).logits
         fast = m.predict_ids(texts)
         for i, t in enumerate(texts):
-            rows = vectors[[x for x in t if keep[x]]]
-            feats = torch.cat([rows.mean(0), rows.max(0).values]) if len(rows) else torch.zeros(8)
-            assert torch.allclose(padded[i], m.head(feats), atol=1e-6)
+            kept = [x for x in t if keep[x]]
+            rows = vectors[kept]
+            feats = [rows.mean(0), rows.max(0).values] if len(rows) else [torch.zeros(4), torch.zeros(4)]
+            if buckets:
+                pairs = [(a * _HASH + b) % buckets for a, b in zip(kept, kept[1:])]
+                feats.append(m.bigrams.weight[pairs].mean(0) if pairs else torch.zeros(3))
+            assert torch.allclose(padded[i], m.head(torch.cat(feats)), atol=1e-6)
     assert torch.allclose(padded, fast, atol=1e-6)
 
 
@@ -90,7 +101,7 @@ def test_a_distilled_static_student_is_an_ordinary_run(student, teacher, files):
     from model2vec import StaticModel
 
     m = RunManifest.read(student)
-    assert is_static_run(student) and m.static and m.static["pooling"] == "mean+max"
+    assert is_static_run(student) and m.static and m.static["pooling"] == "mean+max+bigrams"
     assert m.static["texts_per_second"] > 0 and m.static["vectors_from"] == str(teacher)
     assert m.distillation["teacher"] == teacher and m.distillation["unlabeled_rows"] == 80
     assert 0.5 <= m.distillation["agreement_validation"] <= 1.0

@@ -223,8 +223,14 @@ def _static(manifest: RunManifest) -> str:
     return (
         f"\n## Static student\n\nNo transformer: one {st['dim']}-dimensional vector per token (model2vec's "
         f"distillation of `{st['vectors_from']}`'s encoder, trained further with the head; model2vec's format in "
-        f"`static/`), the {st['pooling']} of a text's token vectors, and a head of one hidden layer of "
-        f"{st['hidden']} units."
+        f"`static/`), the mean and maximum of a text's token vectors"
+        + (
+            f", the mean of its neighbouring token pairs' vectors ({st['bigram_buckets']:,} hashed buckets, in "
+            "`head.safetensors`)"
+            if st.get("bigram_buckets")
+            else ""
+        )
+        + f", and a head of one hidden layer of {st['hidden']} units."
         + (
             f" It predicted {speed:,.0f} texts a second on the validation split at the end of training "
             f"({st['measured_on']}).\n"

@@ -6,9 +6,10 @@
 The body is one vector per token of the vocabulary: model2vec's distillation (`distill_from_model`: every
 token alone through the encoder, mean-pooled, PCA to 256 dimensions, SIF weights) run on the teacher's own
 fine-tuned encoder (or, in `train`, on the packaged MiniLM). A text's features are the mean and the maximum
-of its tokens' vectors; a one-hidden-layer head turns them into logits. Everything trains in textfit's one
-loop (the distillation loss, early stopping on validation, calibration, checkpoints), and the vectors train
-with the head.
+of its tokens' vectors and the mean of its neighbouring token pairs' vectors (hashed bigrams, as fastText's:
+the only word order a bag sees, "not bad"); a one-hidden-layer head turns them into logits. Everything
+trains in textfit's one loop (the distillation loss, early stopping on validation, calibration,
+checkpoints), and the vectors train with the head.
 
 The run folder holds the body in model2vec's format (RUN/static: `StaticModel.from_pretrained` loads it,
 its own tokenizer and the trained vectors) and the head in RUN/head.safetensors, with the map from the
@@ -41,6 +42,11 @@ BODY = "static"  # RUN/static: the body, in model2vec's format
 HEAD = "head.safetensors"
 HIDDEN = 512
 PCA_DIMS = 256
+# Word order, as far as a bag can see it: a vector per hashed pair of neighbouring tokens ("not bad"),
+# mean-pooled beside the token vectors (measured on SST-2: benchmarks/RESULTS.md). 2**18 buckets of 64.
+BIGRAM_BUCKETS = 2**18
+BIGRAM_DIM = 64
+_HASH = 1_000_003  # pair (a, b) -> (a * _HASH + b) % buckets; token ids stay far below 2**40
 TRAIN_BATCH = 256  # --batch-size's default for a static student (16 for a transformer)
 LEARNING_RATE = 1e-3  # the vectors and head learn at this rate unless --learning-rate says otherwise
 BATCH = 1024  # texts per batch when a static run predicts through the padded path (--long-text window, ...)
@@ -101,14 +107,23 @@ def _quiet_model2vec() -> Iterator[None]:
 
 
 class StaticStudent(nn.Module):
-    """Token vectors (indexed by the run tokenizer's ids) and a head over their mean and maximum."""
+    """Token vectors (indexed by the run tokenizer's ids) and a head over their mean and maximum, and over the
+    mean of the vectors of neighbouring token pairs (hashed into `bigram_buckets`; none in a run saved before
+    they were added, whose config does not name them)."""
 
     def __init__(self, vectors: torch.Tensor, keep: torch.Tensor, config: Any, hidden: int = HIDDEN):
         super().__init__()
         dim = vectors.shape[1]
         self.config = config
         self.embeddings = nn.Embedding.from_pretrained(vectors.float().clone(), freeze=False)
-        self.head = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, config.num_labels))
+        spec = getattr(config, "textfit_static", None) or {}
+        self.bigram_buckets, bigram_dim = int(spec.get("bigram_buckets", 0)), int(spec.get("bigram_dim", 0))
+        self.bigrams = None
+        if self.bigram_buckets:
+            self.bigrams = nn.Embedding(self.bigram_buckets, bigram_dim)
+            nn.init.normal_(self.bigrams.weight, std=0.01)  # from the run's seed, like the head
+        width = 2 * dim + (bigram_dim if self.bigram_buckets else 0)
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, config.num_labels))
         self.register_buffer("keep", keep.bool().clone(), persistent=False)  # False: special tokens, no vector
         self.body: dict[str, Any] = {}  # what saving the body in model2vec's format needs (training only)
 
@@ -132,9 +147,15 @@ class StaticStudent(nn.Module):
         """Logits of texts given as their tokens one after another (`offsets`: where each text starts):
         the mean and the maximum of their vectors (zeros for a text with no tokens), through the head."""
         w = self.embeddings.weight
-        mean = F.embedding_bag(flat, w, offsets, mode="mean")
-        top = F.embedding_bag(flat, w, offsets, mode="max")
-        return self.head(torch.cat([mean, top], -1))
+        feats = [F.embedding_bag(flat, w, offsets, mode="mean"), F.embedding_bag(flat, w, offsets, mode="max")]
+        if self.bigrams is not None:
+            counts = torch.diff(offsets, append=torch.tensor([len(flat)], device=offsets.device))
+            text = torch.repeat_interleave(torch.arange(len(offsets), device=flat.device), counts)
+            inside = text[1:] == text[:-1]  # neighbours within one text
+            pairs = ((flat[:-1] * _HASH + flat[1:]) % self.bigram_buckets)[inside]
+            per_text = torch.zeros_like(counts).index_add_(0, text[1:][inside], torch.ones_like(pairs))
+            feats.append(F.embedding_bag(pairs, self.bigrams.weight, torch.cumsum(per_text, 0) - per_text, mode="mean"))
+        return self.head(torch.cat(feats, -1))
 
     def predict_ids(self, ids: list[list[int]]) -> torch.Tensor:
         """Logits of token-id lists (no padding, no mask: the fast path of a static run's prediction)."""
@@ -163,11 +184,20 @@ class StaticStudent(nn.Module):
             base_model_name=self.body["base"],
         ).save_pretrained(str(folder / BODY))
         head = {f"head.{k}": v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        if self.bigrams is not None:
+            head["bigrams.weight"] = self.bigrams.weight.detach().float().cpu().contiguous()
         save_file({**head, "hf_ids": ids.contiguous()}, str(folder / HEAD), metadata={"format": "textfit-static"})
         self.config.save_pretrained(str(folder))
 
 
-def _config(label_names: list[str], task: str, hidden: int, dim: int) -> Any:
+def _config(
+    label_names: list[str],
+    task: str,
+    hidden: int,
+    dim: int,
+    bigrams: int = BIGRAM_BUCKETS,
+    bigram_dim: int = BIGRAM_DIM,
+) -> Any:
     from transformers import PretrainedConfig
 
     make: Any = PretrainedConfig  # its keyword arguments are the config's attributes, which mypy cannot see
@@ -177,7 +207,15 @@ def _config(label_names: list[str], task: str, hidden: int, dim: int) -> Any:
         label2id={n: i for i, n in enumerate(label_names)},
         problem_type="multi_label_classification" if task == "multi-label" else "single_label_classification",
         architectures=["TextfitStaticStudent"],
-        textfit_static={"hidden": hidden, "dim": dim, "pooling": "mean+max", "body": BODY, "head": HEAD},
+        textfit_static={
+            "hidden": hidden,
+            "dim": dim,
+            "pooling": "mean+max+bigrams" if bigrams else "mean+max",
+            "bigram_buckets": bigrams,
+            "bigram_dim": bigram_dim if bigrams else 0,
+            "body": BODY,
+            "head": HEAD,
+        },
     )
 
 
@@ -244,10 +282,17 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
         with safe_open(str(folder / HEAD), "pt") as f:
             head = {k[len("head.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("head.")}  # noqa: SIM118
             hf_ids = f.get_tensor("hf_ids").long()
+            bigrams = f.get_tensor("bigrams.weight") if "bigrams.weight" in f.keys() else None  # noqa: SIM118
     except (OSError, KeyError, ValueError) as e:
         raise UsageError(f"{folder}: the static student's files cannot be read ({e}); retrain the run") from None
     model = _student(body, hf_ids, tokenizer, config, int(config.textfit_static["hidden"]))
     model.head.load_state_dict(head)
+    if (bigrams is None) != (model.bigrams is None):
+        raise UsageError(f"{folder}: the static student's config and its {HEAD} disagree on bigrams; retrain the run")
+    if model.bigrams is not None and bigrams is not None:
+        if bigrams.shape != model.bigrams.weight.shape:
+            raise UsageError(f"{folder}: the static student's bigram vectors have the wrong shape; retrain the run")
+        model.bigrams.weight.data.copy_(bigrams)
     return model.eval(), tokenizer
 
 
@@ -299,6 +344,7 @@ def summary(model: StaticStudent, tokenizer: Any, texts: list[str], max_length: 
         "dim": cfg["dim"],
         "hidden": cfg["hidden"],
         "pooling": cfg["pooling"],
+        "bigram_buckets": cfg.get("bigram_buckets", 0),
         "vectors_from": body,
         "texts_per_second": round(len(sample) / seconds, 1) if sample and seconds > 0 else None,
         "measured_on": f"{len(sample)} texts, {torch.get_num_threads()} threads, in-process",
