@@ -62,6 +62,17 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_default_output(run: str, data: str) -> Path:
+    """RUN/eval-<data name>: where `eval` writes metrics.json without --output."""
+    return Path(run) / f"eval-{Path(data.rstrip('/')).stem.replace(' ', '_')}"
+
+
+def ray_writes_folder(engine: str, output: str) -> bool:
+    """`predict --engine ray` writes a folder of files (a remote URL, or a path without an extension), which
+    Ray's writers check themselves; the local engine and a Ray output file go through textfit's checks."""
+    return engine == "ray" and ("://" in output or Path(output).suffix == "")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -87,11 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.quoting,
     )
     probs = clf.scores(logits)
-    out = (
-        Path(args.output)
-        if args.output
-        else Path(args.run) / f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}"
-    )
+    out = Path(args.output) if args.output else eval_default_output(args.run, args.data)
     out.mkdir(parents=True, exist_ok=True)
     backend = {"backend": clf.backend_name, **({"backend_choice": clf.backend_choice} if clf.backend_choice else {})}
     write_json(out / "metrics.json", {"data": args.data, **m, **backend})
@@ -208,7 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"drop --backend {args.backend}"
         )
     job = _file_job(args) if args.input else None
-    if job is not None and not (args.engine == "ray" and ("://" in job.output or Path(job.output).suffix == "")):
+    if job is not None and not ray_writes_folder(args.engine, job.output):
         from .predict_file import check_job
 
         check_job(job)  # before the model loads: an output that exists, a resume with nothing to resume

@@ -150,6 +150,11 @@ def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, 
     }
 
 
+def default_output(run: str | Path) -> Path:
+    """RUN/onnx: where `export` writes without --output."""
+    return Path(run) / "onnx"
+
+
 def export_onnx(run: str, output: str | None = None, quantize: str | None = None, opset: int = 17) -> dict[str, Any]:
     import onnxruntime as ort
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -169,7 +174,7 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
     model = AutoModelForSequenceClassification.from_pretrained(
         run, use_safetensors=True, attn_implementation="eager"
     ).eval()
-    out = Path(output) if output else Path(run) / "onnx"
+    out = Path(output) if output else default_output(run)
     if out.is_dir() and any(out.iterdir()) and not (out / "model.onnx").is_file():
         first = next(p for p in sorted(out.rglob("*")) if p.is_file() or p.is_dir())
         raise UsageError(

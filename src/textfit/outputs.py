@@ -1,19 +1,24 @@
 """Every location a command will write, checked once before it does any work (issue 32).
 
-`locations(args)` names them for each command, the defaults included (eval's RUN/eval-NAME, export's RUN/onnx,
-train's runs/NAME, tune's runs/tune-NAME, inspect's report and its label-issue folds); `check(args)` runs the one
-rule, `run.check_output`, on each. `cli.main` calls it before the command, so a location that cannot be written
-ends the command in one line before a model loads or a row is read. The Python API (`textfit.train`, `tune`,
+`locations(args)` names them for each command, the defaults included, each from the function its command uses
+(eval's RUN/eval-NAME, export's RUN/onnx, train's runs/NAME numbered as train numbers it, tune's runs/tune-NAME,
+inspect's report and its label-issue folds); `check(args)` runs the one rule, `run.check_output`, on each.
+`cli.main` calls it before the command, so a location that cannot be written ends the command in one line before
+a model loads or a row is read. The Python API (`textfit.train`, `tune`,
 `cross_validate`) reaches the same rule through `train.output.output_folder`.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .run import check_output
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 class Location(NamedTuple):
@@ -23,40 +28,58 @@ class Location(NamedTuple):
     fix: str = "choose another location"
 
 
-def _config_output(args: argparse.Namespace, prefix: str = "") -> Location:
+def _config(args: argparse.Namespace) -> TrainConfig:
     from .config import FIELDS, load_config
 
-    cfg = load_config(getattr(args, "config", None), {k: v for k, v in vars(args).items() if k in FIELDS})
-    if cfg.output:
-        return Location(Path(cfg.output), "--output", True)
-    name = Path((cfg.data or cfg.train or "run").rstrip("/")).stem.replace(" ", "_").replace("/", "_") or "run"
-    return Location(Path("runs") / f"{prefix}{name}", "the default --output", True, "pass --output FOLDER")
+    return load_config(getattr(args, "config", None), {k: v for k, v in vars(args).items() if k in FIELDS})
 
 
-def _in_run(args: argparse.Namespace, default: str) -> list[Location]:
-    if args.output:
-        return [Location(Path(args.output), "--output", True)]
-    if not Path(args.run).is_dir():
-        return []  # not a run: the command's own check says so
-    return [Location(Path(args.run) / default, "the default --output", True, "pass --output FOLDER")]
+def _given_or(path: str | None, default: Callable[[], Path | None]) -> list[Location]:
+    """--output when given, else the command's default (None: not known yet, the command's own check says why)."""
+    if path:
+        return [Location(Path(path), "--output", True)]
+    where = default()
+    return [] if where is None else [Location(where, "the default --output", True, "pass --output FOLDER")]
+
+
+def _run_folder(cfg: TrainConfig) -> Path:
+    from .train.output import default_output  # the training package: only for the commands that train
+
+    return default_output(cfg)
+
+
+def _from_config(args: argparse.Namespace, default: Callable[[TrainConfig], Path] = _run_folder) -> list[Location]:
+    """--output or the default folder of a command that takes the train flags (a run's, unless `default`)."""
+    cfg = _config(args)
+    return _given_or(cfg.output, lambda: default(cfg))
+
+
+def _in_run(args: argparse.Namespace, default: Callable[[], Path]) -> list[Location]:
+    return _given_or(args.output, lambda: default() if Path(args.run).is_dir() else None)  # not a run: said later
 
 
 def locations(args: argparse.Namespace) -> list[Location]:
+    """Every location `args`' command will write, each as the command itself computes it."""
+    from .commands import eval_default_output, ray_writes_folder
+
     command = getattr(args, "command", None)
     if command in ("train", "distill", "cv"):
-        return [_config_output(args)]
+        return _from_config(args)
     if command == "tune":
-        return [_config_output(args, "tune-")]
+        from .tune import default_output as search_folder
+
+        return _from_config(args, search_folder)
     if command == "inspect":
         report = Location(Path(args.report), "--report", False)
-        return [report, _config_output(args)] if args.label_issues else [report]
+        return [report, *_from_config(args)] if args.label_issues else [report]
     if command == "eval":
-        return _in_run(args, f"eval-{Path(args.data.rstrip('/')).stem.replace(' ', '_')}")
+        return _in_run(args, lambda: eval_default_output(args.run, args.data))
     if command == "export":
-        return _in_run(args, "onnx")
-    if command == "predict" and args.input and args.output:
-        remote = args.engine == "ray" and ("://" in args.output or Path(args.output).suffix == "")
-        return [] if remote else [Location(Path(args.output), "--output", False)]  # Ray's folder: its own check
+        from .export import default_output
+
+        return _in_run(args, lambda: default_output(args.run))
+    if command == "predict" and args.input and args.output and not ray_writes_folder(args.engine, args.output):
+        return [Location(Path(args.output), "--output", False)]  # Ray's folder of files: Ray's writers check it
     return []  # serve and push write nothing locally
 
 

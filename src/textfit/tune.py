@@ -88,8 +88,13 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def default_output(cfg: TrainConfig) -> Path:
+    """runs/tune-<data name>: where a search without --output goes (a second search there resumes it)."""
+    return Path(f"runs/tune-{Path((cfg.data or cfg.train or 'data').rstrip('/')).stem}")
+
+
 def _folder(cfg: TrainConfig) -> Path:
-    out = Path(cfg.output or f"runs/tune-{Path((cfg.data or cfg.train or 'data').rstrip('/')).stem}")
+    out = Path(cfg.output) if cfg.output else default_output(cfg)
     check_output(out, "--output", folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise UsageError(

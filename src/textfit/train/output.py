@@ -63,6 +63,11 @@ def output_folder(cfg: TrainConfig) -> Path:
         return out
     if cfg.resume is not None:
         raise UsageError("--resume needs --output: the run folder that holds the checkpoints")
+    return default_output(cfg)
+
+
+def default_output(cfg: TrainConfig) -> Path:
+    """runs/<data name>, numbered (-2, -3, ...) when that exists: where a run without --output goes."""
     name = Path((cfg.data or cfg.train or "run").rstrip("/")).stem.replace(" ", "_").replace("/", "_") or "run"
     out, n = Path("runs") / name, 1
     while out.exists():
