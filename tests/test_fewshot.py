@@ -290,3 +290,35 @@ def test_self_training_mistakes(files, tmp_path):
     r = run_cli("train", *args, "--self-train", "--output", str(out))
     one_line_exit_2(r, "--self-train: needs --zero-shot and --data FILE")
     assert not out.exists()
+
+
+def test_each_contrastive_step_encodes_a_row_once(tiny_model, files, monkeypatch):
+    """A step's pairs share rows (16 pairs of a 24-row split): each row is encoded once, so a step costs its
+    distinct rows, not twice its pairs."""
+    batches: list[list[int]] = []
+    real = fewshot.make_collate
+
+    def recording(*args, **kwargs):
+        collate = real(*args, **kwargs)
+
+        def wrapped(rows):
+            batches.append(list(rows))
+            return collate(rows)
+
+        return wrapped
+
+    monkeypatch.setattr(fewshot, "make_collate", recording)
+    cfg = TrainConfig(
+        train=str(files["train"]),
+        validation=str(files["validation"]),
+        model=tiny_model,
+        output=str(files["dir"] / "once"),
+        method="contrastive",
+        learning_rate=1e-3,
+        **FAST,
+    )
+    result = train(cfg)
+    pairs = json.loads((Path(result["folder"]) / "textfit.json").read_text())["method"]["pairs"]
+    assert batches and sum(1 for _ in batches) == -(-pairs // 16)
+    assert all(len(b) == len(set(b)) for b in batches)  # no row twice in one batch
+    assert all(len(b) < 32 for b in batches)  # fewer than the 2 x 16 sides the pairs name
