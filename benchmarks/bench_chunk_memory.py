@@ -1,6 +1,6 @@
 """Resident memory after each chunk of a streamed prediction, in one process (issue 30).
 
-    python benchmarks/bench_chunk_memory.py RUN [--chunks 10] [--chunk-rows 10000]
+    python benchmarks/bench_chunk_memory.py RUN [--chunks 10] [--chunk-rows 10000] [--batch-tokens 2048]
 
 RUN predicts SST-2 training texts (repeated as needed) chunk by chunk through `Classifier.predict_logits`, as
 `textfit predict --input` does, and the resident MB after each chunk is printed on one line: a line that
@@ -35,7 +35,12 @@ def main() -> None:
     p.add_argument("run")
     p.add_argument("--chunks", type=int, default=10)
     p.add_argument("--chunk-rows", type=int, default=10_000)
+    p.add_argument("--batch-tokens", type=int, help="padded tokens a CPU batch (textfit.predict.CPU_BATCH_TOKENS)")
     a = p.parse_args()
+    if a.batch_tokens:
+        import textfit.predict
+
+        textfit.predict.CPU_BATCH_TOKENS = a.batch_tokens
     texts = [r[0] for r in csv.reader(open(SHARED / "sst2" / "train.tsv", encoding="utf-8"), delimiter="\t")][1:]
     need = a.chunks * a.chunk_rows
     texts = (texts * (need // len(texts) + 1))[:need]
