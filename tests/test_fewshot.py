@@ -292,9 +292,7 @@ def test_self_training_mistakes(files, tmp_path):
     assert not out.exists()
 
 
-def test_each_contrastive_step_encodes_a_row_once(tiny_model, files, monkeypatch):
-    """A step's pairs share rows (16 pairs of a 24-row split): each row is encoded once, so a step costs its
-    distinct rows, not twice its pairs."""
+def _recorded_contrastive_batches(tiny_model, files, monkeypatch, name: str, **extra) -> tuple[list[list[int]], int]:
     batches: list[list[int]] = []
     real = fewshot.make_collate
 
@@ -312,13 +310,33 @@ def test_each_contrastive_step_encodes_a_row_once(tiny_model, files, monkeypatch
         train=str(files["train"]),
         validation=str(files["validation"]),
         model=tiny_model,
-        output=str(files["dir"] / "once"),
+        output=str(files["dir"] / name),
         method="contrastive",
         learning_rate=1e-3,
         **FAST,
+        **extra,
     )
     result = train(cfg)
     pairs = json.loads((Path(result["folder"]) / "textfit.json").read_text())["method"]["pairs"]
-    assert batches and sum(1 for _ in batches) == -(-pairs // 16)
+    return batches, pairs
+
+
+def test_each_contrastive_step_encodes_a_row_once(tiny_model, files, monkeypatch):
+    """A step's pairs share rows (8 pairs of a 24-row split): each row is encoded once, so a step costs its
+    distinct rows, not twice its pairs."""
+    batches, pairs = _recorded_contrastive_batches(tiny_model, files, monkeypatch, "once", batch_size=8)
+    assert pairs == 24 * 2 * fewshot.PAIRS_PER_ROW
+    assert batches and len(batches) == -(-pairs // 8)
     assert all(len(b) == len(set(b)) for b in batches)  # no row twice in one batch
-    assert all(len(b) < 32 for b in batches)  # fewer than the 2 x 16 sides the pairs name
+    assert all(len(b) < 16 for b in batches)  # fewer than the 2 x 8 sides the pairs name
+
+
+def test_a_split_of_at_most_two_batches_of_rows_takes_big_steps(tiny_model, files, monkeypatch):
+    """24 rows, --batch-size 16: every step encodes all 24 rows, so it takes 8 x 16 pairs (twice the partners a
+    row), a step costing its rows once."""
+    batches, pairs = _recorded_contrastive_batches(tiny_model, files, monkeypatch, "whole")
+    assert pairs == 24 * 2 * 2 * fewshot.PAIRS_PER_ROW
+    step = 16 * fewshot.WHOLE_SPLIT_STEP
+    assert len(batches) == -(-pairs // step)
+    assert all(len(b) == len(set(b)) <= 24 for b in batches)
+    assert sum(len(b) for b in batches) < 2 * pairs / 8  # about a tenth of the sides the pairs name
