@@ -2,11 +2,13 @@
 
     python benchmarks/bench_fewshot.py --sets sst2 --shots 8,64 --draws 3 --out /tmp/bfs/results.jsonl
     python benchmarks/bench_fewshot.py --sets sst2,imdb --shots 8,16,32,64 --draws 5 --rows400 --zero-shot
+    python benchmarks/bench_fewshot.py --shots 8 --draws 3 --methods auto,setfit --model MPNET --out /tmp/bfm/r.jsonl
 
 Each draw takes k rows of every class from the training data with a seeded sample (pandas, random_state = the
 draw), the same draws for every method. SST-2 is scored on the GLUE dev file (872 rows), the IMDb sample on a
 fixed 1,000 of its reviews (`<br />` removed), the draws coming from the other 2,180. Methods, each in a fresh
-process on the packaged all-MiniLM-L6-v2 and timed inside it (model load and training, not the evaluation, nor the
+process on the packaged all-MiniLM-L6-v2 (or --model, a sentence-transformers folder such as all-mpnet-base-v2
+assembled as RESULTS.md shows) and timed inside it (model load and training, not the evaluation, nor the
 libraries' imports: setfit's happen at `from setfit import`, textfit's are made before its clock starts):
 textfit `train` with the defaults (`--method auto`) but `--split 100,0,0` (every drawn row trains, as in setfit),
 textfit `--method finetune` (the same), and setfit 1.2's `Trainer`
@@ -79,7 +81,7 @@ def one(job: dict) -> dict:
             extra = {"self_train": True, "data": str(work / "pool.csv")}
         t = time.time()
         cfg = TrainConfig(zero_shot=True, label_description=descriptions(job["set"], job["seed"]),
-                          output=str(work / "run"), overwrite=True, **extra)
+                          output=str(work / "run"), overwrite=True, **extra, **_model(job))
         textfit_train(cfg)
         seconds = time.time() - t
         return {**job, "accuracy": _textfit_accuracy(work / "run", dev), "seconds": round(seconds, 1)}
@@ -91,7 +93,7 @@ def one(job: dict) -> dict:
         from textfit.hub import default_model_path
 
         t = time.time()
-        model = SetFitModel.from_pretrained(default_model_path())
+        model = SetFitModel.from_pretrained(job.get("model") or default_model_path())
         ds = Dataset.from_dict({"text": sample.text.tolist(), "label": sample.label.tolist()})
         args = TrainingArguments(seed=job["seed"], report_to="none", output_dir=str(work / "setfit"))
         Trainer(model=model, args=args, train_dataset=ds).train()
@@ -109,11 +111,15 @@ def one(job: dict) -> dict:
     extra = {"epochs": 1} if job.get("rows") else {"split": "100,0,0"}
     t = time.time()
     cfg = TrainConfig(train=str(train_file), output=str(work / "run"), overwrite=True, seed=job["seed"],
-                      method=job["method"], **extra)
+                      method=job["method"], **extra, **_model(job))
     result = textfit_train(cfg)
     seconds = time.time() - t
     accuracy = _textfit_accuracy(Path(result["folder"]), dev)
     return {**job, "accuracy": accuracy, "seconds": round(seconds, 1), "ran": _method_of(result["folder"])}
+
+
+def _model(job: dict) -> dict:
+    return {"model": job["model"]} if job.get("model") else {}
 
 
 def _import_what_textfit_train_imports() -> None:
@@ -149,6 +155,7 @@ def main() -> None:
     ap.add_argument("--rows400", action="store_true")
     ap.add_argument("--zero-shot", action="store_true")
     ap.add_argument("--out", default="/tmp/bench_fewshot/results.jsonl")
+    ap.add_argument("--model", help="the body for every method (default: the packaged MiniLM)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -172,6 +179,8 @@ def main() -> None:
         if key(job) in seen:
             continue
         job["work"] = str(out.parent / "work")
+        if a.model:
+            job["model"] = str(Path(a.model).resolve())
         r = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:

@@ -294,10 +294,15 @@ def test_quoting_flag_forces_either_way(tmp_path):
 def test_gpu_batches_pad_to_a_few_bucketed_widths():
     """CUDA: every batch width goes to the next multiple of 16 (never past the widest batch), so a pass
     has at most max_length / 16 shapes; the logic is checked here on the CPU."""
+    import torch
+
     from textfit.data import width_plan
     from textfit.data.batching import bucketed_widths, shared_widths
 
-    assert width_plan("cuda") is bucketed_widths and width_plan("cpu") is shared_widths and width_plan("mps") is None
+    assert width_plan("cuda") is bucketed_widths and width_plan("mps") is None
+    # CPU: shared widths for oneDNN's per-shape bf16 / fp16 kernels; fp32 (MKL) pads each batch to its own
+    assert width_plan("cpu", torch.bfloat16) is shared_widths and width_plan("cpu", torch.float16) is shared_widths
+    assert width_plan("cpu") is None
     lengths = [((i * 37) % 250) + 1 for i in range(4000)]
     s = LengthGroupedBatches(lengths, batch_size=16, seed=1, share_widths=bucketed_widths)
     raw = {max(lengths[i] for i in b) for b in s.batches()}

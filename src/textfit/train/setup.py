@@ -249,7 +249,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
             f"logits pooled by {long.pool}"
         )
     sampler = LengthGroupedBatches(
-        train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=width_plan(accelerator.device.type)
+        train_ds.lengths, cfg.batch_size, cfg.seed, share_widths=width_plan(accelerator.device.type, amp)
     )
     # The loader has a generator of its own: starting an iteration then never draws from the
     # global RNG that dropout uses, so a resumed run replays the same dropout masks.
