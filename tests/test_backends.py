@@ -15,8 +15,10 @@ from textfit.accel import cpu
 from textfit.export import export_onnx
 from textfit.predict import choose_backend, int8_check
 
-FAST = dict(
-    epochs=6, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0
+FAST = dict(  # a fine-tuned run (pinned: --method auto takes the contrastive pass on 128 rows, where 1e-2 is the
+    # body rate and left a collapsed model on Zen 4, validation 0.56, whose int8 export then failed parity)
+    method="finetune", epochs=6, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False,
+    layer_lr_decay=1.0,
 )
 NO_BF16 = cpu.CpuKind("avx2", avx512=False, bf16=False, amx=False, why="test")
 BF16 = cpu.CpuKind("avx512-bf16", avx512=True, bf16=True, amx=False)
