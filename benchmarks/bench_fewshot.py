@@ -172,15 +172,15 @@ def main() -> None:
         if a.zero_shot:
             methods = ("zero-shot", "zero-shot+validation", "zero-shot+self-train")
             jobs += [{"set": s, "seed": d, "method": m} for d in range(len(PAIRS)) for m in methods]
+    if a.model:  # part of each job's key: results of another body in the same --out are not taken for these
+        jobs = [{**j, "model": str(Path(a.model).resolve())} for j in jobs]
     done = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
-    key = lambda j: json.dumps({k: j.get(k) for k in ("set", "k", "rows", "seed", "method")}, sort_keys=True)
+    key = lambda j: json.dumps({k: j.get(k) for k in ("set", "k", "rows", "seed", "method", "model")}, sort_keys=True)
     seen = {key(r) for r in done}
     for job in jobs:
         if key(job) in seen:
             continue
         job["work"] = str(out.parent / "work")
-        if a.model:
-            job["model"] = str(Path(a.model).resolve())
         r = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], capture_output=True, text=True)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
