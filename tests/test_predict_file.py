@@ -253,3 +253,103 @@ def test_ray_engine_writes_the_local_engines_file(run, tmp_path):
     assert list(pd.read_parquet(folder)["label"]) == list(read_any(tmp_path / "l.csv")["label"])
     r = run_cli("predict", run, "--input", str(src), "--output", str(folder), "--engine", "ray")
     assert r.returncode == 2 and "exists and is not an empty folder" in r.stderr
+
+
+def compress(src: Path, kind: str, cut: float = 1.0) -> Path:
+    """`src` compressed as a whole (gz, bz2, xz), or only its first `cut` share of the compressed bytes."""
+    import bz2
+    import gzip
+    import lzma
+
+    dst = src.with_name(f"{src.name}.{kind}")
+    data = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind](src.read_bytes())
+    dst.write_bytes(data[: int(len(data) * cut)])
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "xz"])
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_a_compressed_input_gives_the_plain_files_output(run, clf, tmp_path, kind, ext):
+    src = table(tmp_path / "in.csv")
+    if ext == "jsonl":
+        pd.read_csv(src, dtype=str).to_json(tmp_path / "in.jsonl", orient="records", lines=True)
+        src = tmp_path / "in.jsonl"
+    plain, packed = tmp_path / "plain.csv", tmp_path / "packed.csv"
+    predict_file(clf, run, FileJob(str(src), str(plain), chunk_rows=10, quiet=True))
+    predict_file(clf, run, FileJob(str(compress(src, kind)), str(packed), chunk_rows=10, quiet=True))
+    assert packed.read_bytes() == plain.read_bytes()
+
+
+def test_a_compressed_file_cut_short_is_one_line_and_writes_nothing(run, clf, tmp_path):
+    from textfit.data.read import read_one
+
+    rows = [(f"id{i}", f"{t} {i}", "web") for i, (t, _) in enumerate(make_rows(40_000, 3))]  # past the 1 MiB sample
+    src = write_csv(tmp_path / "big.csv", rows, header=["id", "text", "source"])
+    cut, out = compress(src, "gz", cut=0.9), tmp_path / "o.csv"
+    job = FileJob(str(cut), str(out), chunk_rows=5_000, quiet=True)
+    with pytest.raises(
+        UsageError, match=r"big\.csv\.gz: cannot decompress as gzip \(.*\); check that the file is whole"
+    ):
+        predict_file(clf, run, job)
+    assert not out.exists() and not work_folder(str(out)).exists()
+    with pytest.raises(UsageError, match="cannot decompress as gzip"):
+        read_one(str(cut))  # the whole-file reader of train and eval: the same line
+    (tmp_path / "junk.csv.gz").write_bytes(b"id,text\n1,plain text under a .gz name\n")
+    with pytest.raises(UsageError, match=r"junk\.csv\.gz: cannot decompress as gzip"):
+        read_one(str(tmp_path / "junk.csv.gz"))
+    (tmp_path / "t.parquet.gz").write_bytes(b"x")  # a Parquet file compresses itself
+    with pytest.raises(UsageError, match=r"'\.parquet\.gz'; use a \.csv, .* \(the first four also as \.gz"):
+        next(read_chunks(str(tmp_path / "t.parquet.gz"), 10))
+
+
+def test_zst_without_zstandard_names_the_package(tmp_path, monkeypatch):
+    from textfit.data.read import read_one
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    (tmp_path / "a.csv.zst").write_bytes(b"x")
+    with pytest.raises(UsageError, match=r"a\.csv\.zst: reading \.zst files needs the zstandard package: pip install"):
+        read_one(str(tmp_path / "a.csv.zst"))
+
+
+def test_default_output_names_leave_out_the_compression(tmp_path):
+    from textfit.commands import eval_default_output
+    from textfit.data.read import data_stem
+
+    assert [data_stem(p) for p in ("d/reviews.csv.gz", "d/reviews.csv", "sst2/", "glue mrpc", "a.jsonl.xz")] == [
+        "reviews",
+        "reviews",
+        "sst2",
+        "glue mrpc",
+        "a",
+    ]
+    assert eval_default_output("runs/r", "holdout.tsv.bz2") == Path("runs/r/eval-holdout")
+
+
+def test_ray_reads_folders_of_csv_files_and_compressed_files(run, tmp_path):
+    """A folder of CSV files (its columns from the first file) and a .csv.gz: the local engine's rows, in order."""
+    pytest.importorskip("ray.data")
+    src = table(tmp_path / "in.csv", n=30)
+    common = ["--chunk-rows", "16", "--quiet", "--backend", "torch"]
+    r = run_cli("predict", run, "--input", str(src), "--output", str(tmp_path / "local.csv"), *common)
+    assert r.returncode == 0, r.stderr
+    local = (tmp_path / "local.csv").read_bytes()
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    lines = src.read_text().splitlines(keepends=True)
+    (folder / "a.csv.gz").write_bytes(__import__("gzip").compress("".join(lines[:11]).encode()))
+    (folder / "b.csv.gz").write_bytes(__import__("gzip").compress("".join(lines[:1] + lines[11:]).encode()))
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    cmd = [sys.executable, "-m", "textfit", "predict", run, "--engine", "ray", *common]
+    for given in (str(compress(src, "gz")), str(folder)):
+        out = tmp_path / f"ray-{len(given)}.csv"
+        r = subprocess.run(
+            [*cmd, "--input", given, "--output", str(out)], capture_output=True, text=True, cwd=ROOT, env=env
+        )
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() == local, given
+    r = run_cli(
+        "predict", run, "--input", str(compress(src, "xz")), "--output", str(tmp_path / "x.csv"), "--engine", "ray"
+    )
+    assert (
+        r.returncode == 2 and "Ray's readers take .gz, .bz2 and .zst files, not .xz; use the local engine" in r.stderr
+    )

@@ -136,7 +136,8 @@ def _add_predict_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input",
         help="CSV, TSV, JSONL or Parquet file of texts, read and predicted in chunks (a JSON array or a datasets "
-        "folder is read whole); with --engine ray also folders of files and remote paths (s3://, gs://)",
+        "folder is read whole; CSV, TSV and JSONL also compressed: .gz, .bz2, .xz, .zst); with --engine ray also "
+        "folders of files and remote paths (s3://, gs://)",
     )
     p.add_argument(
         "--output",

@@ -64,7 +64,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def eval_default_output(run: str, data: str) -> Path:
     """RUN/eval-<data name>: where `eval` writes metrics.json without --output."""
-    return Path(run) / f"eval-{Path(data.rstrip('/')).stem.replace(' ', '_')}"
+    from .data.read import data_stem
+
+    return Path(run) / f"eval-{data_stem(data).replace(' ', '_')}"
 
 
 def ray_writes_folder(engine: str, output: str) -> bool:

@@ -43,7 +43,9 @@ AUTO_EPOCHS, AUTO_EXAMPLES = 3, 120_000
 class TrainConfig:
     # data
     data: str | None = _f(
-        None, "data file (CSV, TSV, JSON, JSONL, Parquet), a datasets.save_to_disk folder, or a hub data set id"
+        None,
+        "data file (CSV, TSV, JSON, JSONL, Parquet; the first four also .gz, .bz2, .xz, .zst), a "
+        "datasets.save_to_disk folder, or a hub data set id",
     )
     data_config: str | None = _f(None, "hub data set configuration, e.g. 'mrpc' for 'glue'")
     train: str | None = _f(None, "training file (instead of --data)")

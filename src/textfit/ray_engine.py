@@ -94,28 +94,69 @@ def _read(ray: Any, job: FileJob, fmt: str, header: list[Any]) -> Any:
 
 
 def _input_format(path: str) -> str:
+    from .data.compressed import compression
+
     p = Path(path)
-    if p.is_dir():
-        found = sorted({f.suffix.lower() for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")})
+    if "://" not in path and p.is_dir():
+        found = sorted(
+            {
+                "".join(f.suffixes[-2:]).lower() if compression(f.name) else f.suffix.lower()
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".")
+            }
+        )
         if len(found) != 1:
             raise UsageError(
                 f"--input {path}: a folder of files of one format (.csv, .tsv, .jsonl or .parquet); found {found}"
             )
-        return output_format(f"x{found[0]}", "--input")
-    return output_format(path, "--input")
+        return _file_format(f"x{found[0]}", path)
+    return _file_format(path, path)
+
+
+def _file_format(name: str, shown: str) -> str:
+    """The format of a file Ray's readers take: .csv, .tsv, .jsonl, .parquet, the first three also compressed
+    (pyarrow detects .gz, .bz2 and .zst by the extension; it has no .xz)."""
+    from .data.compressed import compression
+
+    kind = compression(name)
+    if kind == "xz":
+        raise UsageError(f"--input {shown}: Ray's readers take .gz, .bz2 and .zst files, not .xz; use the local engine")
+    try:
+        fmt = output_format(str(Path(name).with_suffix("")) if kind else name, "--input")
+    except UsageError:
+        raise UsageError(
+            f"--input {shown}: unsupported format; use .csv, .tsv, .jsonl or .parquet files (the first three also as "
+            ".gz, .bz2 or .zst)"
+        ) from None
+    if kind and fmt == "parquet":
+        raise UsageError(
+            f"--input {shown}: a Parquet file compresses itself; pass it without .{name.rsplit('.', 1)[1]}"
+        )
+    return fmt
 
 
 def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
-    """The first rows, as the local reader reads them: the columns are settled on them."""
+    """The first rows, as the local reader reads them: the columns are settled on them. A local CSV or TSV
+    folder: its first file's (Ray reads the files in the order of their names); a remote one: Ray's read."""
     from .data.load import _headerless
     from .data.read import Frame
     from .data.stream import read_chunks
 
     p = Path(job.input)
-    if "://" not in job.input and p.is_file():
+    local = "://" not in job.input and p.exists()
+    if local and (p.is_file() or (ds is None and fmt in ("csv", "tsv"))):
+        f = p if p.is_file() else min(x for x in p.rglob("*") if x.is_file() and not x.name.startswith("."))
         given = (job.text_column, job.text_pair_column)  # as predict_file reads it
-        return next(read_chunks(job.input, 100, job.encoding, _headerless(given, given), job.quoting))
+        return next(read_chunks(str(f), 100, job.encoding, _headerless(given, given), job.quoting))
     return Frame(ds.limit(100).to_pandas(), job.input, 0)
+
+
+def _remote_header(ray: Any, job: FileJob, fmt: str) -> list[str]:
+    """A remote CSV or TSV's column names, from its header line as pyarrow reads it."""
+    import pyarrow.csv as pacsv
+
+    parse = pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+    return [str(c) for c in ray.data.read_csv(job.input, parse_options=parse, num_cpus=READ_CPUS).schema().names]
 
 
 def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, Any]) -> tuple[int, int]:
@@ -132,7 +173,7 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
         raise UsageError(
             f"--output {job.output}: exists and is not an empty folder; choose a new folder for Ray's files"
         )
-    fmt_in = _input_format(job.input) if "://" not in job.input else output_format(job.input, "--input")
+    fmt_in = _input_format(job.input)
     fmt = output_format(job.output) if to_file else "parquet"
     manifest = RunManifest.read(run)
     ray = _ray()
@@ -149,8 +190,10 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = sys.stderr.isatty() and not job.quiet
-    first = _first_frame(job, fmt_in) if fmt_in in ("csv", "tsv") else None
-    ds = _read(ray, job, fmt_in, list(first.df.columns) if first is not None else [])
+    delimited, remote = fmt_in in ("csv", "tsv"), "://" in job.input
+    first = _first_frame(job, fmt_in) if delimited and not remote else None
+    header = list(first.df.columns) if first is not None else _remote_header(ray, job, fmt_in) if delimited else []
+    ds = _read(ray, job, fmt_in, header)
     first = first if first is not None else _first_frame(job, fmt_in, ds)
     stub = SimpleNamespace(manifest=manifest, task=manifest.task, labels=list(manifest.schema.label_names))
     columns = Columns(first, stub, job, fmt, False)

@@ -90,7 +90,9 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
 
 def default_output(cfg: TrainConfig) -> Path:
     """runs/tune-<data name>: where a search without --output goes (a second search there resumes it)."""
-    return Path(f"runs/tune-{Path((cfg.data or cfg.train or 'data').rstrip('/')).stem}")
+    from .data.read import data_stem
+
+    return Path(f"runs/tune-{data_stem(cfg.data or cfg.train or 'data')}")
 
 
 def _folder(cfg: TrainConfig) -> Path:

@@ -4,7 +4,8 @@
     frame = read_one("holdout.csv")                          # one file or datasets folder
 
 Local files are parsed with pandas as strings (TSV with quoting off, since SST-2 and MRPC hold
-stray quotes; a UTF-8 BOM stripped; headerless CSVs detected); `datasets` loads `save_to_disk`
+stray quotes; a UTF-8 BOM stripped; headerless CSVs detected; CSV, TSV and JSON also compressed
+as a whole, .gz, .bz2, .xz or .zst, by the extension); `datasets` loads `save_to_disk`
 folders and hub ids. Every problem raises `UsageError` with the file and the fix.
 """
 
@@ -23,6 +24,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..hub import hub_reachable
+from .compressed import compression, read_raw
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 TEXT_NAMES = [
@@ -61,12 +63,21 @@ class Frame:
     first_line: int  # the file line of the first row; 0 for rows of a data set (counted from 0)
 
 
+def data_stem(path: str) -> str:
+    """A data file's name without its format and compression extensions (reviews.csv.gz -> reviews), for the
+    names of default output folders; a folder's or a hub id's last part as it is."""
+    p = Path(path.rstrip("/"))
+    return (p.with_suffix("") if compression(str(p)) else p).stem
+
+
 def file_format(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
+    """csv, tsv, json, jsonl or parquet, by the extension (the one before .gz, .bz2, .xz or .zst)."""
+    inner = Path(path).with_suffix("") if compression(path) else Path(path)
+    suffix = inner.suffix.lower()
+    if suffix not in FORMATS or (FORMATS[suffix] == "parquet" and inner != Path(path)):
         raise UsageError(
-            f"{path}: unsupported format '{suffix or '(no extension)'}'; "
-            "use a .csv, .tsv, .json, .jsonl or .parquet file, or a datasets folder"
+            f"{path}: unsupported format '{''.join(Path(path).suffixes[-2:]) or '(no extension)'}'; use a .csv, .tsv, "
+            ".json, .jsonl or .parquet file (the first four also as .gz, .bz2, .xz or .zst), or a datasets folder"
         )
     return FORMATS[suffix]
 
@@ -233,7 +244,7 @@ def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = Non
         if df.empty:
             raise UsageError(f"{path}: the file has no rows")
         return Frame(df, path, 0)
-    text = _decode(path, Path(path).read_bytes(), encoding)
+    text = _decode(path, read_raw(path), encoding)
     if not text.strip():
         raise UsageError(f"{path}: the file is empty")
     if fmt in ("json", "jsonl"):

@@ -7,6 +7,7 @@
 CSV and TSV: pandas' chunked C reader (`read_csv(chunksize=...)`), with the same rules as the whole-file
 reader (`read.read_table`): quotes off for TSVs unless a sample of the file shows quoted fields, a UTF-8
 BOM stripped, headerless files detected on the first chunk. JSON lines: pandas' chunked `read_json`.
+CSV, TSV and JSON files compressed as a whole (.gz, .bz2, .xz, .zst) are decompressed as they are read.
 Parquet: pyarrow's `ParquetFile.iter_batches`. A JSON array and a datasets folder cannot be read in
 pieces: they are read whole and handed on in chunks (said in `--help`).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UsageError
+from .compressed import DECOMPRESS_ERRORS, compression, read_raw, undecompressable
 from .read import Frame, _decode, _first_rows_are_data, _quoted_tsv, codec, file_format, read_one
 
 SAMPLE_BYTES = 1 << 20  # what the quoting and encoding checks look at before the chunks are read
@@ -42,8 +44,7 @@ def count_rows(path: str) -> int | None:
 def _sample(path: str, encoding: str) -> str:
     """The first MiB, decoded (a multi-byte character cut at its end is left out); a bad byte there is
     reported as the whole-file reader reports it, with charset-normalizer's guess."""
-    with open(path, "rb") as fh:
-        raw = fh.read(SAMPLE_BYTES)
+    raw = read_raw(path, SAMPLE_BYTES)
     enc = codec(encoding)
     try:
         return codecs.getincrementaldecoder(enc)().decode(raw, final=len(raw) < SAMPLE_BYTES)
@@ -130,6 +131,10 @@ def _delimited_chunks(
         raise UsageError(
             f"{path}: not valid {encoding} after line {line} ({e.reason}); pass --encoding with the file's encoding"
         ) from None
+    except DECOMPRESS_ERRORS as e:  # a compressed file cut short or corrupt past the sample
+        if not compression(path):
+            raise
+        raise undecompressable(path, e) from None
 
 
 def _jsonl_chunks(path: str, chunk_rows: int, encoding: str) -> Iterator[Frame]:
@@ -151,6 +156,10 @@ def _jsonl_chunks(path: str, chunk_rows: int, encoding: str) -> Iterator[Frame]:
         raise UsageError(
             f"{path}: not valid {encoding} after line {line} ({e.reason}); pass --encoding with the file's encoding"
         ) from None
+    except DECOMPRESS_ERRORS as e:
+        if not compression(path):
+            raise
+        raise undecompressable(path, e) from None
 
 
 def _parquet_chunks(path: str, chunk_rows: int) -> Iterator[Frame]:

@@ -68,7 +68,9 @@ def output_folder(cfg: TrainConfig) -> Path:
 
 def default_output(cfg: TrainConfig) -> Path:
     """runs/<data name>, numbered (-2, -3, ...) when that exists: where a run without --output goes."""
-    name = Path((cfg.data or cfg.train or "run").rstrip("/")).stem.replace(" ", "_").replace("/", "_") or "run"
+    from ..data.read import data_stem
+
+    name = data_stem(cfg.data or cfg.train or "run").replace(" ", "_").replace("/", "_") or "run"
     out, n = Path("runs") / name, 1
     while out.exists():
         n += 1
