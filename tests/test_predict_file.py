@@ -326,7 +326,8 @@ def test_default_output_names_leave_out_the_compression(tmp_path):
 
 
 def test_ray_reads_folders_of_csv_files_and_compressed_files(run, tmp_path):
-    """A folder of CSV files (its columns from the first file) and a .csv.gz: the local engine's rows, in order."""
+    """A .csv.gz, and a folder of compressed CSV files (its columns from the first file), given as a path and as a
+    URL: the local engine's rows, in order."""
     pytest.importorskip("ray.data")
     src = table(tmp_path / "in.csv", n=30)
     common = ["--chunk-rows", "16", "--quiet", "--backend", "torch"]
@@ -340,8 +341,8 @@ def test_ray_reads_folders_of_csv_files_and_compressed_files(run, tmp_path):
     (folder / "b.csv.gz").write_bytes(__import__("gzip").compress("".join(lines[:1] + lines[11:]).encode()))
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     cmd = [sys.executable, "-m", "textfit", "predict", run, "--engine", "ray", *common]
-    for given in (str(compress(src, "gz")), str(folder)):
-        out = tmp_path / f"ray-{len(given)}.csv"
+    for k, given in enumerate((str(compress(src, "gz")), str(folder), folder.as_uri())):  # a URL: listed by pyarrow
+        out = tmp_path / f"ray-{k}.csv"
         r = subprocess.run(
             [*cmd, "--input", given, "--output", str(out)], capture_output=True, text=True, cwd=ROOT, env=env
         )

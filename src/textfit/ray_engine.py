@@ -94,23 +94,44 @@ def _read(ray: Any, job: FileJob, fmt: str, header: list[Any]) -> Any:
 
 
 def _input_format(path: str) -> str:
-    from .data.compressed import compression
-
+    """The format of --input: a file's, or the one format of a folder's files (local, or remote without an
+    extension: listed through pyarrow's file systems, as Ray lists it)."""
     p = Path(path)
     if "://" not in path and p.is_dir():
-        found = sorted(
-            {
-                "".join(f.suffixes[-2:]).lower() if compression(f.name) else f.suffix.lower()
-                for f in p.rglob("*")
-                if f.is_file() and not f.name.startswith(".")
-            }
+        names = [f.name for f in p.rglob("*") if f.is_file()]
+    elif "://" in path and not p.suffix:
+        names = _remote_names(path)
+    else:
+        return _file_format(path, path)
+    from .data.compressed import compression
+
+    found = sorted(
+        {
+            "".join(Path(n).suffixes[-2:]).lower() if compression(n) else Path(n).suffix.lower()
+            for n in names
+            if n[:1] != "."
+        }
+    )
+    if len(found) != 1:
+        raise UsageError(
+            f"--input {path}: a folder of files of one format (.csv, .tsv, .jsonl or .parquet); found {found}"
         )
-        if len(found) != 1:
-            raise UsageError(
-                f"--input {path}: a folder of files of one format (.csv, .tsv, .jsonl or .parquet); found {found}"
-            )
-        return _file_format(f"x{found[0]}", path)
-    return _file_format(path, path)
+    return _file_format(f"x{found[0]}", path)
+
+
+def _remote_names(url: str) -> list[str]:
+    """The names of the files under a remote folder (s3://, gs://, ...)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(url)
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except Exception as e:  # pyarrow raises many types: no such bucket, no credentials, an unknown scheme
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--input {url}: cannot list the folder ({first}); check the address and its credentials"
+        ) from None
+    return [Path(i.path).name for i in infos if i.type == pafs.FileType.File]
 
 
 def _file_format(name: str, shown: str) -> str:
