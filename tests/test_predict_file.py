@@ -337,8 +337,10 @@ def test_ray_reads_folders_of_csv_files_and_compressed_files(run, tmp_path):
     folder = tmp_path / "parts"
     folder.mkdir()
     lines = src.read_text().splitlines(keepends=True)
-    (folder / "a.csv.gz").write_bytes(__import__("gzip").compress("".join(lines[:11]).encode()))
-    (folder / "b.csv.gz").write_bytes(__import__("gzip").compress("".join(lines[:1] + lines[11:]).encode()))
+    for name, part in (("a.csv", lines[:11]), ("b.csv", lines[:1] + lines[11:])):  # the header in each file
+        (folder / name).write_text("".join(part))
+        compress(folder / name, "gz")
+        (folder / name).unlink()
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     cmd = [sys.executable, "-m", "textfit", "predict", run, "--engine", "ray", *common]
     for k, given in enumerate((str(compress(src, "gz")), str(folder), folder.as_uri())):  # a URL: listed by pyarrow

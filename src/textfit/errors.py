@@ -10,6 +10,12 @@ class UsageError(Exception):
     """Bad input from the user: one line, naming what is wrong and the fix."""
 
 
+def first_line(error: BaseException) -> str:
+    """A library's exception as one line for a UsageError: its message's first line, or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class Interrupted(Exception):
     """Training stopped by SIGTERM or Ctrl-C after saving a checkpoint."""
 

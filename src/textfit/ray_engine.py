@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .data.write import join_parts, output_format, write_part
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .predict_file import Columns, FileJob, predict_chunk, rejects_path
 
 # Reading takes no CPU of the cluster's count: the actors hold one each, and a read task that waits for a
@@ -127,9 +127,8 @@ def _remote_names(url: str) -> list[str]:
         fs, root = pafs.FileSystem.from_uri(url)
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except Exception as e:  # pyarrow raises many types: no such bucket, no credentials, an unknown scheme
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(
-            f"--input {url}: cannot list the folder ({first}); check the address and its credentials"
+            f"--input {url}: cannot list the folder ({first_line(e)}); check the address and its credentials"
         ) from None
     return [Path(i.path).name for i in infos if i.type == pafs.FileType.File]
 
@@ -137,13 +136,13 @@ def _remote_names(url: str) -> list[str]:
 def _file_format(name: str, shown: str) -> str:
     """The format of a file Ray's readers take: .csv, .tsv, .jsonl, .parquet, the first three also compressed
     (pyarrow detects .gz, .bz2 and .zst by the extension; it has no .xz)."""
-    from .data.compressed import compression
+    from .data.compressed import compression, uncompressed
 
     kind = compression(name)
     if kind == "xz":
         raise UsageError(f"--input {shown}: Ray's readers take .gz, .bz2 and .zst files, not .xz; use the local engine")
     try:
-        fmt = output_format(str(Path(name).with_suffix("")) if kind else name, "--input")
+        fmt = output_format(uncompressed(name), "--input")
     except UsageError:
         raise UsageError(
             f"--input {shown}: unsupported format; use .csv, .tsv, .jsonl or .parquet files (the first three also as "

@@ -16,7 +16,7 @@ import lzma
 from pathlib import Path
 from typing import IO
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 # what the decompressors raise for a file cut short (EOFError) or not compressed as its name says
@@ -26,6 +26,11 @@ DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZ
 def compression(path: str) -> str | None:
     """pandas' name of the compression that the file's last extension says (gzip, bz2, xz, zstd), or None."""
     return COMPRESSIONS.get(Path(path).suffix.lower())
+
+
+def uncompressed(name: str) -> str:
+    """The name without its compression extension (tickets.csv.gz -> tickets.csv); any other name as it is."""
+    return str(Path(name).with_suffix("")) if compression(name) else name
 
 
 def open_raw(path: str) -> IO[bytes]:
@@ -43,10 +48,9 @@ def open_raw(path: str) -> IO[bytes]:
 
 def undecompressable(path: str, error: BaseException) -> UsageError:
     """The one-line error for a compressed file that cannot be read to its end."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return UsageError(
-        f"{path}: cannot decompress as {compression(path)} ({first}); check that the file is whole and that its "
-        "extension names its compression"
+        f"{path}: cannot decompress as {compression(path)} ({first_line(error)}); check that the file is whole and "
+        "that its extension names its compression"
     )
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..hub import hub_reachable
-from .compressed import compression, read_raw
+from .compressed import compression, read_raw, uncompressed
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 TEXT_NAMES = [
@@ -66,15 +66,13 @@ class Frame:
 def data_stem(path: str) -> str:
     """A data file's name without its format and compression extensions (reviews.csv.gz -> reviews), for the
     names of default output folders; a folder's or a hub id's last part as it is."""
-    p = Path(path.rstrip("/"))
-    return (p.with_suffix("") if compression(str(p)) else p).stem
+    return Path(uncompressed(path.rstrip("/"))).stem
 
 
 def file_format(path: str) -> str:
     """csv, tsv, json, jsonl or parquet, by the extension (the one before .gz, .bz2, .xz or .zst)."""
-    inner = Path(path).with_suffix("") if compression(path) else Path(path)
-    suffix = inner.suffix.lower()
-    if suffix not in FORMATS or (FORMATS[suffix] == "parquet" and inner != Path(path)):
+    suffix = Path(uncompressed(path)).suffix.lower()
+    if suffix not in FORMATS or (FORMATS[suffix] == "parquet" and compression(path)):
         raise UsageError(
             f"{path}: unsupported format '{''.join(Path(path).suffixes[-2:]) or '(no extension)'}'; use a .csv, .tsv, "
             ".json, .jsonl or .parquet file (the first four also as .gz, .bz2, .xz or .zst), or a datasets folder"
@@ -324,9 +322,9 @@ def load_hub(name: str, config: str | None) -> tuple[dict[str, Frame], str]:
     try:
         obj = datasets.load_dataset(name, config)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(
-            f"--data {shown}: not a local file or folder, and the hub data set could not be loaded ({first[:200]}); "
+            f"--data {shown}: not a local file or folder, and the hub data set could not be loaded "
+            f"({first_line(e)[:200]}); "
             "check the name and your connection, or pass a local file"
         ) from None
     frames = frames_from_datasets(obj, name)
