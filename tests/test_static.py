@@ -66,20 +66,23 @@ def student(teacher, files) -> Path:
     return out
 
 
-@pytest.mark.parametrize("buckets", [0, 97], ids=["mean-max", "with-bigrams"])
-def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree(buckets):
-    """The features are the mean and maximum of a text's token vectors (special tokens have none) and, with
-    bigrams, the mean of the vectors of its neighbouring pairs, hashed; the padded and the fast path agree."""
+@pytest.mark.parametrize(
+    "buckets,conv", [(0, 0), (97, 0), (97, 5), (0, 5)], ids=["mean-max", "with-bigrams", "with-windows", "windows-only"]
+)
+def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree(buckets, conv):
+    """The features are the mean and maximum of a text's token vectors (special tokens have none), with
+    bigrams the mean of the vectors of its neighbouring pairs, hashed, and with windows the maximum over its
+    tokens of ReLU(W [left; token; right] + b) (zeros beyond its edges); the padded and the fast path agree."""
     from textfit.static import _HASH
 
     torch.manual_seed(0)
     vectors = torch.randn(10, 4)
     keep = torch.ones(10, dtype=torch.bool)
     keep[[0, 1]] = False  # [PAD] and [CLS]: no vectors of their own
-    config = _config(["a", "b"], "classification", 8, 4, bigrams=buckets, bigram_dim=3)
+    config = _config(["a", "b"], "classification", 8, 4, bigrams=buckets, bigram_dim=3, conv=conv)
     m = StaticStudent(vectors, keep, config, hidden=8).eval()
-    assert (m.bigrams is None) == (buckets == 0)
-    texts = [[1, 3, 4, 5], [1, 6], [1], [1, 7, 7, 7, 2]]  # the third: special tokens only
+    assert (m.bigrams is None) == (buckets == 0) and (m.conv is None) == (conv == 0)
+    texts = [[1, 3, 4, 5], [1, 6], [1], [1, 7, 7, 7, 2], [1, 9, 8]]  # the third: special tokens only
     width = max(map(len, texts))
     ids = torch.tensor([t + [0] * (width - len(t)) for t in texts])
     mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in texts])
@@ -93,15 +96,26 @@ def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree(buckets):
             if buckets:
                 pairs = [(a * _HASH + b) % buckets for a, b in zip(kept, kept[1:])]
                 feats.append(m.bigrams.weight[pairs].mean(0) if pairs else torch.zeros(3))
+            if conv:
+                padded_rows = torch.cat([torch.zeros(1, 4), rows, torch.zeros(1, 4)])
+                windows = [padded_rows[j : j + 3].reshape(-1) for j in range(len(rows))]
+                h = [torch.relu(m.conv.weight @ w + m.conv.bias) for w in windows]
+                feats.append(torch.stack(h).max(0).values if h else torch.zeros(conv))
             assert torch.allclose(padded[i], m.head(torch.cat(feats)), atol=1e-6)
     assert torch.allclose(padded, fast, atol=1e-6)
+    if conv:  # prediction's window table follows the weights when they change
+        with torch.no_grad():
+            m.conv.weight.mul_(-2.0)
+            m.embeddings.weight[3:6] += 1.0
+            assert torch.allclose(m.predict_ids(texts), m(input_ids=ids, attention_mask=mask).logits, atol=1e-6)
+            assert not torch.allclose(m.predict_ids(texts), fast, atol=1e-3)
 
 
 def test_a_distilled_static_student_is_an_ordinary_run(student, teacher, files):
     from model2vec import StaticModel
 
     m = RunManifest.read(student)
-    assert is_static_run(student) and m.static and m.static["pooling"] == "mean+max+bigrams"
+    assert is_static_run(student) and m.static and m.static["pooling"] == "mean+max+bigrams+windows"
     assert m.static["texts_per_second"] > 0 and m.static["vectors_from"] == str(teacher)
     assert m.distillation["teacher"] == teacher and m.distillation["unlabeled_rows"] == 80
     assert 0.5 <= m.distillation["agreement_validation"] <= 1.0
@@ -113,7 +127,12 @@ def test_a_distilled_static_student_is_an_ordinary_run(student, teacher, files):
     hf_id, body_id = tok.get_vocab()[word], body.tokenizer.get_vocab()[word]
     assert np.allclose(np.asarray(body.embedding[body_id], dtype=np.float32), model.embeddings.weight[hf_id].detach())
     card = (student / "README.md").read_text(encoding="utf-8")
-    assert "## Static student" in card and "StaticModel.from_pretrained" in card and "pipeline(" not in card
+    assert (
+        "## Static student" in card
+        and "(256 channels)" in card
+        and "StaticModel.from_pretrained" in card
+        and "pipeline(" not in card
+    )
     # eval and predict through the one prediction path; the padded path and the fast one agree
     clf = Classifier.load(student, backend="auto")
     assert clf.backend_name == "torch" and "static student" in clf.backend_choice
@@ -139,6 +158,23 @@ def test_a_distilled_static_student_is_an_ordinary_run(student, teacher, files):
 
 def test_export_and_pipeline_are_refused_in_one_line(student):
     one_line_exit_2(run_cli("export", str(student), "--format", "onnx"), "static student: ONNX export is not offered")
+
+
+def test_explanations_are_refused_in_one_line_and_by_the_server(student):
+    """Integrated gradients need a word-embedding layer the forward pass goes through: a static student has
+    none, so `--explain` is one line (exit 2, nothing predicted) and the server answers 400, not 500."""
+    from fastapi.testclient import TestClient
+
+    from textfit.serve import Limits, create_app
+
+    r = run_cli("predict", str(student), "a good film", "--explain")
+    one_line_exit_2(r, "a static student has no word explanations")
+    assert r.stdout == ""
+    with TestClient(create_app(Classifier.load(student), Limits(), str(student))) as c:
+        assert c.get("/info").json()["explain"] is False
+        got = c.post("/explain", json={"text": "a good film"})
+        assert got.status_code == 400 and "no word explanations" in got.json()["error"], got.text
+        assert c.post("/predict", json={"inputs": "a good film"}).status_code == 200
 
 
 def test_the_options_a_static_student_cannot_take_are_one_line(teacher, files, tmp_path):

@@ -230,6 +230,12 @@ def _static(manifest: RunManifest) -> str:
             if st.get("bigram_buckets")
             else ""
         )
+        + (
+            f", the maximum over its tokens of a learned window over each token and its two neighbours "
+            f"({st['conv']} channels)"
+            if st.get("conv")
+            else ""
+        )
         + f", and a head of one hidden layer of {st['hidden']} units."
         + (
             f" It predicted {speed:,.0f} texts a second on the validation split at the end of training "

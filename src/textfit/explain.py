@@ -87,8 +87,11 @@ class Explainer:
 
     @classmethod
     def load(cls, run: str | Path, steps: int = STEPS) -> Explainer:
+        from . import static
         from .model import load_from_run
 
+        if static.is_static_run(run):
+            raise UsageError(f"--explain: {run}: {static.NO_EXPLANATIONS}")
         manifest = RunManifest.read(run)
         model, tokenizer = load_from_run(run)
         return cls(model, tokenizer, manifest, steps)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from . import static
 from .errors import UsageError
 from .predict import Classifier, TorchBackend
 from .serve_input import BodyLimit, ExplainRequest, Limits, PredictRequest, check_explain, check_predict, error
@@ -227,6 +228,8 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
             return error(
                 400, "explanations need the PyTorch backend: start 'textfit serve' with --backend torch to get them"
             )
+        if explainer is None and static.is_static_run(run):
+            return error(400, static.NO_EXPLANATIONS)
         try:
             ex = await asyncio.wait_for(asyncio.to_thread(_explainer), limits.timeout_s)
             text, pair = parsed
@@ -257,7 +260,8 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
 
     @app.get("/info")
     async def info():
-        return {**_info(clf, limits, run), "explain": explainer is not None or (bool(run) and torch_backend)}
+        explains = bool(run) and torch_backend and not static.is_static_run(run)
+        return {**_info(clf, limits, run), "explain": explainer is not None or explains}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

@@ -374,7 +374,9 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     cfg = s.cfg
     s.steps_per_epoch = max(1, math.ceil(len(s.train_dl) / cfg.gradient_accumulation_steps))
     examples = len(s.train_dl.dataset)  # type: ignore[arg-type]
-    epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(examples)
+    epochs = (
+        cfg.epochs if cfg.epochs is not None else static.EPOCHS if cfg.model == static.NAME else auto_epochs(examples)
+    )
     s.total_steps = cfg.max_steps or math.ceil(epochs * s.steps_per_epoch)
     s.resolved["epochs"] = round(s.total_steps / s.steps_per_epoch, 2) if cfg.max_steps else epochs
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * s.total_steps)
@@ -385,6 +387,7 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     kind = "a static student" if cfg.model == static.NAME else "this model size"
     default = "" if cfg.learning_rate else f" (default for {kind})"
     why = "" if cfg.epochs is not None or cfg.max_steps else f", the default for {examples:,} training examples"
+    why = ", the default for a static student" if why and cfg.model == static.NAME else why
     if s.resolved.get("method", "finetune") != "finetune":
         return
     s.say(
