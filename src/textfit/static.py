@@ -162,7 +162,8 @@ class StaticStudent(nn.Module):
 
     def bags(self, flat: torch.Tensor, offsets: torch.Tensor, table: bool = False) -> torch.Tensor:
         """Logits of texts given as their tokens one after another (`offsets`: where each text starts):
-        the mean and the maximum of their vectors (zeros for a text with no tokens), through the head."""
+        the mean and the maximum of their vectors (zeros for a text with no tokens), their bigrams' mean and
+        their windows' maximum (`windows`; `table`: through prediction's table), through the head."""
         w = self.embeddings.weight
         feats = [F.embedding_bag(flat, w, offsets, mode="mean"), F.embedding_bag(flat, w, offsets, mode="max")]
         if self.bigrams is not None:
@@ -190,7 +191,7 @@ class StaticStudent(nn.Module):
             vocab, none = len(self.embeddings.weight), len(t) - 1
             last = torch.roll(first, -1)  # and the token before a text's first has no right one
             left = torch.where(first, none, torch.roll(flat, 1) + vocab)
-            right = torch.where(last, none, torch.roll(flat, -1) + 2 * vocab) if n else flat
+            right = torch.where(last, none, torch.roll(flat, -1) + 2 * vocab)
             h = F.embedding_bag(torch.stack([flat, left, right], 1), t, mode="sum").relu_()
         else:
             x = self.embeddings.weight[flat]
@@ -297,9 +298,7 @@ def _student(body: torch.Tensor, hf_ids: torch.Tensor, tokenizer: Any, config: A
     return StaticStudent(vectors, keep, config, hidden)
 
 
-def build(
-    body: str | Path, label_names: list[str], task: str, say: Any = print, conv: int | None = None
-) -> tuple[StaticStudent, Any]:
+def build(body: str | Path, label_names: list[str], task: str, say: Any = print) -> tuple[StaticStudent, Any]:
     """The student of `body` (a run folder or a model folder): model2vec's vectors of its encoder, a new head;
     and the body's tokenizer, which the run keeps."""
     import time
@@ -325,7 +324,7 @@ def build(
             raise UsageError(f"--student static: model2vec's vocabulary of {body} has {token!r}, its tokenizer not")
         hf_ids[i] = vocab[token]
     body_vectors = torch.from_numpy(np.asarray(static.embedding, dtype=np.float32))
-    config = _config(label_names, task, HIDDEN, static.dim, conv=CONV if conv is None else conv)
+    config = _config(label_names, task, HIDDEN, static.dim, conv=CONV)
     model = _student(body_vectors, torch.from_numpy(hf_ids), tokenizer, config, HIDDEN)
     model.body = {
         "hf_ids": hf_ids,
