@@ -193,7 +193,7 @@ def test_the_options_a_static_student_cannot_take_are_one_line(teacher, files, t
 
 
 def test_without_model2vec_one_line_names_the_extra(monkeypatch, files, tmp_path):
-    from textfit import static
+    from textfit import static_build as static
 
     real = builtins.__import__
 

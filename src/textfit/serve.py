@@ -146,6 +146,15 @@ def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
     }
 
 
+def _no_explanations(clf: Classifier, run: str, explainer: Any) -> str | None:
+    """Why /explain cannot answer on this server (None: it can)."""
+    if explainer is not None:
+        return None
+    if not run or not isinstance(clf.backend, TorchBackend):
+        return "explanations need the PyTorch backend: start 'textfit serve' with --backend torch to get them"
+    return static.NO_EXPLANATIONS if static.is_static_run(run) else None
+
+
 def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", explainer: Any = None) -> Any:
     """The app; `explainer` (an `explain.Explainer`) answers /explain, else one is loaded from `run`
     on the first request (PyTorch backend only)."""
@@ -181,7 +190,6 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
     )
 
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
-    torch_backend = isinstance(clf.backend, TorchBackend)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -224,12 +232,8 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
         parsed = check_explain(req, clf, limits)
         if not isinstance(parsed, tuple):
             return parsed
-        if explainer is None and (not run or not isinstance(clf.backend, TorchBackend)):
-            return error(
-                400, "explanations need the PyTorch backend: start 'textfit serve' with --backend torch to get them"
-            )
-        if explainer is None and static.is_static_run(run):
-            return error(400, static.NO_EXPLANATIONS)
+        if (why := _no_explanations(clf, run, explainer)) is not None:
+            return error(400, why)
         try:
             ex = await asyncio.wait_for(asyncio.to_thread(_explainer), limits.timeout_s)
             text, pair = parsed
@@ -260,8 +264,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
 
     @app.get("/info")
     async def info():
-        explains = bool(run) and torch_backend and not static.is_static_run(run)
-        return {**_info(clf, limits, run), "explain": explainer is not None or explains}
+        return {**_info(clf, limits, run), "explain": _no_explanations(clf, run, explainer) is None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

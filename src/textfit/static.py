@@ -26,8 +26,6 @@ distillation of the vectors is model2vec's.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -70,51 +68,6 @@ def is_static(model: Any) -> bool:
 
 def is_static_run(folder: str | Path) -> bool:
     return (Path(folder) / HEAD).is_file() and (Path(folder) / BODY).is_dir()
-
-
-def check(task: str, pairs: bool) -> None:
-    """Single texts, multi-class or multi-label; the rest in one line that says why."""
-    if pairs:
-        raise UsageError(
-            "--student static classifies single texts: a bag of token vectors cannot compare two texts; drop "
-            "--text-pair-column, or distill a transformer student (--student MODEL, --layers K)"
-        )
-    if task == "regression":
-        raise UsageError(
-            "--student static: regression is not offered (not measured); distill a transformer student "
-            "(--student MODEL, --layers K)"
-        )
-
-
-def _require_model2vec() -> Any:
-    try:
-        from model2vec.distill import distill_from_model
-    except ImportError:
-        raise UsageError("--student static needs model2vec (and skeletoken): pip install 'textfit[static]'") from None
-    return distill_from_model
-
-
-@contextlib.contextmanager
-def _quiet_model2vec() -> Iterator[None]:
-    """model2vec's progress bar over the vocabulary and skeletoken's notes on the tokenizer tell a user of
-    textfit nothing: textfit says in one line what was made and how long it took."""
-    import functools
-    import logging
-
-    import model2vec.distill.inference as inference
-
-    loggers = [logging.getLogger(n) for n in ("model2vec", "skeletoken")]
-    levels = [g.level for g in loggers]
-    bar = inference.tqdm
-    inference.tqdm = functools.partial(bar, disable=True)
-    for g in loggers:
-        g.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        inference.tqdm = bar
-        for g, level in zip(loggers, levels):
-            g.setLevel(level)
 
 
 class StaticStudent(nn.Module):
@@ -298,43 +251,6 @@ def _student(body: torch.Tensor, hf_ids: torch.Tensor, tokenizer: Any, config: A
     return StaticStudent(vectors, keep, config, hidden)
 
 
-def build(body: str | Path, label_names: list[str], task: str, say: Any = print) -> tuple[StaticStudent, Any]:
-    """The student of `body` (a run folder or a model folder): model2vec's vectors of its encoder, a new head;
-    and the body's tokenizer, which the run keeps."""
-    import time
-
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
-
-    distill_from_model = _require_model2vec()
-    transformers.logging.set_verbosity_error()
-    tokenizer = AutoTokenizer.from_pretrained(str(body))
-    encoder = AutoModel.from_pretrained(str(body), use_safetensors=True)
-    t = time.time()
-    with _quiet_model2vec():
-        static = distill_from_model(
-            encoder, tokenizer, pca_dims=PCA_DIMS, device="cpu", token_remove_pattern=None, quantize_to="float32"
-        )
-    say(f"textfit: static vectors of {body}'s {len(tokenizer)} tokens by model2vec in {time.time() - t:.1f}s")
-    vocab = tokenizer.get_vocab()
-    body_vocab = static.tokenizer.get_vocab()
-    hf_ids = np.zeros(len(body_vocab), dtype=np.int64)
-    for token, i in body_vocab.items():
-        if token not in vocab:
-            raise UsageError(f"--student static: model2vec's vocabulary of {body} has {token!r}, its tokenizer not")
-        hf_ids[i] = vocab[token]
-    body_vectors = torch.from_numpy(np.asarray(static.embedding, dtype=np.float32))
-    config = _config(label_names, task, HIDDEN, static.dim, conv=CONV)
-    model = _student(body_vectors, torch.from_numpy(hf_ids), tokenizer, config, HIDDEN)
-    model.body = {
-        "hf_ids": hf_ids,
-        "tokenizer": static.tokenizer.to_str(),
-        "config": dict(static.config),
-        "base": Path(str(body)).name,
-    }
-    return model, tokenizer
-
-
 def load(folder: str | Path) -> tuple[StaticStudent, Any]:
     """A static run's model (evaluation mode) and tokenizer: safetensors and the run's tokenizer only."""
     from safetensors import safe_open
@@ -366,22 +282,6 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
             raise UsageError(f"{folder}: the static student's bigram vectors have the wrong shape; retrain the run")
         model.bigrams.weight.data.copy_(bigrams)
     return model.eval(), tokenizer
-
-
-def for_training(
-    cfg: Any, task: str, label_names: list[str], pairs: bool, body: Path, say: Any
-) -> tuple[StaticStudent, Any]:
-    """The student and tokenizer for `--student static`, its vectors from `body` (the teacher's run under
-    `distill`, the packaged MiniLM under `train`); the options a static student cannot take are refused first."""
-    check(task, pairs)
-    for flag, on in (("--layers", cfg.layers), ("--lora", cfg.lora), ("--freeze-backbone", cfg.freeze_backbone)):
-        if on:
-            raise UsageError(f"--student static has no transformer layers: drop {flag}")
-    if cfg.teacher and is_static_run(body):
-        raise UsageError(
-            f"teacher {cfg.teacher} is a static student; distill from a transformer run (its encoder gives the vectors)"
-        )
-    return build(body, label_names, task, say)
 
 
 def fast_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import accel, static
+from .. import accel, static, static_build
 from ..config import (
     AUTO_EPOCHS,
     AUTO_EXAMPLES,
@@ -191,7 +191,7 @@ def _load_model(cfg: TrainConfig, data: TrainingData, path: str | None, say: Any
     if path is None:
         body = teacher_folders(cfg.teacher)[0] if cfg.teacher else Path(default_model_path())
         pairs = schema.text_pair_column is not None
-        model, tokenizer = static.for_training(cfg, schema.task, schema.label_names, pairs, body, say)
+        model, tokenizer = static_build.for_training(cfg, schema.task, schema.label_names, pairs, body, say)
         return str(body), model, tokenizer
     dropout = parse_attention_dropout(cfg.attention_dropout)
     model, tokenizer = load_for_training(
