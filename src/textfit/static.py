@@ -117,28 +117,27 @@ class StaticStudent(nn.Module):
         """Logits of texts given as their tokens one after another (`offsets`: where each text starts):
         the mean and the maximum of their vectors (zeros for a text with no tokens), their bigrams' mean and
         their windows' maximum (`windows`; `table`: through prediction's table), through the head."""
-        w = self.embeddings.weight
+        w, n = self.embeddings.weight, len(flat)
         feats = [F.embedding_bag(flat, w, offsets, mode="mean"), F.embedding_bag(flat, w, offsets, mode="max")]
+        first = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        first[offsets[offsets < n]] = True  # a text's first token: no left neighbour of its own text
         if self.bigrams is not None:
-            counts = torch.diff(offsets, append=torch.tensor([len(flat)], device=offsets.device))
-            text = torch.repeat_interleave(torch.arange(len(offsets), device=flat.device), counts)
-            inside = text[1:] == text[:-1]  # neighbours within one text
-            pairs = ((flat[:-1] * _HASH + flat[1:]) % self.bigram_buckets)[inside]
-            per_text = torch.zeros_like(counts).index_add_(0, text[1:][inside], torch.ones_like(pairs))
+            counts = torch.diff(offsets, append=torch.tensor([n], device=offsets.device))
+            pairs = ((flat[:-1] * _HASH + flat[1:]) % self.bigram_buckets)[~first[1:]]  # neighbours within one text
+            per_text = (counts - 1).clamp(min=0)
             feats.append(F.embedding_bag(pairs, self.bigrams.weight, torch.cumsum(per_text, 0) - per_text, mode="mean"))
         if self.conv is not None:
-            feats.append(self.windows(flat, offsets, table=table))
+            feats.append(self.windows(flat, offsets, first, table))
         return self.head(torch.cat(feats, -1))
 
-    def windows(self, flat: torch.Tensor, offsets: torch.Tensor, table: bool = False) -> torch.Tensor:
+    def windows(self, flat: torch.Tensor, offsets: torch.Tensor, first: torch.Tensor, table: bool) -> torch.Tensor:
         """The maximum over each text of ReLU(W [left; token; right] + b) at each of its tokens: a convolution
         of width 3 on the flat tokens, a neighbour across a text's edge taken as zeros. Computed as three
         products of the vectors with W's thirds, shifted (no tokens x 3 dim copy); with `table` (prediction),
-        from each vocabulary token's three products made once (`_window_table`), a sum of three rows a token."""
+        from each vocabulary token's three products made once (`_window_table`), a sum of three rows a token.
+        `first`: True at each text's first token (`bags`)."""
         assert self.conv is not None
         n = len(flat)
-        first = torch.zeros(n, dtype=torch.bool, device=flat.device)
-        first[offsets[offsets < n]] = True  # a text's first token has no left neighbour
         if table:
             t = self._window_table()
             vocab, none = len(self.embeddings.weight), len(t) - 1
