@@ -321,14 +321,39 @@ def _recorded_contrastive_batches(tiny_model, files, monkeypatch, name: str, **e
     return batches, pairs
 
 
-def test_each_contrastive_step_encodes_a_row_once(tiny_model, files, monkeypatch):
-    """A step's pairs share rows (8 pairs of a 24-row split): each row is encoded once, so a step costs its
-    distinct rows, not twice its pairs."""
-    batches, pairs = _recorded_contrastive_batches(tiny_model, files, monkeypatch, "once", batch_size=8)
-    assert pairs == 24 * 2 * fewshot.PAIRS_PER_ROW
-    assert batches and len(batches) == -(-pairs // 8)
-    assert all(len(b) == len(set(b)) for b in batches)  # no row twice in one batch
-    assert all(len(b) < 16 for b in batches)  # fewer than the 2 x 8 sides the pairs name
+def test_a_larger_split_takes_steps_of_rows_each_encoded_once(tiny_model, files, monkeypatch):
+    """24 rows, --batch-size 8 (more than 2 x 8): each step encodes 8 distinct rows and scores the 28 pairs among
+    them; the steps go through the split pass after pass, every row in PAIRS_PER_ROW steps."""
+    batches, pairs = _recorded_contrastive_batches(tiny_model, files, monkeypatch, "rows", batch_size=8)
+    steps = -(-fewshot.PAIRS_PER_ROW * 24 // 8)
+    assert len(batches) == steps and pairs == steps * 8 * 7 // 2
+    assert all(len(b) == len(set(b)) == 8 for b in batches)
+    rows = [r for b in batches for r in b]
+    assert all(sorted(rows[k : k + 24]) == list(range(24)) for k in range(0, len(rows), 24))  # one pass each
+
+
+def test_row_steps_score_every_pair_with_the_two_kinds_weighing_half_each():
+    labels = [0, 0, 1, 1, 1, 0, 1]
+    steps = list(fewshot._row_steps(labels, False, 3, 20, seed=4))
+    assert len(steps) == 20
+    again = list(fewshot._row_steps(labels, False, 3, 20, seed=4))
+    assert all(x[0] == y[0] for x, y in zip(steps, again))  # seeded
+    seen = [r for rows, *_ in steps for r in rows]
+    assert all(sorted(seen[k : k + 7]) == list(range(7)) for k in range(0, 56, 7))  # passes over the split
+    for rows, a, b, target, weight in steps:
+        assert len(set(rows)) == 3 and len(a) == 3 and bool((a < b).all())
+        for n in range(3):
+            assert target[n] == float(labels[rows[a[n]]] == labels[rows[b[n]]])
+        same = target > 0
+        if same.any() and (~same).any():
+            assert weight[same].sum().item() == pytest.approx(0.5) and weight[~same].sum().item() == pytest.approx(0.5)
+        else:
+            assert weight.sum().item() == pytest.approx(0.5)
+    multi = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    rows, a, b, target, weight = next(fewshot._row_steps(multi, True, 3, 1, seed=0))
+    got = {frozenset((rows[i], rows[j])): float(t) for i, j, t in zip(a.tolist(), b.tolist(), target)}
+    assert got == {frozenset((0, 1)): 0.5, frozenset((1, 2)): 0.5, frozenset((0, 2)): 0.0}
+    assert weight.tolist() == pytest.approx([0.25 if t > 0 else 0.5 for t in target])  # 2 sharing a label, 1 not
 
 
 def test_a_split_of_at_most_two_batches_of_rows_takes_big_steps(tiny_model, files, monkeypatch):
