@@ -318,8 +318,9 @@ def test_prediction_batches_run_one_fixed_set_of_shapes():
     prediction stops meeting new ones (kernel state, memory), and every text is predicted once."""
     from textfit.data.batching import ladder_batches, ladder_width
 
-    assert [ladder_width(w) for w in (1, 2, 3, 63, 64, 65, 100, 500)] == [2, 2, 4, 64, 64, 66, 102, 514]
-    assert all(w <= ladder_width(w) <= w + max(2, w // 32) for w in range(1, 600))
+    assert [ladder_width(w) for w in (1, 2, 3, 39, 40, 41, 46, 100, 256)] == [2, 2, 4, 40, 40, 45, 50, 109, 275]
+    assert all(w <= ladder_width(w) <= w + max(2, w // 8) for w in range(1, 600))
+    assert len({ladder_width(w) for w in range(41, 257)}) == 17  # coarse above 40 tokens: few rungs to meet
     rng = np.random.default_rng(0)
     shapes = []
     for chunk in (rng.integers(3, 70, 5003), rng.integers(3, 70, 4871)):

@@ -37,14 +37,22 @@ def shared_widths(widths: Iterable[int]) -> dict[int, int]:
     return out
 
 
+LADDER_FINE_UP_TO = 40  # rungs 2 tokens apart up to here; above, each rung an eighth above the last
+
+
 @functools.cache
 def ladder_width(width: int) -> int:
-    """The rung of one fixed ladder at or above `width`: 2, 4, ... 64, then each rung max(2, rung // 32)
-    above the last (at most as much padding as `shared_widths` allows). It depends on nothing else, so
-    every chunk of a large prediction meets the shapes the first chunks met."""
+    """The rung of one fixed ladder at or above `width`: 2, 4, ... 40, then each rung an eighth above the last
+    (45, 50, 56, 63, 70, 78, ...: 17 rungs from 41 to 256 tokens, against 64 before). It depends on nothing
+    else, so every chunk of a large prediction meets the shapes the first chunks met.
+
+    Why coarse above 40: every new rung's bf16 kernels keep state (about 12 MB each), and the rungs of a
+    corpus's sparse long tail are first met chunks into a large prediction, so its memory rose with the rows
+    (rungs 2 tokens apart: five new rungs after the first 10,000 SST-2 rows, the last in chunk 40; an eighth
+    apart: one). The padding it adds is measured in benchmarks/RESULTS.md (issue 30)."""
     rung = 2
     while rung < width:
-        rung += max(2, rung // 32)
+        rung += 2 if rung < LADDER_FINE_UP_TO else rung // 8
     return rung
 
 
