@@ -128,28 +128,32 @@ def check(data: Any, model: Any) -> None:
         )
 
 
+def pair_targets(labels: Any, multi: bool) -> np.ndarray:
+    """The target similarity of every two rows (n x n): 1 for the same label and 0 for another; multi-label,
+    the Jaccard overlap of their label sets (1 for two rows without labels)."""
+    y = np.asarray(labels, dtype=np.float32 if multi else np.int64)
+    if not multi:
+        return (y[:, None] == y[None, :]).astype(np.float32)
+    inter = y @ y.T
+    union = y.sum(1)[:, None] + y.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float32)
+
+
 def make_pairs(labels: list[Any], multi: bool, per_row: int, seed: int) -> list[tuple[int, int, float]]:
     """(row, partner, target similarity): for every row, `per_row` times, a partner of the same label and one of
     another (SetFit's pair generation). Multi-label: partners sharing a label / sharing none, the target their
     label sets' Jaccard overlap."""
     rng = np.random.default_rng(seed)
-    y = np.asarray(labels, dtype=np.float32 if multi else np.int64)
-    n, pairs = len(y), []
-    if multi:
-        inter = y @ y.T
-        union = y.sum(1)[:, None] + y.sum(1)[None, :] - inter
-        jaccard = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-        same, other = jaccard > 0, jaccard == 0
-    else:
-        same, other = y[:, None] == y[None, :], y[:, None] != y[None, :]
+    targets = pair_targets(labels, multi)
+    n, pairs = len(targets), []
+    same, other = targets > 0, targets == 0
     np.fill_diagonal(same, False)
     for _ in range(per_row):
         for i in range(n):
             for pool in (np.flatnonzero(same[i]), np.flatnonzero(other[i])):
                 if len(pool):
                     j = int(rng.choice(pool))
-                    target = float(jaccard[i, j]) if multi else float(y[i] == y[j])
-                    pairs.append((i, j, target))
+                    pairs.append((i, j, float(targets[i, j])))
     order = rng.permutation(len(pairs))
     return [pairs[k] for k in order]
 
@@ -243,23 +247,18 @@ def _row_steps(labels: Any, multi: bool, size: int, steps: int, seed: int) -> It
     SetFit draws a fixed list of pairs and encodes both sides of each; a step of rows scores 120 pairs for the
     encoder work of 16 rows. On 400 SST-2 rows (3 draws, AMD EPYC Zen 4) this gave the pairs' accuracy (0.803
     against 0.806) in about a quarter of the time (66-76 s against 259 s; benchmarks/RESULTS.md)."""
-    y = torch.as_tensor(np.asarray(labels, dtype=np.float32 if multi else np.int64))
+    targets = torch.from_numpy(pair_targets(labels, multi))
     g = torch.Generator().manual_seed(seed)
     a, b = torch.triu_indices(size, size, 1)
     order: list[int] = []
     for _ in range(steps):
         if len(order) < size:  # the next pass, its rows already waiting in this step moved to its end
             waiting = set(order)
-            fresh = torch.randperm(len(y), generator=g).tolist()
+            fresh = torch.randperm(len(targets), generator=g).tolist()
             order += [r for r in fresh if r not in waiting] + [r for r in fresh if r in waiting]
         rows, order = order[:size], order[size:]
-        yy = y[rows]
-        if multi:
-            inter = (yy[a] * yy[b]).sum(-1)
-            union = yy[a].sum(-1) + yy[b].sum(-1) - inter
-            target = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
-        else:
-            target = (yy[a] == yy[b]).float()
+        ix = torch.tensor(rows)
+        target = targets[ix[a], ix[b]]
         same = target > 0
         weight = torch.where(same, 0.5 / same.sum().clamp(min=1), 0.5 / (~same).sum().clamp(min=1))
         yield rows, a, b, target, weight
