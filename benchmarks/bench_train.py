@@ -82,7 +82,9 @@ def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
 
 def model_flops(model_path: str, train_csv: str, max_length: int, epochs: float) -> tuple[float, dict]:
     """Useful training FLOPs: 6 x non-embedding parameters x real tokens, plus attention
-    (12 x layers x hidden x sum of squared sequence lengths, forward and backward)."""
+    (12 x layers x hidden x sum of squared sequence lengths, forward and backward). The whole model's
+    work for every variant: textfit's last layer computes the first token alone (`accel.first_token`), so
+    its TFLOP/s counts about a sixth of MiniLM's products it does not run."""
     import pandas as pd
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 

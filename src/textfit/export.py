@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import accel
 from .errors import UsageError
 from .model import quiet_transformers, require_safetensors
 from .predict import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
@@ -55,7 +56,8 @@ class ParityError(Exception):
 def _sample(tokenizer: Any, max_length: int, n_random: int = 48, seed: int = 0) -> list[str]:
     """The fixed sentences, plus texts of random tokens with lengths up to max_length."""
     rng = random.Random(seed)
-    vocab = [t for t in tokenizer.get_vocab() if t.isalpha() and t.isascii() and len(t) > 2]
+    # sorted: a fast tokenizer's vocabulary comes in a different order in every process (a Rust hash map)
+    vocab = sorted(t for t in tokenizer.get_vocab() if t.isalpha() and t.isascii() and len(t) > 2)
     texts = list(SAMPLE)
     for _ in range(n_random):
         n = rng.choice([3, 8, 20, 60, max_length])
@@ -174,6 +176,7 @@ def export_onnx(run: str, output: str | None = None, quantize: str | None = None
     model = AutoModelForSequenceClassification.from_pretrained(
         run, use_safetensors=True, attn_implementation="eager"
     ).eval()
+    accel.enable(model, "fp32", torch.device("cpu"))  # the graph computes the last layer for [CLS] alone, as PyTorch
     out = Path(output) if output else default_output(run)
     if out.is_dir() and any(out.iterdir()) and not (out / "model.onnx").is_file():
         first = next(p for p in sorted(out.rglob("*")) if p.is_file() or p.is_dir())

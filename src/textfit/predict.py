@@ -141,12 +141,13 @@ class TorchBackend:
                 raise UsageError("--quantize int8 runs on the CPU only")
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
             self.dtype = None
+            accel.enable(self.model, "fp32", self.device)
         elif quantize is not None:
             raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
         elif self.device.type == "cpu" and self.dtype == torch.bfloat16:
             self.model = accel.enable(self.model, "infer", self.device)  # bf16 weights: no autocast needed
         elif self.device.type == "cpu":
-            accel.tune_allocator()
+            accel.enable(self.model, "fp32", self.device)
         self.governor = governor_for(self.device, 1)  # fewer threads while other work shares the CPU
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

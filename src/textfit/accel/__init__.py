@@ -2,9 +2,13 @@
 
     model = accel.enable(model, "train")   # CPU: the "textfit_cpu" attention and FastDropout
     model = accel.enable(model, "infer")   # CPU with bf16 units: bf16 weights, oneDNN fusions, fused attention
+    model = accel.enable(model, "fp32")    # CPU prediction in fp32 (no bf16, --precision fp32, int8)
+
+Every CPU mode also runs a BERT classifier's last layer for the first token only (`first_token`).
 
 Nothing outside this package reaches into its modules. Each fast path has a PyTorch fallback and an
-off switch (TEXTFIT_FUSED_ATTENTION=0, TEXTFIT_FUSED_DROPOUT=0, TEXTFIT_MALLOC_TUNING=0); the C
+off switch (TEXTFIT_FUSED_ATTENTION=0, TEXTFIT_FUSED_DROPOUT=0, TEXTFIT_MALLOC_TUNING=0,
+TEXTFIT_FIRST_TOKEN=0); the C
 kernels are PyTorch custom operators (`torch.ops.textfit.*`). On other devices `enable` changes nothing.
 """
 
@@ -18,17 +22,18 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from . import attention, cpu, dropout, inference, training
+from . import attention, cpu, dropout, first_token, inference, training
 
 _ALLOCATOR_TUNED = False
 
 
 def enable(model: Any, mode: str, device: torch.device | None = None) -> Any:
-    """Make `model` fast for `mode` ("train" or "infer") on `device` (default: the model's own)."""
+    """Make `model` fast for `mode` ("train", "infer" or "fp32") on `device` (default: the model's own)."""
     device = device or next(model.parameters()).device
     if device.type != "cpu":
         return model
     tune_allocator()
+    first_token.install(model)
     if mode == "train":
         training.register()
         if hasattr(model, "set_attn_implementation"):
@@ -40,6 +45,8 @@ def enable(model: Any, mode: str, device: torch.device | None = None) -> Any:
         return model
     if mode == "infer":
         return inference.for_cpu_inference(model) if bf16_supported(device) else model
+    if mode == "fp32":
+        return model
     raise ValueError(f"accel.enable: unknown mode {mode!r}")
 
 
@@ -79,6 +86,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16
         return torch.float16 if device.type == "cuda" else None
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def first_token_only(model: Any) -> Any:
+    """A context in which the encoder's own calls compute the last layer for the first token alone
+    (`first_token.only`; nothing where `enable` did not install it)."""
+    return first_token.only(model)
 
 
 def fused_attention_unavailable() -> str | None:
@@ -128,6 +141,7 @@ __all__ = [
     "bf16_supported",
     "cpu",
     "enable",
+    "first_token_only",
     "fused_attention_unavailable",
     "pick_device",
     "trim_allocator",

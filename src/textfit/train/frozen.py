@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import accel
 from ..data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
 from ..run import RunManifest
 
@@ -63,7 +64,7 @@ def encode_features(model: Any, loader: Any, device: torch.device, dtype: torch.
             index = batch.pop("index")
             batch.pop("labels", None)
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), accel.first_token_only(model):
                 hidden = model.base_model(**batch).last_hidden_state[:, 0]
             for i, h in zip(index.tolist(), hidden.float().cpu()):
                 rows[i] = h
