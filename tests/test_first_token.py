@@ -12,11 +12,12 @@ from textfit import accel
 from textfit.accel import first_token
 
 
-def _bert(layers: int = 2, dropout: float = 0.0):
-    from transformers import BertConfig, BertForSequenceClassification
+def _bert(layers: int = 2, dropout: float = 0.0, family: str = "bert"):
+    import transformers
 
     torch.manual_seed(0)
-    config = BertConfig(
+    name = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra"}[family]
+    config = getattr(transformers, f"{name}Config")(
         vocab_size=200,
         hidden_size=64,
         num_hidden_layers=layers,
@@ -27,7 +28,7 @@ def _bert(layers: int = 2, dropout: float = 0.0):
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )
-    return BertForSequenceClassification(config).eval()
+    return getattr(transformers, f"{name}ForSequenceClassification")(config).eval()
 
 
 def _batch():
@@ -39,9 +40,9 @@ def _batch():
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.mark.parametrize("mode", ["fp32", "train"])
-def test_logits_and_gradients_equal_every_position_computed(mode):
-    model, batch = _bert(), _batch()
+@pytest.mark.parametrize("mode,family", [("fp32", "bert"), ("train", "bert"), ("train", "roberta"), ("fp32", "electra")])
+def test_logits_and_gradients_equal_every_position_computed(mode, family):
+    model, batch = _bert(family=family), _batch()
     ref = copy.deepcopy(model)
     accel.enable(model, mode)
     assert model._textfit_first_token
@@ -109,6 +110,7 @@ def test_only_known_bert_classifiers():
     bert = _bert()
     assert first_token.applies(bert)
     assert not first_token.applies(bert.base_model)  # an encoder alone: its every position is its output
+    assert first_token.applies(_bert(family="roberta")) and first_token.applies(_bert(family="electra"))
 
 
 def test_the_frozen_backbone_reads_the_same_first_token():

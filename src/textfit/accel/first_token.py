@@ -9,9 +9,9 @@ as before). The same arithmetic, so the same logits to rounding, for training an
 sixth of a 6-layer encoder's products are saved (benchmarks/RESULTS.md has the figures). The few-shot
 runs' mean layer (`fewshot.append_mean_layer`) is such a last layer too: its first position is the mean.
 
-Only where the code is known to be BERT's (the classifier, the pooler, the layer and its attention
-compared by their bytecode with transformers' BERT classes, as `inference` does for the output blocks;
-BERT, MiniLM, bert-base-chinese...), and only for calls through the classifier's own forward that ask
+Only where the code is known (the classifier, its head, the layer and its attention compared by their
+bytecode with transformers' classes, as `inference` does for the output blocks: BERT, MiniLM,
+bert-base-chinese, RoBERTa, XLM-R, CamemBERT, ELECTRA), and only for calls through the classifier's own forward that ask
 for no hidden states or attention maps: a direct call of the encoder (`model.base_model(...)`: the
 contrastive pass, the frozen backbone's features) runs every token as before. TEXTFIT_FIRST_TOKEN=0
 turns it off. No library does this (transformers, optimum and ONNX Runtime's transformer optimizer
@@ -42,22 +42,59 @@ def _same_code(obj: Any, cls: type, name: str = "forward") -> bool:
     return mine is not None and (mine.co_code, mine.co_names) == (theirs.co_code, theirs.co_names)
 
 
+# The classifiers whose head reads the first position alone: (module, classifier, base model, the head's
+# attribute and class). RoBERTa, XLM-R, CamemBERT and ELECTRA run BERT's layer code (checked below).
+FAMILIES = (
+    ("bert", "BertForSequenceClassification", "BertModel", "pooler", "BertPooler"),
+    ("roberta", "RobertaForSequenceClassification", "RobertaModel", "classifier", "RobertaClassificationHead"),
+    (
+        "xlm_roberta",
+        "XLMRobertaForSequenceClassification",
+        "XLMRobertaModel",
+        "classifier",
+        "XLMRobertaClassificationHead",
+    ),
+    ("camembert", "CamembertForSequenceClassification", "CamembertModel", "classifier", "CamembertClassificationHead"),
+    ("electra", "ElectraForSequenceClassification", "ElectraModel", "classifier", "ElectraClassificationHead"),
+)
+
+
+def _known_head(model: Any) -> bool:
+    import importlib
+
+    base = model.base_model
+    for family, classifier, body, attribute, head in FAMILIES:
+        if type(model).__name__ != classifier:
+            continue
+        try:
+            module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+        except ImportError:
+            return False
+        return (
+            _same_code(model, getattr(module, classifier))
+            and _same_code(base, getattr(module, body))
+            and getattr(model, attribute, getattr(base, attribute, None)) is not None
+            and _same_code(getattr(model, attribute, None) or getattr(base, attribute), getattr(module, head))
+        )
+    return False
+
+
 def applies(model: Any) -> bool:
-    """Whether `model` is a BERT sequence classifier whose head reads only the first position."""
+    """Whether `model` is a sequence classifier of a BERT-family architecture whose head reads only the
+    first position (`FAMILIES`), with BERT's own layer code."""
     from transformers.models.bert import modeling_bert as bert
 
     base = getattr(model, "base_model", None)
     config = getattr(model, "config", None)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    encoder = getattr(base, "encoder", None)
+    layers = getattr(encoder, "layer", None)
     if base is None or config is None or not isinstance(layers, nn.ModuleList) or not len(layers):
         return False
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return False
-    if getattr(config, "chunk_size_feed_forward", 0):
+    if getattr(config, "chunk_size_feed_forward", 0) or not _same_code(encoder, bert.BertEncoder):
         return False
-    if not _same_code(model, bert.BertForSequenceClassification) or base.pooler is None:
-        return False
-    if not _same_code(base.pooler, bert.BertPooler) or not _same_code(base, bert.BertModel):
+    if not _known_head(model):
         return False
     return all(
         _same_code(layer, bert.BertLayer)
