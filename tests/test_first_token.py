@@ -66,6 +66,9 @@ def test_other_calls_compute_every_position():
     assert model.base_model(**batch).last_hidden_state.shape == (4, 11, 64)  # the contrastive pass's call
     out = model(**batch, output_hidden_states=True)
     assert out.hidden_states[-1].shape == (4, 11, 64)
+    model.config.output_hidden_states = True  # asked for by the configuration instead of the call
+    assert model(**batch).hidden_states[-1].shape == (4, 11, 64)
+    model.config.output_hidden_states = False
     with pytest.raises(Exception):
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"][:, :3])  # fails inside
     assert model.base_model(**batch).last_hidden_state.shape == (4, 11, 64)  # nothing left switched on

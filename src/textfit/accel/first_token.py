@@ -140,7 +140,8 @@ def _enter(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if stack is None:
         stack = _state.stack = []
     stack.append(getattr(_state, "layer", None))
-    whole = kwargs.get("output_hidden_states") or kwargs.get("output_attentions")
+    asks = {**{k: getattr(model.config, k, None) for k in ("output_hidden_states", "output_attentions")}, **kwargs}
+    whole = asks.get("output_hidden_states") or asks.get("output_attentions")  # every layer's every position
     _state.layer = None if whole else model.base_model.encoder.layer[-1]
 
 
