@@ -8,8 +8,8 @@ Every CPU mode also runs a BERT classifier's last layer for the first token only
 
 Nothing outside this package reaches into its modules. Each fast path has a PyTorch fallback and an
 off switch (TEXTFIT_FUSED_ATTENTION=0, TEXTFIT_FUSED_DROPOUT=0, TEXTFIT_MALLOC_TUNING=0,
-TEXTFIT_FIRST_TOKEN=0); the C
-kernels are PyTorch custom operators (`torch.ops.textfit.*`). On other devices `enable` changes nothing.
+TEXTFIT_FIRST_TOKEN=0); the C kernels are PyTorch custom operators (`torch.ops.textfit.*`). On other
+devices `enable` changes nothing.
 """
 
 from __future__ import annotations

@@ -11,16 +11,18 @@ runs' mean layer (`fewshot.append_mean_layer`) is such a last layer too: its fir
 
 Only where the code is known (the classifier, its head, the layer and its attention compared by their
 bytecode with transformers' classes, as `inference` does for the output blocks: BERT, MiniLM,
-bert-base-chinese, RoBERTa, XLM-R, CamemBERT, ELECTRA), and only for calls through the classifier's own forward that ask
-for no hidden states or attention maps: a direct call of the encoder (`model.base_model(...)`: the
-contrastive pass, the frozen backbone's features) runs every token as before. TEXTFIT_FIRST_TOKEN=0
-turns it off. No library does this (transformers, optimum and ONNX Runtime's transformer optimizer
-compute every position of every layer).
+bert-base-chinese, RoBERTa, XLM-R, CamemBERT, ELECTRA), and only for calls through the classifier's own
+forward that ask for no hidden states or attention maps (nor does its configuration): a direct call of the
+encoder (`model.base_model(...)`: the contrastive pass) runs every token as before, unless inside `only`
+(the frozen backbone's features, which read the first position alone). TEXTFIT_FIRST_TOKEN=0 turns it off.
+No library does this (transformers, optimum and ONNX Runtime's transformer optimizer compute every position
+of every layer).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import os
 import threading
@@ -34,8 +36,9 @@ from torch import nn
 _state = threading.local()  # .layer: the layer that runs for the first token only in this thread's call
 
 
-def _same_code(obj: Any, cls: type, name: str = "forward") -> bool:
-    """Whether `obj`'s method `name` is `cls`'s code (behind any decorators: they wrap every model alike)."""
+def same_code(obj: Any, cls: type, name: str = "forward") -> bool:
+    """Whether `obj`'s method `name` is `cls`'s code (behind any decorators: they wrap every model alike): how
+    this package recognises transformers' blocks it may compute its own way (here and in `inference`)."""
     method = getattr(type(obj), name, None)
     mine = getattr(inspect.unwrap(method), "__code__", None) if method is not None else None
     theirs = inspect.unwrap(getattr(cls, name)).__code__
@@ -60,8 +63,6 @@ FAMILIES = (
 
 
 def _known_head(model: Any) -> bool:
-    import importlib
-
     base = model.base_model
     for family, classifier, body, attribute, head in FAMILIES:
         if type(model).__name__ != classifier:
@@ -70,11 +71,12 @@ def _known_head(model: Any) -> bool:
             module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
         except ImportError:
             return False
+        reader = getattr(model, attribute, None) or getattr(base, attribute, None)  # the pooler is the body's
         return (
-            _same_code(model, getattr(module, classifier))
-            and _same_code(base, getattr(module, body))
-            and getattr(model, attribute, getattr(base, attribute, None)) is not None
-            and _same_code(getattr(model, attribute, None) or getattr(base, attribute), getattr(module, head))
+            same_code(model, getattr(module, classifier))
+            and same_code(base, getattr(module, body))
+            and reader is not None
+            and same_code(reader, getattr(module, head))
         )
     return False
 
@@ -92,15 +94,15 @@ def applies(model: Any) -> bool:
         return False
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return False
-    if getattr(config, "chunk_size_feed_forward", 0) or not _same_code(encoder, bert.BertEncoder):
+    if getattr(config, "chunk_size_feed_forward", 0) or not same_code(encoder, bert.BertEncoder):
         return False
     if not _known_head(model):
         return False
     return all(
-        _same_code(layer, bert.BertLayer)
-        and _same_code(layer, bert.BertLayer, "feed_forward_chunk")
-        and _same_code(getattr(layer, "attention", None), bert.BertAttention)
-        and _same_code(getattr(getattr(layer, "attention", None), "self", None), bert.BertSelfAttention)
+        same_code(layer, bert.BertLayer)
+        and same_code(layer, bert.BertLayer, "feed_forward_chunk")
+        and same_code(getattr(layer, "attention", None), bert.BertAttention)
+        and same_code(getattr(getattr(layer, "attention", None), "self", None), bert.BertSelfAttention)
         for layer in layers
     )
 
@@ -140,8 +142,8 @@ def _enter(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if stack is None:
         stack = _state.stack = []
     stack.append(getattr(_state, "layer", None))
-    asks = {**{k: getattr(model.config, k, None) for k in ("output_hidden_states", "output_attentions")}, **kwargs}
-    whole = asks.get("output_hidden_states") or asks.get("output_attentions")  # every layer's every position
+    # every layer's every position asked for, by the call or else by the configuration
+    whole = any(kwargs.get(k, getattr(model.config, k, None)) for k in ("output_hidden_states", "output_attentions"))
     _state.layer = None if whole else model.base_model.encoder.layer[-1]
 
 

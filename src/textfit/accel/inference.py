@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import attention
+from .first_token import same_code
 
 
 class OneDNNLinear(nn.Module):
@@ -46,10 +47,8 @@ def _is_bert_output_block(module: nn.Module) -> bool:
     BertOutput and their copies in RoBERTa, ELECTRA and the other BERT-family models (same code)."""
     from transformers.models.bert.modeling_bert import BertSelfOutput
 
-    mine, bert = getattr(type(module).forward, "__code__", None), BertSelfOutput.forward.__code__
     return (
-        mine is not None
-        and (mine.co_code, mine.co_names) == (bert.co_code, bert.co_names)
+        same_code(module, BertSelfOutput)
         and type(getattr(module, "dense", None)) is nn.Linear
         and isinstance(getattr(module, "LayerNorm", None), nn.LayerNorm)
     )
