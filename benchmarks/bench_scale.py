@@ -8,6 +8,11 @@ Every figure is a whole process (`textfit predict ... --quiet`, or a `python -c`
 peak resident memory read by the parent from the kernel (`os.wait4`'s ru_maxrss: the child alone). The
 input: SST-2 train sentences repeated with an id and a source column (`id,text,source`), as a user's table.
 rows/s is rows over wall time; "marginal" leaves out the start-up (the same command on 1 row). Run alone.
+
+`--rounds N` (default 1) measures the start-up and the 10,000-row lines N times, half of the rounds before the
+larger sizes and half after them, and prints their medians: a 10,000-row line is about 10 s of work after a 6 s
+start-up, so one reading of either moves the marginal rate by 10%, and a 20-minute 1M-row run drifts with the
+machine; the rounds on both sides of it even that out.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,33 +132,63 @@ def main() -> None:
     ap.add_argument("--ray-rows", type=int, default=100_000, help="0: no Ray")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-refs", action="store_true", help="leave out the pipeline and in-memory rows")
+    ap.add_argument("--rounds", type=int, default=1, help="start-up and 10,000-row lines, half before, half after")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     print(f"machine: {machine_kind()}; run: {args.run}; chunk rows {args.chunk_rows}")
-    rows = []
     one = make_table(work / "one.csv", 1)
-    start_s, _, _ = timed(
-        [*TEXTFIT, "predict", args.run, "--input", str(one), "--output", str(work / "o.csv"), "--quiet"]
-    )
     small = make_table(work / "in-10000.csv", 10_000)
     refs = (
         ()
         if args.no_refs
         else (("transformers.pipeline (in memory)", PIPELINE), ("textfit 0.2 path (in memory)", IN_MEMORY))
     )
-    for name, code in refs:
-        wall, rss, rc = timed([sys.executable, "-c", code, args.run, str(small), str(work / "ref.csv")])
-        rows.append((name, 10_000, wall, rss, rc))
-    for n in args.sizes:
-        src = small if n == 10_000 else make_table(work / f"in-{n}.csv", n)
+    start_up: list[float] = []
+    readings: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+
+    def small_round() -> None:
+        probe = [*TEXTFIT, "predict", args.run, "--input", str(one), "--output", str(work / "o.csv"), "--quiet"]
+        wall, _, rc = timed(probe)
+        assert rc == 0, "the 1-row start-up probe failed"
+        (work / "o.csv").unlink()
+        start_up.append(wall)
+        for name, code in refs:
+            if name.startswith("transformers") and len(start_up) > 1:
+                continue  # the slow reference once: it is not what the rounds compare
+            reading = timed([sys.executable, "-c", code, args.run, str(small), str(work / "ref.csv")])
+            readings.setdefault((name, 10_000), []).append(reading)
+        if 10_000 in args.sizes:
+            readings.setdefault(("textfit predict (streaming)", 10_000), []).append(stream(small, 10_000))
+
+    def stream(src: Path, n: int) -> tuple[float, float, int]:
         out = work / f"out-{n}.csv"
         cmd = [*TEXTFIT, "predict", args.run, "--input", str(src), "--output", str(out), "--quiet"]
-        wall, rss, rc = timed([*cmd, "--chunk-rows", str(args.chunk_rows)])
-        rows.append(("textfit predict (streaming)", n, wall, rss, rc))
-        if n != 10_000:
-            src.unlink()
+        reading = timed([*cmd, "--chunk-rows", str(args.chunk_rows)])
         out.unlink(missing_ok=True)
-    print(f"\nstart-up (1 row, whole process): {start_s:.1f} s")
+        return reading
+
+    before = (args.rounds + 1) // 2
+    for _ in range(before):
+        small_round()
+    for n in (n for n in args.sizes if n != 10_000):
+        src = make_table(work / f"in-{n}.csv", n)
+        readings[("textfit predict (streaming)", n)] = [stream(src, n)]
+        src.unlink()
+    for _ in range(args.rounds - before):
+        small_round()
+    start_s = statistics.median(start_up)
+    rows = [
+        (name, n, statistics.median(r[0] for r in got), statistics.median(r[1] for r in got), max(r[2] for r in got))
+        for (name, n), got in readings.items()
+    ]
+    if args.rounds > 1:
+        print(f"\n{args.rounds} rounds of the 10,000-row lines ({before} before the larger sizes): wall s each")
+        print(f"  start-up (1 row): {' '.join(f'{t:.1f}' for t in start_up)}")
+        for (name, n), got in readings.items():
+            if len(got) > 1:
+                print(f"  {name} {n:,}: {' '.join(f'{r[0]:.1f}' for r in got)}")
+    what = "median of the rounds" if args.rounds > 1 else "whole process"
+    print(f"\nstart-up (1 row, {what}): {start_s:.1f} s; the 10,000-row lines' wall s and peak: {what}")
     print(f"{'path':38s} {'rows':>9s} {'wall s':>8s} {'rows/s':>8s} {'marginal rows/s':>16s} {'peak RSS MB':>12s}")
     for name, n, wall, rss, rc in rows:
         marginal = n / max(1e-9, wall - start_s)
