@@ -146,11 +146,16 @@ def main() -> None:
     start_up: list[float] = []
     readings: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
 
+    def stream(src: Path, n: int) -> tuple[float, float, int]:
+        out = work / f"out-{n}.csv"
+        cmd = [*TEXTFIT, "predict", args.run, "--input", str(src), "--output", str(out), "--quiet"]
+        reading = timed([*cmd, "--chunk-rows", str(args.chunk_rows)])
+        out.unlink(missing_ok=True)
+        return reading
+
     def small_round() -> None:
-        probe = [*TEXTFIT, "predict", args.run, "--input", str(one), "--output", str(work / "o.csv"), "--quiet"]
-        wall, _, rc = timed(probe)
+        wall, _, rc = stream(one, 1)
         assert rc == 0, "the 1-row start-up probe failed"
-        (work / "o.csv").unlink()
         start_up.append(wall)
         for name, code in refs:
             if name.startswith("transformers") and len(start_up) > 1:
@@ -159,13 +164,6 @@ def main() -> None:
             readings.setdefault((name, 10_000), []).append(reading)
         if 10_000 in args.sizes:
             readings.setdefault(("textfit predict (streaming)", 10_000), []).append(stream(small, 10_000))
-
-    def stream(src: Path, n: int) -> tuple[float, float, int]:
-        out = work / f"out-{n}.csv"
-        cmd = [*TEXTFIT, "predict", args.run, "--input", str(src), "--output", str(out), "--quiet"]
-        reading = timed([*cmd, "--chunk-rows", str(args.chunk_rows)])
-        out.unlink(missing_ok=True)
-        return reading
 
     before = (args.rounds + 1) // 2
     for _ in range(before):
@@ -177,8 +175,8 @@ def main() -> None:
     for _ in range(args.rounds - before):
         small_round()
     start_s = statistics.median(start_up)
-    rows = [
-        (name, n, statistics.median(r[0] for r in got), statistics.median(r[1] for r in got), max(r[2] for r in got))
+    rows = [  # medians of wall and peak; the exit status of the first reading that failed, else 0
+        (name, n, *(statistics.median(r[k] for r in got) for k in (0, 1)), next((r[2] for r in got if r[2]), 0))
         for (name, n), got in readings.items()
     ]
     if args.rounds > 1:
