@@ -331,5 +331,11 @@ def test_prediction_batches_run_one_fixed_set_of_shapes():
         assert all(max(chunk[b]) <= w == ladder_width(max(chunk[b])) for b, _, w in planned)
         shapes.append({(rows, w) for _, rows, w in planned})
     assert shapes[0] == shapes[1]
+    # a sparse long tail (3 texts of 66 tokens among thousands of at most 48): those run as a quarter-sized batch, and
+    # every full batch has the width a chunk without them would give it, whichever chunk the tail turns up in
+    short = rng.integers(3, 49, 5000)
+    plain, tailed = (ladder_batches(c, 64, 8192, limit=512) for c in (short, np.concatenate([short, [66, 66, 66]])))
+    assert tailed[0][1:] == (16, 70) and set(tailed[0][0]) >= {5000, 5001, 5002}
+    assert {(r, w) for _, r, w in tailed if r == 64} == {(r, w) for _, r, w in plain if r == 64}
     (b, rows, w), = ladder_batches(np.array([5, 9, 7]), 64, 1024, limit=512)  # one short pass: its own rows
     assert rows == 3 and w == 10 and ladder_batches(np.array([600]), 64, 1024, limit=512)[0][2] == 600

@@ -38,6 +38,7 @@ def shared_widths(widths: Iterable[int]) -> dict[int, int]:
 
 
 LADDER_FINE_UP_TO = 40  # rungs 2 tokens apart up to here; above, each rung an eighth above the last
+RARE_RUNG_SHARE = 4  # a pass's top rungs that at most a quarter of a batch's rows reach: batches of that quarter
 
 
 @functools.cache
@@ -63,18 +64,28 @@ def ladder_batches(
     longest text's `ladder_width` (at most `limit`, the model's length), with `max_tokens // width` rows
     (at most `batch_size`). A pass of several batches pads its last, short batch to that many rows too (the
     caller repeats a row and drops its outputs: at most one batch of a pass), so the shapes a pass runs
-    depend on the ladder alone, never on how many texts a chunk holds.
+    depend on the ladder alone, never on how many texts a chunk holds. The top rungs of a sparse long tail (a
+    rung that at most a quarter of the batch's rows reach) run as batches of that quarter, so the widest full
+    batch is set by the common lengths, not by the few longest texts a chunk happens to hold.
 
     Why: oneDNN and PyTorch's bf16 kernels keep state for every (rows, width) shape they meet; with
     `shared_widths` each chunk of a streamed prediction chose its own widths, and resident memory grew
-    with every chunk (benchmarks/RESULTS.md, issue 30)."""
+    with every chunk; and SST-2's rare 64-66 token texts, first met chunks into a large table, made its widest
+    batch 64 x 70 where the first chunk's was 64 x 63 (benchmarks/RESULTS.md, issue 30)."""
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")
     out: list[tuple[np.ndarray, int, int]] = []
     s = 0
+    tail = True
+    rungs = np.array([min(ladder_width(int(n)), limit) for n in lengths[order]], dtype=np.int64)
     while s < len(order):
-        width = max(int(lengths[order[s]]), min(ladder_width(int(lengths[order[s]])), limit))
+        width = max(int(lengths[order[s]]), int(rungs[s]))
         rows = max(1, min(batch_size, max_tokens // width))
+        few = rows // RARE_RUNG_SHARE
+        if tail and few and s + rows < len(order) and rungs[min(s + few, len(order) - 1)] < rungs[s]:
+            rows = few  # the sparse long tail's top rung: a small batch, and the rest at their own rung
+        else:
+            tail = False
         out.append((order[s : s + rows], rows, width))
         s += rows
     if len(out) == 1:
