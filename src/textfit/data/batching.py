@@ -82,7 +82,7 @@ def ladder_batches(
         width = max(int(lengths[order[s]]), int(rungs[s]))
         rows = max(1, min(batch_size, max_tokens // width))
         few = rows // RARE_RUNG_SHARE
-        if tail and few and s + rows < len(order) and rungs[min(s + few, len(order) - 1)] < rungs[s]:
+        if tail and few and s + rows < len(order) and rungs[s + few] < rungs[s]:
             rows = few  # the sparse long tail's top rung: a small batch, and the rest at their own rung
         else:
             tail = False
