@@ -3,6 +3,8 @@
     python benchmarks/bench_distill.py sst2 --teacher-model MPNET --teacher-rows 4000 --work /tmp/bd
     python benchmarks/bench_distill.py sst2 --layers 3 --work /tmp/bd3       # teacher: the packaged MiniLM, 6 layers
     python benchmarks/bench_distill.py mrpc --teacher-model MPNET --work /tmp/bdm
+    python benchmarks/bench_distill.py sst2 --teacher-model MPNET --teacher-rows 20000 --imdb-sentences \
+        --distill-flags "--epochs 2" --work /tmp/bds                       # + the IMDb sample's sentences, unlabelled
 
 Every step is a whole `textfit` process as a user runs it: `train` the teacher (--teacher-model, on a seeded
 --teacher-rows sample when given), `train` the student directly (the packaged MiniLM, --layers K when given),
@@ -11,7 +13,9 @@ in training; `bench_quality.prepare` gives the data) and `predict` the dev file 
 students decide as the teacher does. Prediction speed: `textfit predict RUN --input FILE` on --predict-rows
 training texts, whole processes, best of --repeats, for the teacher and each student; --avx2 also times them
 under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (the kernels of a CPU without AVX-512 or bf16).
-Finished runs in --work are reused, so a stopped benchmark goes on where it was. Run it alone.
+--imdb-sentences cuts the shared IMDb sample's 3,180 reviews into sentences (`<br />` removed, split after `.`, `!`
+or `?`, 4 to 50 words kept: 35,729) and gives them to every distilled student as `--unlabeled` texts for the teacher
+to label (RESULTS.md, issue 28). Finished runs in --work are reused, so a stopped benchmark goes on where it was. Run it alone.
 """
 
 from __future__ import annotations
@@ -31,6 +35,23 @@ from bench_quality import prepare  # noqa: E402
 from userdata import machine_kind  # noqa: E402
 
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "IMDB Dataset.csv"
+
+
+def imdb_sentences(work: Path) -> Path:
+    """The shared IMDb sample's reviews as sentences of 4 to 50 words, one per row (column `text`), unlabelled."""
+    import re
+
+    out = work / "imdb_sents.csv"
+    if not out.is_file():
+        found = [
+            s.strip()
+            for review in pd.read_csv(IMDB)["review"]
+            for s in re.split(r"(?<=[.!?])\s+", review.replace("<br />", " "))
+            if 4 <= len(s.split()) <= 50
+        ]
+        pd.DataFrame({"text": found}).to_csv(out, index=False)
+    return out
 
 
 def textfit(*args: str, env: dict[str, str] | None = None) -> float:
@@ -105,6 +126,7 @@ def main() -> None:
     p.add_argument("--teacher-run", type=Path, help="a finished run to be the teacher (instead of training one)")
     p.add_argument("--direct-run", type=Path, help="a finished run to stand for the directly trained student")
     p.add_argument("--no-direct", action="store_true", help="no directly trained student (a sweep of distill flags)")
+    p.add_argument("--imdb-sentences", action="store_true", help="the IMDb sample's sentences as --unlabeled texts")
     p.add_argument("--work", type=Path, required=True)
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -123,9 +145,11 @@ def main() -> None:
     rows = [("teacher", run_once("teacher", a.work, teacher_cmd))]
     if (a.teacher_model or a.layers) and not a.no_direct:  # else the direct student is the teacher itself
         rows.append(("direct", run_once("direct", a.work, ["train", "--data", str(train), *cols, *extra, *layers])))
+    unlabeled = ["--unlabeled", str(imdb_sentences(a.work))] if a.imdb_sentences else []
     for i, flags in enumerate(a.distill_flags or [""]):
         name = f"distilled{i}" if len(a.distill_flags) > 1 else "distilled"
-        cmd = ["distill", str(a.work / "teacher"), "--data", str(train), *cols, *extra, *layers, *flags.split()]
+        cmd = ["distill", str(a.work / "teacher"), "--data", str(train), *cols, *extra, *layers, *unlabeled]
+        cmd += flags.split()
         rows.append((name, run_once(name, a.work, cmd)))
     texts = a.work / "speed.csv"
     rows_read = pd.read_csv(train)
@@ -146,7 +170,7 @@ def main() -> None:
         print(f"  {name}: {metric} {score:.4f}, agreement {agree:.4f}, {seconds:.0f}s, {rate:.1f} texts/s", flush=True)
     base_rate = {n: r for n, *_, r, _ in table}["teacher"]
     print(
-        f"\n{a.data}: teacher {a.teacher_model or 'packaged MiniLM'}{f' on {a.teacher_rows} rows' if a.teacher_rows else ''}; flags {a.flags or '(defaults)'}; distill {a.distill_flags or ['(defaults)']}"
+        f"\n{a.data}: teacher {a.teacher_model or 'packaged MiniLM'}{f' on {a.teacher_rows} rows' if a.teacher_rows else ''}; flags {a.flags or '(defaults)'}; distill {a.distill_flags or ['(defaults)']}{' + IMDb sentences' if unlabeled else ''}"
     )
     print(
         f"| run | layers | dev {metric} | agreement with the teacher | train wall s | steps | predict texts/s | x teacher |"
