@@ -15,7 +15,8 @@ training texts, whole processes, best of --repeats, for the teacher and each stu
 under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (the kernels of a CPU without AVX-512 or bf16).
 --imdb-sentences cuts the shared IMDb sample's 3,180 reviews into sentences (`<br />` removed, split after `.`, `!`
 or `?`, 4 to 50 words kept: 35,729) and gives them to every distilled student as `--unlabeled` texts for the teacher
-to label (RESULTS.md, issue 28). Finished runs in --work are reused, so a stopped benchmark goes on where it was. Run it alone.
+to label (RESULTS.md, issue 28). Finished runs in --work are reused, so a stopped benchmark goes on where it was.
+Run it alone.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import prepare  # noqa: E402
+from bench_quality import SHARED, prepare  # noqa: E402
 from userdata import machine_kind  # noqa: E402
 
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "IMDB Dataset.csv"
 
 
 def imdb_sentences(work: Path) -> Path:
@@ -46,7 +46,7 @@ def imdb_sentences(work: Path) -> Path:
     if not out.is_file():
         found = [
             s.strip()
-            for review in pd.read_csv(IMDB)["review"]
+            for review in pd.read_csv(SHARED / "imdb/IMDB Dataset.csv")["review"]
             for s in re.split(r"(?<=[.!?])\s+", review.replace("<br />", " "))
             if 4 <= len(s.split()) <= 50
         ]

@@ -76,13 +76,17 @@ def ladder_batches(
     order = np.argsort(-lengths, kind="stable")
     out: list[tuple[np.ndarray, int, int]] = []
     s = 0
-    tail = True
-    rungs = np.array([min(ladder_width(int(n)), limit) for n in lengths[order]], dtype=np.int64)
+    tail = True  # no full batch yet: the pass is still among its longest, rarest texts
+
+    def rung(i: int) -> int:
+        return min(ladder_width(int(lengths[order[i]])), limit)
+
     while s < len(order):
-        width = max(int(lengths[order[s]]), int(rungs[s]))
+        top = rung(s)
+        width = max(int(lengths[order[s]]), top)
         rows = max(1, min(batch_size, max_tokens // width))
         few = rows // RARE_RUNG_SHARE
-        if tail and few and s + rows < len(order) and rungs[s + few] < rungs[s]:
+        if tail and few and s + rows < len(order) and rung(s + few) < top:
             rows = few  # the sparse long tail's top rung: a small batch, and the rest at their own rung
         else:
             tail = False
