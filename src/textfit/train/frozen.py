@@ -37,7 +37,7 @@ def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return lambda h: model.classifier(model.dropout(pooler(h[:, None, :])))
     if kind == "distilbert":
         return lambda h: model.classifier(model.dropout(F.relu(model.pre_classifier(h))))
-    if kind in ("roberta", "xlm-roberta", "camembert", "electra"):  # their heads read hidden[:, 0] themselves
+    if kind in ("roberta", "xlm-roberta", "camembert", "electra", "mpnet"):  # their heads read hidden[:, 0] themselves
         return lambda h: model.classifier(h[:, None, :])
     return None
 
