@@ -13,8 +13,8 @@ libraries' imports: setfit's happen at `from setfit import`, textfit's are made 
 textfit `train` with the defaults (`--method auto`) but `--split 100,0,0` (every drawn row trains, as in setfit),
 textfit `--method finetune` (the same), and setfit 1.2's `Trainer`
 with its default `TrainingArguments` (seeded with the draw). `--rows400`: 400 training rows drawn at random
-(not per class), one epoch (`--epochs 1`), the issue's case. `--zero-shot`: textfit `--zero-shot` with two
-descriptions, no validation split (the measured default scale), and with the dev file as validation (the
+(not per class), one epoch (`--epochs 1`), the issue's case, for each of --methods. `--zero-shot`: textfit
+`--zero-shot` with two descriptions, no validation split (the measured default scale), and with the dev file as validation (the
 fitted scale), and `--self-train` on 4,000 texts of the training data without their labels (the 2,180 others of the
 IMDb sample); each of three description pairs (PAIRS) is a "draw" of the zero-shot rows (seed = its index). Results are appended to --out as JSON lines (a finished job is not run again) and summarised as
 a table of mean and spread. Run it alone: training times are compared.
@@ -168,7 +168,7 @@ def main() -> None:
         for k in (int(x) for x in a.shots.split(",") if x):
             jobs += [{"set": s, "k": k, "seed": d, "method": m} for d in range(a.draws) for m in a.methods.split(",")]
         if a.rows400:
-            jobs += [{"set": s, "rows": 400, "seed": d, "method": m} for d in range(a.draws) for m in ("auto", "setfit")]
+            jobs += [{"set": s, "rows": 400, "seed": d, "method": m} for d in range(a.draws) for m in a.methods.split(",")]
         if a.zero_shot:
             methods = ("zero-shot", "zero-shot+validation", "zero-shot+self-train")
             jobs += [{"set": s, "seed": d, "method": m} for d in range(len(PAIRS)) for m in methods]
