@@ -435,3 +435,12 @@ def test_contrastive_and_zero_shot_runs_of_mpnet_and_roberta_bodies(tiny_model, 
     pipe = pipeline("text-classification", model=str(tmp_path / "zero"), device="cpu")
     zero = Classifier.load(tmp_path / "zero", precision="fp32")
     assert [p["label"] for p in pipe(texts)] == [p.label for p in zero.predict(texts)]
+
+
+def test_a_fine_tuning_run_says_its_method_and_why(tiny_model, files, tmp_path):
+    r = run_cli(
+        "train", "--data", str(files["train"]), "--model", tiny_model, "--method", "finetune", "--epochs", "1",
+        "--precision", "fp32", "--output", str(tmp_path / "run"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "textfit: method finetune (--method finetune)" in r.stdout + r.stderr

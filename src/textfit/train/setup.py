@@ -304,13 +304,13 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         log_every=0,
         amp=amp,
         t_start=t_start,
-        resolved={**resolved, "precision": manifest.precision},
+        resolved={**resolved, "precision": manifest.precision, "method": method},
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
-    state.resolved["method"] = method
+    say(f"textfit: method {method} ({why})")
     if method != "finetune":
-        _without_loop(state, method, why)
+        _without_loop(state, method)
     elif cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
         use_cached_features(state)
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
@@ -322,10 +322,9 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     return state
 
 
-def _without_loop(s: TrainState, method: str, why: str) -> None:
+def _without_loop(s: TrainState, method: str) -> None:
     """Contrastive (fewshot.py) and zero-shot (zeroshot.py) runs: the encoder tuned on pairs (contrastive), the
     mean layer appended, every vector cached, and the head fitted in closed form."""
-    s.say(f"textfit: method {method} ({why})")
     if method == "contrastive":
         pairs, seconds = fewshot.tune_body(s)
         s.manifest.method = {"name": method, "pairs": pairs, "seconds": round(seconds, 2)}
