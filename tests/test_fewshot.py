@@ -401,10 +401,10 @@ def test_contrastive_and_zero_shot_runs_of_mpnet_and_roberta_bodies(tiny_model, 
     assert config["model_type"] == family and config["num_hidden_layers"] == 3
     assert result["metrics"]["validation"]["accuracy"] >= 0.75
     texts = [t for t, _ in make_rows(12, seed=11, chinese=False)]
-    clf = Classifier.load(folder, precision="fp32")
+    ours = Classifier.load(folder, precision="fp32").predict(texts)
     theirs = pipeline("text-classification", model=str(folder), device="cpu")(texts)
-    assert [p["label"] for p in theirs] == [p.label for p in clf.predict(texts)]
-    assert np.allclose([p["score"] for p in theirs], [p.score for p in clf.predict(texts)], atol=1e-4)
+    assert [p["label"] for p in theirs] == [p.label for p in ours]
+    assert np.allclose([p["score"] for p in theirs], [p.score for p in ours], atol=1e-4)
     # what the appended layer's first position outputs: the LayerNorm of the token vectors' mean, weighted for MPNet
     # head by head by its relative-position bias (zero queries and keys leave only the bias and the mask)
     model = AutoModelForSequenceClassification.from_pretrained(body, num_labels=2).eval()

@@ -39,6 +39,7 @@ from .. import static
 from ..accel.cpu import kind as cpu_kind
 from ..data import make_collate
 from ..errors import UsageError
+from .frozen import TANH_HEADS
 
 FEW_SHOT_ROWS = 1000  # --method auto: contrastive below this many training rows (benchmarks/RESULTS.md)
 PAIRS_PER_ROW = 20  # SetFit's num_iterations: one same-label and one other-label partner per row, this many times
@@ -52,9 +53,6 @@ ROW_STEP_LR = 2  # steps of rows (`_row_steps`) take twice BODY_LR: 400 SST-2 ro
 WHOLE_SPLIT_STEP = 8
 VALUE_SCALE = 1e4  # the mean layer's value projection: the residual it is added to weighs 1e-4 beside it
 POOLER_SCALE = 1e-2  # tanh(x * POOLER_SCALE) / POOLER_SCALE differs from x by under 0.2% for |x| < 4
-
-
-TANH_HEADS = ("mpnet", "roberta", "xlm-roberta", "camembert")  # classifier = out_proj(tanh(dense(hidden[:, 0])))
 
 
 def _layer_parts(layer: Any) -> tuple[Any, ...] | None:

@@ -25,6 +25,9 @@ from .. import accel
 from ..data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
 from ..run import RunManifest
 
+# Heads that read hidden[:, 0] themselves as out_proj(tanh(dense(...))); ELECTRA's also reads it, through a GELU
+TANH_HEADS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+
 
 def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The classification head as a function of the first token's final hidden state."""
@@ -37,7 +40,7 @@ def head_function(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return lambda h: model.classifier(model.dropout(pooler(h[:, None, :])))
     if kind == "distilbert":
         return lambda h: model.classifier(model.dropout(F.relu(model.pre_classifier(h))))
-    if kind in ("roberta", "xlm-roberta", "camembert", "electra", "mpnet"):  # their heads read hidden[:, 0] themselves
+    if kind in (*TANH_HEADS, "electra"):
         return lambda h: model.classifier(h[:, None, :])
     return None
 
