@@ -145,6 +145,23 @@ def test_distill_with_unlabelled_texts_and_fewer_layers_is_an_ordinary_run(teach
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"read from {out / CACHE}" in r.stdout and RunManifest.read(out).distillation["teacher_predictions_cached"]
 
+    # ... and so does one into another folder that names the first with --teacher-predictions
+    other = tmp_path / "student2"
+    at = args.index("--output") + 1
+    again = [*args[:at], str(other), *args[at + 1 :], "--teacher-predictions", str(out), "--alpha", "0.2"]
+    r = run_cli(*again)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"read from {out / CACHE}" in r.stdout and RunManifest.read(other).distillation["teacher_predictions_cached"]
+    assert np.array_equal(load_file(other / CACHE)["scores"], load_file(out / CACHE)["scores"])
+    # predictions for other texts (no --unlabeled here) or no predictions at all: one line, nothing written
+    unlabeled = args.index("--unlabeled")
+    fewer = [*again[:unlabeled], *again[unlabeled + 2 :]]
+    fewer[fewer.index(str(other))] = str(tmp_path / "never")
+    one_line_exit_2(run_cli(*fewer), "made by another teacher or for other texts")
+    fewer[-3] = str(files["dir"])
+    one_line_exit_2(run_cli(*fewer), "no teacher_predictions.safetensors there")
+    assert not (tmp_path / "never").exists()
+
 
 def test_an_ensemble_teacher_averages_its_runs(tiny_model, files, tmp_path):
     seeds = train(

@@ -245,6 +245,12 @@ class TrainConfig:
     unlabeled: list[str] | None = _f(
         None, "files of texts without labels that the student learns from the teacher alone", distill=True, nargs="+"
     )
+    teacher_predictions: str | None = _f(
+        None,
+        "an earlier distillation's run folder (or its teacher_predictions.safetensors) whose teacher predictions to "
+        "reuse: same teacher, texts and split, so the teacher does not predict them again",
+        distill=True,
+    )
     alpha: float = _f(
         0.5,
         "share of the loss from the gold labels on labelled rows; the rest follows the teacher (measured in "

@@ -12,7 +12,8 @@ only) and the loss to the teacher's distribution softened by `--distill-temperat
 KL divergence scaled by T^2; binary cross-entropy per label for multi-label; squared error to the
 teacher's value for regression). The teacher's predictions are kept in the run folder
 (teacher_predictions.safetensors, keyed by the teacher's files and the texts), so a second
-distillation into the same --output (--overwrite, --resume) does not predict them again.
+distillation into the same --output (--overwrite, --resume), or into another one with
+--teacher-predictions pointing at the first, does not predict them again.
 
 Why not a library's: transformers has no distillation trainer, and SetFit's DistillationTrainer (read in
 its source, not run here) distils sentence embeddings with a cosine loss for SetFit's own model format,
@@ -168,18 +169,35 @@ def _key(folders: list[Path], texts: list[str], pairs: list[str] | None) -> str:
     return h.hexdigest()
 
 
-def _cached(out: Path | None, key: str) -> dict[str, np.ndarray] | None:
-    if out is None or not (out / CACHE).is_file():
+def _cached(file: Path | None, key: str) -> dict[str, np.ndarray] | None:
+    """The scores in a teacher_predictions.safetensors when they are for this key (teacher files and texts)."""
+    if file is None or not file.is_file():
         return None
     from safetensors import safe_open
 
     try:
-        with safe_open(str(out / CACHE), "np") as f:
+        with safe_open(str(file), "np") as f:
             if (f.metadata() or {}).get("key") != key:
                 return None
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
     except Exception:  # a damaged cache is predicted again
         return None
+
+
+def _reused(given: str, key: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """--teacher-predictions: another run's cache, which must hold this teacher's scores for these texts."""
+    file = Path(given) / CACHE if Path(given).is_dir() else Path(given)
+    if not file.is_file():
+        raise UsageError(
+            f"--teacher-predictions {given}: no {CACHE} there; pass the folder of an earlier 'textfit distill' run"
+        )
+    hit = _cached(file, key)
+    if hit is None:
+        raise UsageError(
+            f"--teacher-predictions {given}: made by another teacher or for other texts (the teacher, --data, "
+            "--unlabeled and the split must be the same); drop the flag and the teacher predicts them again"
+        )
+    return file, hit
 
 
 def _predict(folders: list[Path], texts: list[str], pairs: list[str] | None, batch: int, say: Any) -> np.ndarray:
@@ -221,7 +239,8 @@ def _placeholders(scores: np.ndarray, manifest: RunManifest) -> list[Any]:
 
 def prepare(cfg: TrainConfig, data: TrainingData, out: Path | None, say: Any) -> Distillation:
     """Check the teacher and read the unlabelled files (UsageError before anything is written); then the
-    teacher's scores, from `out`'s cache when it holds these texts' (--overwrite, --resume), else predicted.
+    teacher's scores, from `out`'s cache when it holds these texts' (--overwrite, --resume), else from
+    --teacher-predictions' (another run's, which must hold them), else predicted.
     The unlabelled rows are appended to data's training split."""
     assert cfg.teacher is not None
     folders = teacher_folders(cfg.teacher)
@@ -236,7 +255,10 @@ def prepare(cfg: TrainConfig, data: TrainingData, out: Path | None, say: Any) ->
     every_pair = None if pairs is None else pairs + (val.pairs or [] if val is not None else [])
     key = _key(folders, every_text, every_pair)
     t0 = time.time()
-    hit = _cached(out, key)
+    source = None if out is None else out / CACHE
+    hit = _cached(source, key)
+    if hit is None and cfg.teacher_predictions:
+        source, hit = _reused(cfg.teacher_predictions, key)
     cached = hit is not None
     if hit is None:
         say(f"textfit: teacher {cfg.teacher} ({len(folders)} run(s)) predicts {len(every_text)} texts")
@@ -244,7 +266,7 @@ def prepare(cfg: TrainConfig, data: TrainingData, out: Path | None, say: Any) ->
         hit = {"scores": scores[: len(texts)], **({"validation": scores[len(texts) :]} if val is not None else {})}
     seconds = time.time() - t0
     n_extra = len(texts) - len(train.texts)
-    where = f"read from {out / CACHE}" if cached and out is not None else "predicted"
+    where = f"read from {source}" if cached else "predicted"
     say(f"textfit: teacher scores for {len(texts)} training texts ({n_extra} unlabelled) {where} in {seconds:.1f}s")
     scores = hit["scores"]
     if n_extra:
