@@ -21,7 +21,7 @@ from .commands import cmd_cv, cmd_eval, cmd_export, cmd_inspect, cmd_predict, cm
 from .config import FIELDS
 from .errors import Interrupted, UsageError
 
-METAVARS = {"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT"}
+METAVARS = {"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT", "teacher_predictions": "RUN"}
 
 
 def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
@@ -62,9 +62,7 @@ def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
             dest=name,
             type=typ,
             default=argparse.SUPPRESS,
-            metavar={"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT"}.get(
-                name, name.split("_")[-1].upper()
-            ),
+            metavar=METAVARS.get(name, name.split("_")[-1].upper()),
             help=help_text,
             **extra,
         )
