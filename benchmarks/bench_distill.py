@@ -5,6 +5,8 @@
     python benchmarks/bench_distill.py mrpc --teacher-model MPNET --work /tmp/bdm
     python benchmarks/bench_distill.py sst2 --teacher-model MPNET --teacher-rows 20000 --imdb-sentences \
         --distill-flags "--epochs 2" --work /tmp/bds                       # + the IMDb sample's sentences, unlabelled
+    python benchmarks/bench_distill.py sst2 --teacher-model MPNET --flags "--epochs 1" --imdb-sentences \
+        --distill-flags "--epochs 2" --no-direct --repeats 1 --work /tmp/bdf  # a teacher on every row, one pass
 
 Every step is a whole `textfit` process as a user runs it: `train` the teacher (--teacher-model, on a seeded
 --teacher-rows sample when given), `train` the student directly (the packaged MiniLM, --layers K when given),
