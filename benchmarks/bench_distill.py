@@ -18,7 +18,8 @@ under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (the kernels of a CPU wit
 --imdb-sentences cuts the shared IMDb sample's 3,180 reviews into sentences (`<br />` removed, split after `.`, `!`
 or `?`, 4 to 50 words kept: 35,729) and gives them to every distilled student as `--unlabeled` texts for the teacher
 to label (RESULTS.md, issue 28). A second --distill-flags variant reads the first's teacher predictions
-(`--teacher-predictions`) unless it changes the texts. Finished runs in --work are reused, so a stopped benchmark
+(`--teacher-predictions`) unless its flags may change the texts or the split (--unlabeled, --seed, --split*,
+--max-train-samples). Finished runs in --work are reused, so a stopped benchmark
 goes on where it was.
 Run it alone.
 """
@@ -153,8 +154,9 @@ def main() -> None:
     for i, flags in enumerate(a.distill_flags or [""]):
         name = f"distilled{i}" if len(a.distill_flags) > 1 else "distilled"
         cmd = ["distill", str(a.work / "teacher"), "--data", str(train), *cols, *extra, *layers, *unlabeled]
-        first = a.work / "distilled0"  # later variants read the first's teacher predictions when they are the same
-        if i and (first / "teacher_predictions.safetensors").is_file() and "--unlabeled" not in flags:
+        first = a.work / "distilled0"  # later variants read the first's teacher predictions when they are the same:
+        same_texts = not any(f in flags for f in ("--unlabeled", "--seed", "--split", "--max-train-samples"))
+        if i and (first / "teacher_predictions.safetensors").is_file() and same_texts:  # else textfit refuses them
             cmd += ["--teacher-predictions", str(first)]
         cmd += flags.split()
         rows.append((name, run_once(name, a.work, cmd)))
