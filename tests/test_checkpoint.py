@@ -101,6 +101,11 @@ def test_incomplete_checkpoint_is_skipped(tiny_model, tmp_path):
     with open(torn / "model.safetensors", "r+b") as fh:
         fh.truncate(100)  # a torn write
     assert not is_complete(torn) and latest_checkpoint(tmp_path / "run") == good
+    # resumed with other weights to train: one line, not torch's traceback
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, *ARGS, "--freeze-layers", "1",
+                "--output", str(tmp_path / "again"), "--resume", str(good))
+    assert r.returncode == 2 and "its optimizer state is for another set of trained weights" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "again").exists()
 
 
 class _Plant:

@@ -161,6 +161,59 @@ def test_word_embeddings_frozen_by_default(tiny_model, data, tmp_path):
     )
 
 
+def test_freeze_layers_keeps_the_embeddings_and_lowest_layers_and_takes_their_backward_away(tiny_model, data, tmp_path):
+    from transformers import AutoModel
+
+    r = train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "f"), max_steps=3, freeze_layers=1, **FAST))
+    before = AutoModel.from_pretrained(tiny_model).state_dict()
+    after = load_file(Path(r["folder"]) / "model.safetensors")
+    for name in ("embeddings.position_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.word_embeddings.weight",
+                 "encoder.layer.0.attention.self.query.weight", "encoder.layer.0.output.dense.weight"):
+        assert torch.equal(before[name], after["bert." + name]), name
+    assert not torch.equal(before["encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
+    assert "freeze_layers: 1" in (Path(r["folder"]) / "README.md").read_text()  # the card's recipe
+    for wrong, message in ((2, "the model has 2 encoder layers"), (-1, "expected 0 or more")):
+        with pytest.raises(UsageError, match=f"--freeze-layers {wrong}: .*{message}"):
+            train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), freeze_layers=wrong, **FAST))
+    with pytest.raises(UsageError, match="none with --lora or --freeze-backbone"):
+        train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), freeze_layers=1, lora=4, **FAST))
+    from textfit import static
+
+    with pytest.raises(UsageError, match="--student static has no transformer layers: drop --freeze-layers"):
+        train(TrainConfig(data=str(data), model=static.NAME, output=str(tmp_path / "x"), freeze_layers=1, **FAST))
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_default_freezes_a_third_of_a_small_models_layers_and_skips_their_gradients(monkeypatch):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from textfit.train import optim
+
+    def model(layers: int) -> BertForSequenceClassification:
+        shape = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100)
+        return BertForSequenceClassification(BertConfig(num_hidden_layers=layers, **shape))
+
+    lines: list[str] = []
+    m = model(6)
+    assert optim.freeze_layers(TrainConfig(), m, "finetune", lines.append) == 2
+    assert lines == ["textfit: the embeddings and the lowest 2 of 6 encoder layers kept fixed (--freeze-layers)"]
+    m.train()
+    m(input_ids=torch.randint(0, 100, (2, 7)), labels=torch.tensor([0, 1])).loss.backward()
+    grads = {n: p.grad is not None for n, p in m.named_parameters()}
+    assert not any(v for n, v in grads.items() if ".layer.0." in n or ".layer.1." in n or "embeddings" in n)
+    assert all(v for n, v in grads.items() if ".layer.2." in n or "classifier" in n)
+    # the loop's method only, and none where the model is not small
+    assert optim.freeze_layers(TrainConfig(), model(6), "contrastive", lines.append) == 0
+    assert optim.freeze_layers(TrainConfig(freeze_layers=3), model(6), "contrastive", lines.append) == 0
+    assert lines[-1] == "textfit: --freeze-layers applies to fine-tuning; the contrastive method leaves it aside"
+    assert optim.freeze_layers(TrainConfig(freeze_layers=0), model(6), "finetune", lines.append) == 0
+    assert optim.freeze_layers(TrainConfig(), model(3), "finetune", lines.append) == 1
+    monkeypatch.setattr(optim, "SMALL_MODEL_PARAMS", 1000)
+    big = model(6)
+    assert optim.freeze_layers(TrainConfig(), big, "finetune", lines.append) == 0
+    assert all(p.requires_grad for p in big.parameters())
+
+
 def test_early_stopping_and_best_checkpoint(tiny_model, data, tmp_path):
     r = train(
         TrainConfig(
@@ -445,7 +498,10 @@ def test_default_epochs_shrink_on_large_training_splits(tiny_model, data, capsys
     s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast)))
     assert s.total_steps == 3 * s.steps_per_epoch
     assert "(3.00 epochs, the default for 96 training examples)" in capsys.readouterr().out
-    assert s.resolved == {"learning_rate": 1e-2, "layer_lr_decay": 0.8, "precision": "fp32", "epochs": 3, "method": "finetune"}
+    assert s.resolved == {
+        "learning_rate": 1e-2, "layer_lr_decay": 0.8, "precision": "fp32", "epochs": 3, "method": "finetune",
+        "freeze_layers": 0,  # a third of two layers: none
+    }
     s = setup(load_config(None, dict(data=str(data), model=tiny_model, **fast, epochs=0.5)))
     assert s.total_steps == math.ceil(0.5 * s.steps_per_epoch)
 

@@ -29,6 +29,7 @@ RECIPE = (
     "ema_decay",
     "max_length",
     "layers",
+    "freeze_layers",
     "seed",
     "freeze_backbone",
     "lora",

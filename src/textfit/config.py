@@ -87,6 +87,12 @@ class TrainConfig:
         "keep this many of the model's encoder layers, evenly spaced, the first and the last among them (a smaller, "
         "faster model, initialised as DistilBERT's student was); the run is an ordinary model of that many layers",
     )
+    freeze_layers: int | None = _f(
+        None,
+        "keep the embeddings and this many of the lowest encoder layers fixed while fine-tuning: each takes a layer's "
+        "backward off every step; 0 trains them all (default: a third of the layers of a model under 50M parameters "
+        "such as MiniLM, measured in benchmarks/RESULTS.md; 0 for larger ones)",
+    )
     trust_remote_code: bool = _f(False, "allow model code from the hub to run (only for checkpoints you trust)")
     freeze_backbone: bool = _f(False, "train only the classification head, keeping the encoder frozen")
     lora: int | None = _f(

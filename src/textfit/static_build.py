@@ -103,7 +103,12 @@ def for_training(
     """The student and tokenizer for `--student static`, its vectors from `body` (the teacher's run under
     `distill`, the packaged MiniLM under `train`); the options a static student cannot take are refused first."""
     check(task, pairs)
-    for flag, on in (("--layers", cfg.layers), ("--lora", cfg.lora), ("--freeze-backbone", cfg.freeze_backbone)):
+    for flag, on in (
+        ("--layers", cfg.layers),
+        ("--lora", cfg.lora),
+        ("--freeze-backbone", cfg.freeze_backbone),
+        ("--freeze-layers", cfg.freeze_layers),
+    ):
         if on:
             raise UsageError(f"--student static has no transformer layers: drop {flag}")
     if cfg.teacher and is_static_run(body):

@@ -25,6 +25,7 @@ from ..calibration import fit_temperature, unusable
 from ..card import write_model_card
 from ..config import TrainConfig, report_to
 from ..data import TrainingData
+from ..errors import UsageError
 from ..evaluate import evaluate, metrics_from_logits
 from ..hub import push_run
 from ..metrics import scores_from_logits
@@ -54,6 +55,7 @@ def train(
     resume_from = resolve_resume(cfg.resume, s.out) if cfg.resume is not None else None
     persistent = cfg.save_steps is not None or resume_from is not None
     resumed_step = int(resume_from.name.split("-")[1]) if resume_from is not None else None
+    fresh = resume_from is not None and not s.out.exists()  # --resume CHECKPOINT into a new --output
     work = work_folder(s.out, persistent, acc.is_main_process, resumed_step)
     ev = Evaluator(
         measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end, on_evaluate
@@ -85,6 +87,10 @@ def train(
         if cfg.push_to_hub and acc.is_main_process:
             s.say(f"textfit: pushed the run to {push_run(s.out, cfg.push_to_hub)}")
         acc.wait_for_everyone()
+    except UsageError:
+        if fresh and acc.is_main_process:  # nothing half-written: the folder this call made goes
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         log.close()
         if acc.is_main_process and not persistent and work.exists():

@@ -183,7 +183,13 @@ def load_checkpoint(
         raise UsageError(
             f"--resume {path}: training_state.pt holds more than tensors ({first}); textfit never unpickles it"
         ) from None
-    optimizer.load_state_dict(blob["optimizer"])
+    try:
+        optimizer.load_state_dict(blob["optimizer"])
+    except ValueError:  # torch: "loaded state dict contains a parameter group that doesn't match the size..."
+        raise UsageError(
+            f"--resume {path}: its optimizer state is for another set of trained weights; resume with the flags the "
+            "run started with (--freeze-layers, --freeze-word-embeddings, --lora, --freeze-backbone)"
+        ) from None
     scheduler.load_state_dict(blob["scheduler"])
     set_rng_state(blob["rng"])
     best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None

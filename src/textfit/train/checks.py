@@ -38,4 +38,11 @@ def check_options(cfg: TrainConfig, data: TrainingData) -> str:
             "--calibration temperature needs a validation split to fit on; pass --validation FILE or a --split with "
             "a validation share, or --calibration none"
         )
+    if cfg.freeze_layers is not None and (
+        cfg.freeze_layers < 0 or (cfg.freeze_layers and (cfg.lora or cfg.freeze_backbone))
+    ):
+        raise UsageError(
+            f"--freeze-layers {cfg.freeze_layers}: expected 0 or more layers, and none with --lora or "
+            "--freeze-backbone (they keep every encoder weight fixed already)"
+        )
     return metric

@@ -47,7 +47,7 @@ from .distill import Distillation, teacher_folders
 from .distill import prepare as prepare_distillation
 from .ema import WeightAverage
 from .frozen import CachedHead, encode_splits, feature_loader, head_function
-from .optim import adamw
+from .optim import adamw, freeze_layers
 from .output import output_folder
 from .tracking import check_installed
 
@@ -134,8 +134,9 @@ def calibrates(cfg: TrainConfig, data: TrainingData) -> bool:
     return cfg.calibration == "temperature" or (cfg.calibration == "auto" and usable)
 
 
-def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
-    """Regression bias, LoRA, frozen parts: the model whose trainable parameters the optimizer gets."""
+def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData, method: str, say: Any) -> tuple[Any, int]:
+    """Regression bias, LoRA, frozen parts: the model whose trainable parameters the optimizer gets, and how many
+    of its lowest layers are kept fixed (--freeze-layers)."""
     if data.schema.task == "regression":
         start_at_mean(model, float(np.mean(data.splits["train"].labels)))
     if cfg.lora:
@@ -148,7 +149,7 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData) -> Any:
         # Half of a small encoder's parameters, hardly moved by fine-tuning: its dense gradient,
         # clipping and AdamW update cost a large share of each step (benchmarks/RESULTS.md).
         model.get_input_embeddings().weight.requires_grad = False
-    return model
+    return model, freeze_layers(cfg, model, method, say)
 
 
 def _describe(
@@ -259,7 +260,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         collate_fn=make_collate(tokenizer, train_ds, sampler.widths),
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    model = _prepare_model(cfg, model, data)
+    model, frozen = _prepare_model(cfg, model, data, method, say)
     quiet = method != "finetune"  # no optimizer of the loop's: its rates would only mislead
     optimizer, resolved = adamw(cfg, model, accelerator.device, (lambda _: None) if quiet else say)
     manifest = RunManifest(
@@ -304,7 +305,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         log_every=0,
         amp=amp,
         t_start=t_start,
-        resolved={**resolved, "precision": manifest.precision, "method": method},
+        resolved={**resolved, "precision": manifest.precision, "method": method, "freeze_layers": frozen},
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
