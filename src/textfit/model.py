@@ -211,18 +211,6 @@ def layer_depths(model: Any) -> dict[str, int]:
     return {n: 0 if n in head else top - index[n] if n in index else top + 1 for n, _ in model.named_parameters()}
 
 
-def freeze_lowest(model: Any, layers: int) -> None:
-    """Keep the embeddings and the `layers` lowest encoder layers fixed (`layer_depths`: the embeddings are the
-    deepest, the lowest layer one above them). With nothing below it to learn, autograd records neither their
-    backward nor the lowest trained layer's gradient with respect to its input: each frozen layer takes a
-    layer's backward (two thirds of its arithmetic) off every step."""
-    depth = layer_depths(model)
-    first_fixed = max(depth.values(), default=0) - layers  # the embeddings' depth is the number of layers
-    for name, p in model.named_parameters():
-        if depth[name] >= first_fixed:
-            p.requires_grad = False
-
-
 def start_at_mean(model: Any, mean: float) -> None:
     """Regression: the output layer's bias starts at the mean target, so training learns the
     variation around it instead of first spending its steps (or collapsing) on the offset."""

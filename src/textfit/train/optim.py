@@ -21,21 +21,24 @@ from ..config import (
     TrainConfig,
 )
 from ..errors import UsageError
-from ..model import freeze_lowest, layer_depths
+from ..model import layer_depths
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 def freeze_layers(cfg: TrainConfig, model: Any, method: str, say: Callable[[str], None]) -> int:
-    """--freeze-layers: the embeddings and the lowest encoder layers kept fixed while fine-tuning
-    (`model.freeze_lowest`); returns how many layers were. The default is a third of the layers of a model
-    under SMALL_MODEL_PARAMS, whose lowest layers the layer-wise decay already moves at a fifth of the top
-    rate; none for larger models, for LoRA, --freeze-backbone, a static student and the contrastive method."""
+    """--freeze-layers: the embeddings and the lowest encoder layers kept fixed while fine-tuning; returns how
+    many layers were. With nothing below it to learn, autograd records neither their backward nor the lowest
+    trained layer's gradient with respect to its input: each frozen layer takes a layer's backward (two thirds
+    of its arithmetic) off every step. The default is a third of the layers of a model under SMALL_MODEL_PARAMS,
+    whose lowest layers the layer-wise decay already moves at a fifth of the top rate; none for larger models,
+    for LoRA, --freeze-backbone, a static student and the contrastive method."""
     if method != "finetune" or cfg.lora or cfg.freeze_backbone or static.is_static(model):
         if cfg.freeze_layers and method != "finetune":
             say(f"textfit: --freeze-layers applies to fine-tuning; the {method} method leaves it aside")
         return 0
-    n_layers = max(layer_depths(model).values(), default=0)
+    depth = layer_depths(model)
+    n_layers = max(depth.values(), default=0)  # the embeddings' depth: one below the lowest layer
     small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
     n = cfg.freeze_layers if cfg.freeze_layers is not None else n_layers // 3 if small else 0
     if not n:
@@ -45,7 +48,9 @@ def freeze_layers(cfg: TrainConfig, model: Any, method: str, say: Callable[[str]
             f"--freeze-layers {n}: the model has {n_layers} encoder layers and at least the top one must train; "
             f"pass at most {n_layers - 1}, or --freeze-backbone to train only the head"
         )
-    freeze_lowest(model, n)
+    for name, p in model.named_parameters():
+        if depth[name] >= n_layers - n:  # the embeddings and the n lowest layers
+            p.requires_grad = False
     say(f"textfit: the embeddings and the lowest {n} of {n_layers} encoder layers kept fixed (--freeze-layers)")
     return n
 
