@@ -122,8 +122,8 @@ def main() -> None:
 
     from textfit import Classifier
     from textfit.accel import cpu
-    from textfit.export import export_onnx
-    from textfit.predict import OpenVinoBackend
+    from textfit.predict.classifier import OpenVinoBackend
+    from textfit.predict.export import export_onnx
 
     logging.set_verbosity_error()
     run = Path(a.run)
@@ -145,7 +145,7 @@ def main() -> None:
     def ort(name):
         import onnxruntime as ort
 
-        from textfit.predict import OnnxBackend
+        from textfit.predict.classifier import OnnxBackend
 
         s = ort.InferenceSession(str(tmp / "onnx" / name), providers=["CPUExecutionProvider"])
         return Classifier(OnnxBackend(s), ref.tokenizer, ref.manifest)

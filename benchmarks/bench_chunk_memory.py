@@ -35,13 +35,13 @@ def status_mb(key: str = "VmRSS") -> int:
 
 
 def main() -> None:
-    from textfit.predict import Classifier
+    from textfit.predict.classifier import Classifier
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run")
     p.add_argument("--chunks", type=int, default=10)
     p.add_argument("--chunk-rows", type=int, default=10_000)
-    p.add_argument("--batch-tokens", type=int, help="padded tokens a CPU batch (textfit.predict.CPU_BATCH_TOKENS)")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens a CPU batch (textfit.predict.classifier.CPU_BATCH_TOKENS)")
     p.add_argument("--allocator", choices=["kept", "stream"], default="kept")
     a = p.parse_args()
     import ctypes
@@ -49,9 +49,9 @@ def main() -> None:
     from textfit import accel
 
     if a.batch_tokens:
-        import textfit.predict
+        import textfit.predict.classifier
 
-        textfit.predict.CPU_BATCH_TOKENS = a.batch_tokens
+        textfit.predict.classifier.CPU_BATCH_TOKENS = a.batch_tokens
     texts = [r[0] for r in csv.reader(open(SHARED / "sst2" / "train.tsv", encoding="utf-8"), delimiter="\t")][1:]
     need = a.chunks * a.chunk_rows
     texts = (texts * (need // len(texts) + 1))[:need]

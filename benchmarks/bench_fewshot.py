@@ -140,7 +140,7 @@ def _method_of(folder: str) -> str:
 
 
 def _textfit_accuracy(folder: Path, dev: pd.DataFrame) -> float:
-    from textfit.predict import Classifier
+    from textfit.predict.classifier import Classifier
 
     predicted = [p.label for p in Classifier.load(folder).predict(dev.text.tolist())]
     return float((pd.Series(predicted).astype(str).to_numpy() == dev.label.astype(str).to_numpy()).mean())

@@ -90,7 +90,7 @@ def main() -> None:
         "textfit default": (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run)),
         "textfit int8": (lambda c: lambda t: c.predict_proba(t).argmax(-1))(Classifier.load(run, quantize="int8")),
     }
-    from textfit.export import export_onnx
+    from textfit.predict.export import export_onnx
 
     export_onnx(run, quantize="int8")
     export_onnx(run, output=str(Path(run) / "onnx-dynamic"), quantize="int8-dynamic")

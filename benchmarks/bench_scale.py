@@ -97,7 +97,7 @@ def finished(work: Path) -> int:
 
 def kill_and_resume(run: str, src: Path, work: Path, n: int, chunk: int) -> dict:
     """Kill -9 at about half-way (by finished parts), resume, compare with an uninterrupted run's bytes."""
-    from textfit.predict_file import work_folder
+    from textfit.predict.files import work_folder
 
     whole, out = work / "whole.csv", work / "killed.csv"
     base = [*TEXTFIT, "predict", run, "--input", str(src), "--chunk-rows", str(chunk), "--quiet"]

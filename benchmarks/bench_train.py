@@ -115,8 +115,14 @@ def worker_trainer(a: argparse.Namespace, fixed: bool) -> dict:
     import datasets
     import pandas as pd
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, default_data_collator)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
     from transformers.utils import logging
 
     logging.set_verbosity_error()

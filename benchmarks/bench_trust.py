@@ -103,7 +103,7 @@ def explain(run: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from textfit.explain import Explainer
+    from textfit.predict.explain import Explainer
 
     texts = pd.read_csv(SHARED / "sst2/dev.tsv", sep="\t", quoting=3).sentence.tolist()[:40]
     ex = Explainer.load(run)

@@ -12,8 +12,8 @@ import pytest
 from conftest import make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, train
 from textfit.accel import cpu
-from textfit.export import export_onnx
-from textfit.predict import choose_backend, int8_check
+from textfit.predict.classifier import choose_backend, int8_check
+from textfit.predict.export import export_onnx
 
 FAST = dict(  # a fine-tuned run (pinned: --method auto takes the contrastive pass on 128 rows, where 1e-2 is the
     # body rate and left a collapsed model on Zen 4, validation 0.56, whose int8 export then failed parity)

@@ -18,11 +18,11 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit import TrainConfig, train
-from textfit.model import keep_layers
-from textfit.predict import Classifier
+from textfit.models.transformer import keep_layers
+from textfit.predict.classifier import Classifier
 from textfit.run import RunManifest
 from textfit.train.checkpoint import latest_checkpoint
-from textfit.train.distill import CACHE, Distillation
+from textfit.train.methods.distill import CACHE, Distillation
 
 FAST = dict(
     epochs=4, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0

@@ -14,8 +14,9 @@ import torch
 
 from conftest import make_rows, run_cli, write_csv
 from textfit import TrainConfig, train
-from textfit.predict import Classifier
-from textfit.train import fewshot, zeroshot
+from textfit.predict.classifier import Classifier
+from textfit.train.methods import contrastive as fewshot
+from textfit.train.methods import zeroshot
 
 FAST = dict(precision="fp32", calibration="none")
 
@@ -74,7 +75,7 @@ def test_contrastive_run_is_an_ordinary_model(contrastive, files):
 
 def test_contrastive_run_exports_to_onnx_with_parity(contrastive, tmp_path):
     """The mean layer (values x1e4, zero queries and keys) survives ONNX export and weight-only int8."""
-    from textfit.export import export_onnx
+    from textfit.predict.export import export_onnx
 
     r = export_onnx(contrastive["folder"], output=str(tmp_path / "onnx"), quantize="int8")
     assert r["parity"]["model.onnx"]["max_logit_diff"] < 1e-3 and r["parity"]["model.onnx"]["label_agreement"] == 1.0

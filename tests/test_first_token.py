@@ -88,7 +88,7 @@ def test_bf16_prediction_matches_and_the_switch_turns_it_off(monkeypatch):
 
 
 def test_the_few_shot_mean_layer_reads_the_same():
-    from textfit.train import fewshot
+    from textfit.train.methods import contrastive as fewshot
 
     model, batch = _bert(), _batch()
     accel.enable(model, "train")

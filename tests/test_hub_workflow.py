@@ -71,7 +71,7 @@ def test_every_run_has_a_model_card_the_hub_tools_parse(tracked):
 
 
 def test_the_packaged_model_names_its_base_and_license():
-    from textfit.card import model_card
+    from textfit.evaluate.card import model_card
     from textfit.hub import DEFAULT_MODEL_NAME
     from textfit.run import LongText, RunManifest, Schema
 

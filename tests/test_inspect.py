@@ -9,7 +9,7 @@ import pytest
 from conftest import SHARED, make_rows, run_cli, write_csv
 from textfit.config import TrainConfig
 from textfit.errors import UsageError
-from textfit.inspect_data import format_report, inspect
+from textfit.evaluate.inspect import format_report, inspect
 
 
 def kinds(report: dict) -> dict[str, str]:

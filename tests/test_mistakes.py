@@ -17,7 +17,7 @@ import pytest
 
 from conftest import make_rows, write_csv
 from textfit import TrainConfig, train
-from textfit.cli import main
+from textfit.cli.parser import main
 
 FAST = dict(epochs=1, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False)
 T = ["train", "--model", "{model}", "--max-steps", "1"]  # a train command that would be quick if it ran

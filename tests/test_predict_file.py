@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
 from textfit.data.stream import count_rows, read_chunks
-from textfit.predict_file import FileJob, predict_file, rejects_path, work_folder
+from textfit.predict.files import FileJob, predict_file, rejects_path, work_folder
 
 FAST = dict(
     epochs=6, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0
@@ -213,7 +213,7 @@ def test_cli_refusals_come_before_the_model_loads(run, tmp_path):
 
 
 def test_ray_missing_is_one_line(run, tmp_path, monkeypatch):
-    from textfit import ray_engine
+    from textfit.predict import ray as ray_engine
 
     monkeypatch.setitem(sys.modules, "ray", None)
     job = FileJob(str(table(tmp_path / "in.csv", n=5)), str(tmp_path / "o.csv"))
@@ -312,7 +312,7 @@ def test_zst_without_zstandard_names_the_package(tmp_path, monkeypatch):
 
 
 def test_default_output_names_leave_out_the_compression(tmp_path):
-    from textfit.commands import eval_default_output
+    from textfit.cli.commands import eval_default_output
     from textfit.data.read import data_stem
 
     assert [data_stem(p) for p in ("d/reviews.csv.gz", "d/reviews.csv", "sst2/", "glue mrpc", "a.jsonl.xz")] == [

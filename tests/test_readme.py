@@ -36,7 +36,7 @@ def test_make_demo_runs(tmp_path):
 
 def test_readme_cli_flags_exist():
     """Every --flag the README mentions is one the CLI knows."""
-    from textfit.cli import build_parser
+    from textfit.cli.parser import build_parser
 
     parser = build_parser()
     known = set()

@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 
+from textfit.evaluate.report import MATRIX_CLASSES, most_confused, write_report
 from textfit.metrics import compute_metrics
-from textfit.report import MATRIX_CLASSES, most_confused, write_report
 
 
 def test_many_classes_give_a_bounded_matrix_and_pair_list(tmp_path):
@@ -64,7 +64,7 @@ def test_a_collapsed_model_is_reported():
 
 
 def test_collapse_reaches_the_metrics_and_the_report(tmp_path):
-    from textfit.evaluate import metrics_from_logits
+    from textfit.evaluate.evaluate import metrics_from_logits
     from textfit.metrics import scores_from_logits
     from textfit.run import LongText, RunManifest, Schema
 

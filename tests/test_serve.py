@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, train
-from textfit.serve import Limits, create_app
+from textfit.serve.app import Limits, create_app
 
 FAST = dict(  # fine-tuned runs (pinned; test_fewshot.py serves and exports contrastive ones)
     method="finetune", epochs=5, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False
@@ -224,7 +224,7 @@ def test_real_server_drains_on_sigterm(runs):
 
 
 def test_onnx_export_parity_and_backend(runs, tmp_path):
-    from textfit.export import export_onnx
+    from textfit.predict.export import export_onnx
 
     run = runs["single"]
     r = export_onnx(run, quantize="int8")
@@ -253,7 +253,7 @@ def test_onnx_export_parity_and_backend(runs, tmp_path):
 
 
 def test_onnx_dynamic_int8_export(runs, tmp_path):
-    from textfit.export import export_onnx
+    from textfit.predict.export import export_onnx
 
     run = runs["single"]
     r = export_onnx(run, output=str(tmp_path / "onnx"), quantize="int8-dynamic")

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, make_rows, write_csv
 from textfit import Classifier, TrainConfig, train
-from textfit.serve import Limits, create_app
+from textfit.serve.app import Limits, create_app
 
 FAST = dict(epochs=2, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False)
 POISON = [

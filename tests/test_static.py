@@ -15,9 +15,9 @@ import torch
 from conftest import make_rows, run_cli, write_csv
 from textfit import TrainConfig, train
 from textfit.errors import UsageError
-from textfit.predict import Classifier
+from textfit.models.static import StaticStudent, _config, is_static_run, load
+from textfit.predict.classifier import Classifier
 from textfit.run import RunManifest
-from textfit.static import StaticStudent, _config, is_static_run, load
 
 pytest.importorskip("model2vec")
 
@@ -73,7 +73,7 @@ def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree(buckets, 
     """The features are the mean and maximum of a text's token vectors (special tokens have none), with
     bigrams the mean of the vectors of its neighbouring pairs, hashed, and with windows the maximum over its
     tokens of ReLU(W [left; token; right] + b) (zeros beyond its edges); the padded and the fast path agree."""
-    from textfit.static import _HASH
+    from textfit.models.static import _HASH
 
     torch.manual_seed(0)
     vectors = torch.randn(10, 4)
@@ -165,7 +165,7 @@ def test_explanations_are_refused_in_one_line_and_by_the_server(student):
     none, so `--explain` is one line (exit 2, nothing predicted) and the server answers 400, not 500."""
     from fastapi.testclient import TestClient
 
-    from textfit.serve import Limits, create_app
+    from textfit.serve.app import Limits, create_app
 
     r = run_cli("predict", str(student), "a good film", "--explain")
     one_line_exit_2(r, "a static student has no word explanations")
@@ -193,7 +193,7 @@ def test_the_options_a_static_student_cannot_take_are_one_line(teacher, files, t
 
 
 def test_without_model2vec_one_line_names_the_extra(monkeypatch, files, tmp_path):
-    from textfit import static_build as static
+    from textfit.train.methods import static
 
     real = builtins.__import__
 

@@ -110,4 +110,4 @@ def test_only_run_py_reads_the_manifest_file():
     users = [
         n for n, p in _modules().items() if '"textfit.json"' in p.read_text(encoding="utf-8") and n != "textfit.run"
     ]
-    assert users == ["textfit.export"]  # the ONNX folder's own copy, written from RunManifest.to_dict()
+    assert users == ["textfit.predict.export"]  # the ONNX folder's own copy, written from RunManifest.to_dict()

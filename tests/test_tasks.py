@@ -16,7 +16,7 @@ from conftest import BAD, FILLER, GOOD, make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
 from textfit.data import encode_long, pool_windows
 from textfit.run import LongText
-from textfit.serve import create_app
+from textfit.serve.app import create_app
 
 FAST = dict(epochs=6, batch_size=8, learning_rate=1e-2, logging_steps=2, precision="fp32", freeze_word_embeddings=False)
 TOPICS = {"food": ["food", "dinner"], "room": ["room", "bed"], "staff": ["staff", "waiter"]}
@@ -353,7 +353,7 @@ def test_seeds_report_mean_and_std_on_one_split(tiny_model, tmp_path):
 
 
 def test_multi_label_run_exports_to_onnx_and_predicts_the_same(ml_run, tmp_path):
-    from textfit.export import export_onnx
+    from textfit.predict.export import export_onnx
 
     result = export_onnx(ml_run["folder"], str(tmp_path / "onnx"))
     assert result["parity"]["model.onnx"]["label_agreement"] == 1.0

@@ -125,7 +125,7 @@ def test_a_copy_made_inside_steady_runs_its_own_layer_norms():
     """Training's evaluations predict with a copy of the model made inside `steady`; the copy's layer norms
     must use its own weights (as the saved run will), not the original's, and PyTorch's own kernel."""
     from textfit.accel.steady import steady
-    from textfit.model import inference_copy
+    from textfit.models.transformer import inference_copy
 
     torch.manual_seed(0)
     model, x = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)), torch.randn(4, 8)

@@ -177,7 +177,7 @@ def test_freeze_layers_keeps_the_embeddings_and_lowest_layers_and_takes_their_ba
             train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), freeze_layers=wrong, **FAST))
     with pytest.raises(UsageError, match="none with --lora or --freeze-backbone"):
         train(TrainConfig(data=str(data), model=tiny_model, output=str(tmp_path / "x"), freeze_layers=1, lora=4, **FAST))
-    from textfit import static
+    from textfit.models import static
 
     with pytest.raises(UsageError, match="--student static has no transformer layers: drop --freeze-layers"):
         train(TrainConfig(data=str(data), model=static.NAME, output=str(tmp_path / "x"), freeze_layers=1, **FAST))

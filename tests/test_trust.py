@@ -12,13 +12,7 @@ import pytest
 
 from conftest import make_rows, run_cli, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
-from textfit.calibration import (
-    apply_temperature,
-    calibration_metrics,
-    fit_temperature,
-    probabilities,
-    unusable,
-)
+from textfit.calibration import apply_temperature, calibration_metrics, fit_temperature, probabilities, unusable
 
 # A random tiny model: every layer at the same rate (layer-wise decay, on by default, is for pretrained encoders).
 FAST = dict(  # the fine-tuning loop (pinned: --method auto would run the contrastive method on these small files)
@@ -109,8 +103,8 @@ def test_training_fits_a_temperature_and_reports_it(calibrated):
 def test_every_prediction_path_gives_the_calibrated_probabilities(calibrated, tmp_path):
     from fastapi.testclient import TestClient
 
-    from textfit.export import export_onnx
-    from textfit.serve import create_app
+    from textfit.predict.export import export_onnx
+    from textfit.serve.app import create_app
 
     folder = calibrated["folder"]
     t = json.loads((folder / "textfit.json").read_text())["temperature"]
@@ -302,7 +296,7 @@ def cue_run(tiny_model, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("words", [(0, 6), (3, 6), (5, 5), (2, 3)])
 def test_the_planted_cue_gets_the_largest_attribution(cue_run, words):
-    from textfit.explain import Explainer
+    from textfit.predict.explain import Explainer
 
     text = " ".join(planted_rows(40, seed=words[0] + 100)[2 * words[1] + 1][0].split())  # a positive row, unseen
     assert CUE in text.split()
@@ -337,7 +331,7 @@ def test_predict_explain_on_the_command_line(cue_run, tmp_path):
 def test_server_explains_and_refuses_what_it_cannot(cue_run):
     from fastapi.testclient import TestClient
 
-    from textfit.serve import create_app
+    from textfit.serve.app import create_app
 
     clf = Classifier.load(cue_run, precision="fp32")
     with TestClient(create_app(clf, run=str(cue_run))) as client:
@@ -362,7 +356,7 @@ def test_server_explains_and_refuses_what_it_cannot(cue_run):
 
 
 def test_explain_refuses_bad_input(cue_run):
-    from textfit.explain import Explainer
+    from textfit.predict.explain import Explainer
 
     ex = Explainer.load(cue_run)
     with pytest.raises(UsageError, match="empty text"):

@@ -166,7 +166,7 @@ def test_a_default_location_that_cannot_be_written_is_refused_first(
 ):
     """A run another account owns (read-only to this one): eval and export wrote into it by default, after the
     model had loaded; train and tune into runs/ under a folder that cannot be written."""
-    from textfit.cli import main
+    from textfit.cli.parser import main
 
     data = write_csv(tmp_path / "r.csv", make_rows(20, seed=4))
     argv = [{"RUN": run, "DATA": str(data), "MODEL": tiny_model}.get(a, a) for a in argv]
@@ -182,8 +182,8 @@ def test_a_default_location_that_cannot_be_written_is_refused_first(
 
 
 def test_one_table_names_every_location_each_command_writes(run, tmp_path):
-    from textfit.cli import build_parser
-    from textfit.outputs import locations
+    from textfit.cli.outputs import locations
+    from textfit.cli.parser import build_parser
 
     def where(*argv):
         return [(str(loc.path), loc.flag) for loc in locations(build_parser().parse_args(list(argv)))]

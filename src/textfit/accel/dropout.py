@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cpu
-from .native import build, x86_64_linux
+from textfit.accel import cpu
+from textfit.accel.native import build, x86_64_linux
 
 SOURCE = Path(__file__).with_name("dropout.c")
 FLAGS = ["-O3", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16", "-mfma"]

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import attention
-from .first_token import same_code
+from textfit.accel import attention
+from textfit.accel.first_token import same_code
 
 
 class OneDNNLinear(nn.Module):

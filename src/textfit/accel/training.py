@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import attention
-from .dropout import drop_mask
-from .masks import key_padding_mask
-from .steady import softmax
+from textfit.accel import attention
+from textfit.accel.dropout import drop_mask
+from textfit.accel.masks import key_padding_mask
+from textfit.accel.steady import softmax
 
 NAME = "textfit_cpu"
 

@@ -8,7 +8,7 @@ Modules: `read` (files -> frames), `schema` (columns, task, labels), `splits`, `
 entry points above), `tokens` (truncation, windows), `batching` (one batcher, one padder).
 """
 
-from .batching import (
+from textfit.data.batching import (
     EncodedDataset,
     LengthGroupedBatches,
     length_sorted_batches,
@@ -17,9 +17,9 @@ from .batching import (
     shared_widths,
     width_plan,
 )
-from .load import TrainingData, label_problems, load_data, read_for_run, read_splits, split_seed
-from .splits import Split, carve_splits
-from .tokens import encode_long, pool_windows
+from textfit.data.load import TrainingData, label_problems, load_data, read_for_run, read_splits, split_seed
+from textfit.data.splits import Split, carve_splits
+from textfit.data.tokens import encode_long, pool_windows
 
 __all__ = [
     "EncodedDataset",

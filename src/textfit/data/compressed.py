@@ -16,7 +16,7 @@ import lzma
 from pathlib import Path
 from typing import IO
 
-from ..errors import UsageError, first_line
+from textfit.errors import UsageError, first_line
 
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 # what the decompressors raise for a file cut short (EOFError) or not compressed as its name says

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import TrainConfig, split_percentages
-from ..errors import UsageError
-from ..run import RunManifest, Schema
-from .read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame, load_frames, read_one
-from .schema import (
+from textfit.config import TrainConfig, split_percentages
+from textfit.data.read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame, load_frames, read_one
+from textfit.data.schema import (
     EMPTY_TEXT_TOLERANCE,
     check_label_kinds,
     check_labels_present,
@@ -35,7 +33,9 @@ from .schema import (
     task_labels,
     to_split,
 )
-from .splits import Split, carve_splits, take
+from textfit.data.splits import Split, carve_splits, take
+from textfit.errors import UsageError
+from textfit.run import RunManifest, Schema
 
 
 @dataclass
@@ -305,7 +305,7 @@ def read_for_run_in_chunks(
 ) -> Iterator[Split]:
     """`read_for_run` (labelled) a chunk of rows at a time (`stream.read_chunks`): the columns are settled on
     the first chunk, and each chunk comes back as a Split with label ids."""
-    from .stream import read_chunks
+    from textfit.data.stream import read_chunks
 
     given = (text_column, text_pair_column, label_column)
     columns = None

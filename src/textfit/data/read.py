@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UsageError, first_line
-from ..hub import hub_reachable
-from .compressed import compression, read_raw, uncompressed
+from textfit.data.compressed import compression, read_raw, uncompressed
+from textfit.errors import UsageError, first_line
+from textfit.hub import hub_reachable
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 TEXT_NAMES = [

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import UsageError
-from ..run import Schema
-from .read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame
-from .splits import Split, take
+from textfit.data.read import LABEL_NAMES, PAIR_OF, TEXT_NAMES, Frame
+from textfit.data.splits import Split, take
+from textfit.errors import UsageError
+from textfit.run import Schema
 
 EMPTY_TEXT_TOLERANCE = 0.001  # more empty texts than this share of a file is an error, fewer are dropped
 SEPARATORS = (",", "|", ";")

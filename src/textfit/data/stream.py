@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UsageError
-from .compressed import DECOMPRESS_ERRORS, compression, read_raw, undecompressable
-from .read import Frame, _decode, _first_rows_are_data, _quoted_tsv, codec, file_format, read_one
+from textfit.data.compressed import DECOMPRESS_ERRORS, compression, read_raw, undecompressable
+from textfit.data.read import Frame, _decode, _first_rows_are_data, _quoted_tsv, codec, file_format, read_one
+from textfit.errors import UsageError
 
 SAMPLE_BYTES = 1 << 20  # what the quoting and encoding checks look at before the chunks are read
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
-from ..run import LongText
+from textfit.errors import UsageError
+from textfit.run import LongText
 
 KEYS = ("input_ids", "attention_mask", "token_type_ids")
 

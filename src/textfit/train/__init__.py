@@ -20,24 +20,24 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .. import static
-from ..calibration import fit_temperature, unusable
-from ..card import write_model_card
-from ..config import TrainConfig, report_to
-from ..data import TrainingData
-from ..errors import UsageError
-from ..evaluate import evaluate, metrics_from_logits
-from ..hub import push_run
-from ..metrics import scores_from_logits
-from ..report import plot_reliability, write_report
-from ..run import LoraInfo, write_json
-from .checkpoint import load_checkpoint, resolve_resume
-from .evaluator import Evaluator, current_classifier, measure_for, tune_thresholds
-from .loop import fit, resume_average
-from .output import RunLog, move_into_place, umask_modes, work_folder
-from .seeds import train_seeds
-from .setup import TrainState, calibrates, setup
-from .tracking import Trackers
+from textfit.calibration import fit_temperature, unusable
+from textfit.config import TrainConfig, report_to
+from textfit.data import TrainingData
+from textfit.errors import UsageError
+from textfit.evaluate.card import write_model_card
+from textfit.evaluate.evaluate import evaluate, metrics_from_logits
+from textfit.evaluate.report import plot_reliability, write_report
+from textfit.hub import push_run
+from textfit.metrics import scores_from_logits
+from textfit.models import static
+from textfit.run import LoraInfo, write_json
+from textfit.train.checkpoint import load_checkpoint, resolve_resume
+from textfit.train.evaluator import Evaluator, current_classifier, measure_for, tune_thresholds
+from textfit.train.folder import RunLog, move_into_place, umask_modes, work_folder
+from textfit.train.loop import fit, resume_average
+from textfit.train.seeds import train_seeds
+from textfit.train.setup import TrainState, calibrates, setup
+from textfit.train.tracking import Trackers
 
 
 def train(
@@ -110,7 +110,7 @@ def _final_metrics(s: TrainState, ev: Evaluator) -> tuple[dict[str, Any], dict[s
     """Every split's metrics and raw logits for the final weights, measured as `textfit eval` measures
     them; the validation split's from the evaluation of those weights during training. The temperature
     (--calibration) is fitted on the validation logits first, and thresholds tuned on calibrated scores."""
-    from ..metrics import format_metrics
+    from textfit.metrics import format_metrics
 
     metrics: dict[str, Any] = {}
     logits: dict[str, np.ndarray] = {}

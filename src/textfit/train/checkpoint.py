@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from ..errors import UsageError
+from textfit.errors import UsageError
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 

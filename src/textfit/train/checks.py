@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..config import TrainConfig
-from ..data import TrainingData
-from ..errors import UsageError
-from ..metrics import default_metric, metric_names
+from textfit.config import TrainConfig
+from textfit.data import TrainingData
+from textfit.errors import UsageError
+from textfit.metrics import default_metric, metric_names
 
 
 def check_options(cfg: TrainConfig, data: TrainingData) -> str:

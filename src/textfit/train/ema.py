@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError
+from textfit.errors import UsageError
 
 
 class WeightAverage:

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import pool_windows
-from ..errors import UsageError
-from ..evaluate import evaluate, metrics_from_logits
-from ..metrics import task_report, tune_label_thresholds, tune_threshold
-from ..model import inference_copy
-from ..predict import Classifier, TorchBackend
-from .setup import TrainState
+from textfit.data import pool_windows
+from textfit.errors import UsageError
+from textfit.evaluate.evaluate import evaluate, metrics_from_logits
+from textfit.metrics import task_report, tune_label_thresholds, tune_threshold
+from textfit.models.transformer import inference_copy
+from textfit.predict.classifier import Classifier, TorchBackend
+from textfit.train.setup import TrainState
 
 Measure = Callable[..., tuple[dict[str, Any], np.ndarray]]
 HEADLINE = ("accuracy", "f1", "f1_micro", "pearson", "spearman")

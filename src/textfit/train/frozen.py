@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import accel
-from ..data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
-from ..run import RunManifest
+from textfit import accel
+from textfit.data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
+from textfit.run import RunManifest
 
 # Heads that read hidden[:, 0] themselves as out_proj(tanh(dense(...))); ELECTRA's also reads it, through a GELU
 TANH_HEADS = ("roberta", "xlm-roberta", "camembert", "mpnet")

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from ..accel.steady import steady
-from ..accel.threads import governor_for
-from ..errors import Interrupted, UsageError
-from .checkpoint import load_average, save_checkpoint
-from .ema import WeightAverage
-from .evaluator import Evaluator
-from .output import RunLog
-from .setup import TrainState
+from textfit.accel.steady import steady
+from textfit.accel.threads import governor_for
+from textfit.errors import Interrupted, UsageError
+from textfit.train.checkpoint import load_average, save_checkpoint
+from textfit.train.ema import WeightAverage
+from textfit.train.evaluator import Evaluator
+from textfit.train.folder import RunLog
+from textfit.train.setup import TrainState
 
 
 def clip_in_optimizer_step(optimizer: torch.optim.Optimizer, parameters: Any, max_norm: float) -> torch.Tensor:
@@ -158,7 +158,7 @@ def fit(s: TrainState, ev: Evaluator, log: RunLog) -> dict[str, Any]:
     """Train until the step budget is spent or early stopping says so; returns throughput figures."""
     from tqdm.auto import tqdm
 
-    from ..progress import bar_wanted
+    from textfit.progress import bar_wanted
 
     acc = s.accelerator
     validate = "validation" in s.data.splits

@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from .. import static
-from ..config import (
+from textfit.config import (
     FROZEN_LR,
     LARGE_MODEL_LR,
     LORA_LR,
@@ -20,8 +19,9 @@ from ..config import (
     SMALL_MODEL_PARAMS,
     TrainConfig,
 )
-from ..errors import UsageError
-from ..model import layer_depths
+from textfit.errors import UsageError
+from textfit.models import static
+from textfit.models.transformer import layer_depths
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig, parse_seeds
-from ..errors import UsageError
-from ..run import write_json
-from .output import output_folder
+from textfit.config import TrainConfig, parse_seeds
+from textfit.errors import UsageError
+from textfit.run import write_json
+from textfit.train.folder import output_folder
 
 SHOWN = ("accuracy", "f1", "f1_micro", "f1_macro", "pearson", "spearman", "loss")
 

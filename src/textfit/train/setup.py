@@ -16,16 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import accel, static, static_build
-from ..config import (
-    AUTO_EPOCHS,
-    AUTO_EXAMPLES,
-    DEFAULT_MAX_LENGTH,
-    TrainConfig,
-    report_to,
-)
-from ..config import attention_dropout as parse_attention_dropout
-from ..data import (
+from textfit import accel
+from textfit.config import AUTO_EPOCHS, AUTO_EXAMPLES, DEFAULT_MAX_LENGTH, TrainConfig, report_to
+from textfit.config import attention_dropout as parse_attention_dropout
+from textfit.data import (
     EncodedDataset,
     LengthGroupedBatches,
     TrainingData,
@@ -34,22 +28,25 @@ from ..data import (
     make_collate,
     width_plan,
 )
-from ..errors import UsageError
-from ..hub import DEFAULT_MODEL_NAME, check_hub_access, default_model_path, resolve_model
-from ..inspect_data import analyse, describe_labels, label_namer
-from ..metrics import LOWER_IS_BETTER, class_weight_vector, loss_function
-from ..model import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
-from ..run import LongText, RunManifest, library_versions
-from ..version import __version__
-from . import fewshot, zeroshot
-from .checks import check_options
-from .distill import Distillation, teacher_folders
-from .distill import prepare as prepare_distillation
-from .ema import WeightAverage
-from .frozen import CachedHead, encode_splits, feature_loader, head_function
-from .optim import adamw, freeze_layers
-from .output import output_folder
-from .tracking import check_installed
+from textfit.errors import UsageError
+from textfit.evaluate.inspect import analyse, describe_labels, label_namer
+from textfit.hub import DEFAULT_MODEL_NAME, check_hub_access, default_model_path, resolve_model
+from textfit.metrics import LOWER_IS_BETTER, class_weight_vector, loss_function
+from textfit.models import static
+from textfit.models.transformer import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
+from textfit.run import LongText, RunManifest, library_versions
+from textfit.train.checks import check_options
+from textfit.train.ema import WeightAverage
+from textfit.train.folder import output_folder
+from textfit.train.frozen import CachedHead, encode_splits, feature_loader, head_function
+from textfit.train.methods import contrastive as fewshot
+from textfit.train.methods import static as static_build
+from textfit.train.methods import zeroshot
+from textfit.train.methods.distill import Distillation, teacher_folders
+from textfit.train.methods.distill import prepare as prepare_distillation
+from textfit.train.optim import adamw, freeze_layers
+from textfit.train.tracking import check_installed
+from textfit.version import __version__
 
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # the autocast dtype as the run says it
 

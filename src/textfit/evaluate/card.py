@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .hub import DEFAULT_MODEL_NAME
-from .run import RunManifest
+from textfit.hub import DEFAULT_MODEL_NAME
+from textfit.run import RunManifest
 
 PACKAGED = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0"}
 HEADLINE = ("accuracy", "f1", "precision", "recall", "f1_macro", "f1_micro", "pearson", "spearman", "mse", "loss")

@@ -154,7 +154,7 @@ def _write_confusion(folder: Path, gold: np.ndarray, pred: np.ndarray, names: li
 def plot_reliability(logits: np.ndarray, gold: Any, task: str, temperature: Any, path: Path, title: str) -> None:
     """The reliability diagram: accuracy against confidence per bin, before and after calibration,
     with the diagonal of a perfectly calibrated model and the rows per bin below."""
-    from .calibration import ECE_BINS, apply_temperature, calibration_metrics, probabilities, reliability_bins
+    from textfit.calibration import ECE_BINS, apply_temperature, calibration_metrics, probabilities, reliability_bins
 
     plt = _plt()
     gold = np.asarray(gold)
@@ -225,7 +225,7 @@ def write_report(
     threshold: Any = None,
     max_mistakes: int = 50,
 ) -> None:
-    from .metrics import decide
+    from textfit.metrics import decide
 
     folder.mkdir(parents=True, exist_ok=True)
     gold = np.asarray(gold)

@@ -20,14 +20,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import accel, static
-from .accel.threads import governor_for
-from .data.batching import ladder_batches, length_sorted_batches, pad, width_plan
-from .data.tokens import encode_long, pool_windows
-from .errors import UsageError
-from .metrics import decide, scores_from_logits
-from .model import load_adapter, load_from_run
-from .run import RunManifest
+from textfit import accel
+from textfit.accel.threads import governor_for
+from textfit.data.batching import ladder_batches, length_sorted_batches, pad, width_plan
+from textfit.data.tokens import encode_long, pool_windows
+from textfit.errors import UsageError
+from textfit.metrics import decide, scores_from_logits
+from textfit.models import static
+from textfit.models.transformer import load_adapter, load_from_run
+from textfit.run import RunManifest
 
 AMP_MIN_TOKENS = 512  # GPU: batches smaller than this (padded tokens) skip autocast
 # CPU: at most this many padded tokens a batch, however many texts `batch_size` allows, so that a

@@ -23,11 +23,11 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..data import Split, TrainingData, read_for_run, read_splits
-from ..data.read import fingerprint as file_fingerprint
-from ..data.schema import Schema, label_ids
-from ..errors import UsageError
-from .fewshot import logistic_head, pooled, set_classifier
+from textfit.data import Split, TrainingData, read_for_run, read_splits
+from textfit.data.read import fingerprint as file_fingerprint
+from textfit.data.schema import Schema, label_ids
+from textfit.errors import UsageError
+from textfit.train.methods.contrastive import logistic_head, pooled, set_classifier
 
 SCALE = 30.0  # logits per unit of cosine similarity without a validation split to fit it on (RESULTS.md)
 SELF_TRAIN_ROUNDS = 2  # label, keep the confident, fit; again with the fitted head (RESULTS.md: 2 beat 1)
@@ -152,7 +152,7 @@ def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray
     label every text with the current head, keep the most confident SELF_TRAIN_KEEP of the smallest label's
     count from each label (balanced), and fit a logistic-regression head on them. Measured on SST-2 and the
     IMDb sample (benchmarks/RESULTS.md): 0.67 -> 0.75 and 0.60 -> 0.73 for the same two descriptions."""
-    from .frozen import encode_split
+    from textfit.train.frozen import encode_split
 
     t = time.time()
     x = pooled(

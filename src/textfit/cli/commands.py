@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import FIELDS, load_config
-from .errors import UsageError
+from textfit.config import FIELDS, load_config
+from textfit.errors import UsageError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from textfit.train import train
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}  # `distill TEACHER`: the teacher too
     train(load_config(getattr(args, "config", None), overrides))  # with --seeds, one run per seed
@@ -28,13 +28,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect_data import format_report, inspect
-    from .run import write_json
+    from textfit.evaluate.inspect import format_report, inspect
+    from textfit.run import write_json
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     cfg = load_config(getattr(args, "config", None), overrides)
     if args.label_issues:
-        from .cv import check_cv
+        from textfit.train.cv import check_cv
 
         check_cv(cfg, args.folds)
     report = inspect(cfg)
@@ -47,7 +47,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.label_issues and failed:
         print("textfit: no label-issue search: fix the errors above first", file=sys.stderr)
     elif args.label_issues:
-        from .cv import cross_validate
+        from textfit.train.cv import cross_validate
 
         print(f"textfit: ranking label issues with {args.folds}-fold cross-validation (one training run per fold)")
         cross_validate(cfg, args.folds)
@@ -55,7 +55,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from .cv import cross_validate
+    from textfit.train.cv import cross_validate
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     cross_validate(load_config(getattr(args, "config", None), overrides), args.folds)
@@ -64,7 +64,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def eval_default_output(run: str, data: str) -> Path:
     """RUN/eval-<data name>: where `eval` writes metrics.json without --output."""
-    from .data.read import data_stem
+    from textfit.data.read import data_stem
 
     return Path(run) / f"eval-{data_stem(data).replace(' ', '_')}"
 
@@ -78,10 +78,10 @@ def ray_writes_folder(engine: str, output: str) -> bool:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .evaluate import evaluate_file
-    from .metrics import format_metrics
-    from .report import write_report
-    from .run import RunManifest, write_json
+    from textfit.evaluate.evaluate import evaluate_file
+    from textfit.evaluate.report import write_report
+    from textfit.metrics import format_metrics
+    from textfit.run import RunManifest, write_json
 
     RunManifest.read(args.run)  # a folder that is not a run is refused before anything loads
     _check_batch_size(args.batch_size)
@@ -106,7 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     write_json(out / "metrics.json", {"data": args.data, **m, **backend})
     print(format_metrics(m, f"{args.data} ({len(split.labels)} rows)"))
     if "calibration" in m:
-        from .report import plot_reliability
+        from textfit.evaluate.report import plot_reliability
 
         c = m["calibration"]
         print(
@@ -154,7 +154,7 @@ def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _classifier(args: argparse.Namespace) -> Any:
     """The run's Classifier as the shared run flags (`cli._add_run_flags`) ask for it."""
-    from .predict import Classifier
+    from textfit.predict.classifier import Classifier
 
     clf = Classifier.load(args.run, **_classifier_options(args))
     if clf.backend_choice:
@@ -163,7 +163,7 @@ def _classifier(args: argparse.Namespace) -> Any:
 
 
 def _file_job(args: argparse.Namespace) -> Any:
-    from .predict_file import FileJob
+    from textfit.predict.files import FileJob
 
     keep = None if args.keep_columns is None else [c.strip() for c in args.keep_columns.split(",") if c.strip()]
     return FileJob(
@@ -184,7 +184,7 @@ def _file_job(args: argparse.Namespace) -> Any:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .run import RunManifest
+    from textfit.run import RunManifest
 
     manifest = RunManifest.read(args.run)
     if not (args.texts or args.input or args.interactive):
@@ -218,13 +218,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     job = _file_job(args) if args.input else None
     if job is not None and not ray_writes_folder(args.engine, job.output):
-        from .predict_file import check_job
+        from textfit.predict.files import check_job
 
         check_job(job)  # before the model loads: an output that exists, a resume with nothing to resume
     clf = _classifier(args) if args.engine == "local" or args.texts or args.interactive else None
     explainer = None
     if args.explain:
-        from .explain import Explainer
+        from textfit.predict.explain import Explainer
 
         explainer = Explainer.load(args.run)
     if args.texts:
@@ -237,7 +237,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_texts(args: argparse.Namespace, clf: Any, explainer: Any) -> None:
-    from .predict_file import explained_label
+    from textfit.predict.files import explained_label
 
     pairs = args.text_pair or [None] * len(args.texts)
     for text, pair, pred in zip(args.texts, pairs, clf.predict(args.texts, args.text_pair or None, args.batch_size)):
@@ -253,10 +253,10 @@ def _predict_texts(args: argparse.Namespace, clf: Any, explainer: Any) -> None:
 
 def _predict_input(args: argparse.Namespace, clf: Any, job: Any, explainer: Any) -> None:
     """--input FILE --output FILE: streamed in chunks by this process, or by Ray Data (--engine ray)."""
-    from .predict_file import predict_file, rejects_path
+    from textfit.predict.files import predict_file, rejects_path
 
     if args.engine == "ray":
-        from .ray_engine import predict_ray
+        from textfit.predict.ray import predict_ray
 
         written, rejected = predict_ray(args.run, job, args.ray_address, _classifier_options(args))
     else:
@@ -268,7 +268,7 @@ def _predict_input(args: argparse.Namespace, clf: Any, job: Any, explainer: Any)
 
 
 def _print_explanation(e: Any, out: Any = None) -> None:
-    from .explain import coloured, ranked_lines
+    from textfit.predict.explain import coloured, ranked_lines
 
     out = out or sys.stdout
     if out.isatty():
@@ -281,7 +281,7 @@ def _print_explanation(e: Any, out: Any = None) -> None:
 
 def interactive(clf: Any, stdin: Any, stdout: Any, explainer: Any = None) -> None:
     """A prompt that answers each line with the label and its probability; q or end of input quits."""
-    from .predict_file import explained_label
+    from textfit.predict.files import explained_label
 
     tty = stdin.isatty()
     stdout.write("type a text and press Enter (q to quit)\n")
@@ -320,9 +320,9 @@ def _shown(pred: Any) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import accel
-    from .run import RunManifest
-    from .serve import Limits, check_port, serve
+    from textfit import accel
+    from textfit.run import RunManifest
+    from textfit.serve.app import Limits, check_port, serve
 
     RunManifest.read(args.run)
     _check_batch_size(args.batch_size)
@@ -354,8 +354,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import ParityError, export_onnx
-    from .run import RunManifest
+    from textfit.predict.export import ParityError, export_onnx
+    from textfit.run import RunManifest
 
     RunManifest.read(args.run)
     try:
@@ -367,7 +367,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push_run
+    from textfit.hub import push_run
 
     url = push_run(args.run, args.repo_id, private=args.private, with_onnx=args.with_onnx)
     print(f"textfit: pushed {args.run} to {url}")
@@ -375,7 +375,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tune import load_space, tune
+    from textfit.train.tune import load_space, tune
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     cfg = load_config(getattr(args, "config", None), overrides)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .static import CONV, HIDDEN, PCA_DIMS, StaticStudent, _config, _student, is_static_run
+from textfit.errors import UsageError
+from textfit.models.static import CONV, HIDDEN, PCA_DIMS, StaticStudent, _config, _student, is_static_run
 
 
 def check(task: str, pairs: bool) -> None:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .run import RunManifest
+from textfit.errors import UsageError
+from textfit.run import RunManifest
 
 STEPS = 64  # integration steps to start with (see `Explainer.explain`)
 MAX_STEPS = 512
@@ -87,8 +87,8 @@ class Explainer:
 
     @classmethod
     def load(cls, run: str | Path, steps: int = STEPS) -> Explainer:
-        from . import static
-        from .model import load_from_run
+        from textfit.models import static
+        from textfit.models.transformer import load_from_run
 
         if static.is_static_run(run):
             raise UsageError(f"--explain: {run}: {static.NO_EXPLANATIONS}")
@@ -112,7 +112,7 @@ class Explainer:
         """The label to explain (the predicted one unless `label` names another), its name and score."""
         with torch.no_grad():
             logits = self.model(**enc).logits.float().numpy()
-        from .metrics import decide, scores_from_logits
+        from textfit.metrics import decide, scores_from_logits
 
         task = self.manifest.task
         scores = scores_from_logits(logits, task, self.manifest.temperature)[0]

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import accel
-from .errors import UsageError
-from .model import quiet_transformers, require_safetensors
-from .predict import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
-from .run import RunManifest, write_json
-from .static import is_static_run
+from textfit import accel
+from textfit.errors import UsageError
+from textfit.models.static import is_static_run
+from textfit.models.transformer import quiet_transformers, require_safetensors
+from textfit.predict.classifier import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
+from textfit.run import RunManifest, write_json
 
 MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
 MIN_AGREE_FP32 = 1.0
@@ -109,8 +109,8 @@ def agreement(clf: Any, got: np.ndarray, want: np.ndarray) -> float:
 def _validation_split(run: str, fingerprint: str) -> Any:
     """The run's validation split, read again as training read it (train_config.yaml), or a UsageError
     (also when the data's fingerprint is no longer the one the run was trained on)."""
-    from .config import load_config
-    from .data import load_data
+    from textfit.config import load_config
+    from textfit.data import load_data
 
     path = Path(run) / "train_config.yaml"
     if not path.is_file():
@@ -128,7 +128,7 @@ def _validation_split(run: str, fingerprint: str) -> Any:
 def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, Any]:
     """The int8 file's validation metric against PyTorch fp32's on the run's own validation split (accuracy;
     multi-label: micro F1; regression: Pearson), in points; `passes` when it lost at most INT8_MAX_DROP_POINTS."""
-    from .metrics import task_metrics
+    from textfit.metrics import task_metrics
 
     try:
         split = _validation_split(run, ref.manifest.data_fingerprint)

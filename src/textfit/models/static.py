@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UsageError
+from textfit.errors import UsageError
 
 NAME = "static"  # --student static / --model static
 BODY = "static"  # RUN/static: the body, in model2vec's format
@@ -286,7 +286,7 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
 def fast_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
     """A static run's logits for single texts cut at the head (as training cut them): the Rust tokenizer's
     ids without special tokens or offsets, no padding, in chunks of texts through `predict_ids`."""
-    from .data.tokens import _special_counts
+    from textfit.data.tokens import _special_counts
 
     before, after = _special_counts(tokenizer)
     budget = max_length - before - after

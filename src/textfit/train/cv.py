@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from .config import TrainConfig, split_percentages
-from .data import Split, TrainingData, carve_splits, load_data, split_seed
-from .data.splits import take
-from .errors import UsageError
-from .inspect_data import conflicting, text_groups
-from .metrics import decide, format_metrics, scores_from_logits, task_report
-from .run import write_json
-from .train.seeds import SHOWN, mean_and_std, summary_line
+from textfit.config import TrainConfig, split_percentages
+from textfit.data import Split, TrainingData, carve_splits, load_data, split_seed
+from textfit.data.splits import take
+from textfit.errors import UsageError
+from textfit.evaluate.inspect import conflicting, text_groups
+from textfit.metrics import decide, format_metrics, scores_from_logits, task_report
+from textfit.run import write_json
+from textfit.train.seeds import SHOWN, mean_and_std, summary_line
 
 ISSUE_FIELDS = ["rank", "row", "fold", "text", "text_pair", "given_label", "suggested_label", "quality", "reason"]
 
@@ -88,8 +88,8 @@ def _fold_data(data: TrainingData, held: np.ndarray, cfg: TrainConfig, seed: int
 
 def cross_validate(cfg: TrainConfig, folds: int) -> dict[str, Any]:
     """K runs into OUTPUT/fold-1..K, then cv.json, oof.csv, label_issues.csv and report.html in OUTPUT."""
-    from .train import train
-    from .train.output import output_folder
+    from textfit.train import train
+    from textfit.train.folder import output_folder
 
     check_cv(cfg, folds)
     base = output_folder(cfg)

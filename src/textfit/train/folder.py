@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from ..config import TrainConfig
-from ..errors import UsageError
-from ..run import MANIFEST, check_output
+from textfit.config import TrainConfig
+from textfit.errors import UsageError
+from textfit.run import MANIFEST, check_output
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -68,7 +68,7 @@ def output_folder(cfg: TrainConfig) -> Path:
 
 def default_output(cfg: TrainConfig) -> Path:
     """runs/<data name>, numbered (-2, -3, ...) when that exists: where a run without --output goes."""
-    from ..data.read import data_stem
+    from textfit.data.read import data_stem
 
     name = data_stem(cfg.data or cfg.train or "run").replace(" ", "_").replace("/", "_") or "run"
     out, n = Path("runs") / name, 1

@@ -17,9 +17,19 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .commands import cmd_cv, cmd_eval, cmd_export, cmd_inspect, cmd_predict, cmd_push, cmd_serve, cmd_train, cmd_tune
-from .config import FIELDS
-from .errors import Interrupted, UsageError
+from textfit.cli.commands import (
+    cmd_cv,
+    cmd_eval,
+    cmd_export,
+    cmd_inspect,
+    cmd_predict,
+    cmd_push,
+    cmd_serve,
+    cmd_train,
+    cmd_tune,
+)
+from textfit.config import FIELDS
+from textfit.errors import Interrupted, UsageError
 
 METAVARS = {"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT", "teacher_predictions": "RUN"}
 
@@ -190,7 +200,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .version import __version__
+    from textfit.version import __version__
 
     parser = _Parser(
         prog="textfit", description="Fine-tune transformer encoders into text classifiers; evaluate, predict."
@@ -318,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         os.environ["TQDM_DISABLE"] = "1"  # ours and every library's bars (tqdm reads it), the training loop's too
     try:
-        from .outputs import check
+        from textfit.cli.outputs import check
 
         check(args)  # every location the command will write, before it does any work
         return args.func(args)

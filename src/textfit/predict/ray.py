@@ -21,9 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .data.write import join_parts, output_format, write_part
-from .errors import UsageError, first_line
-from .predict_file import Columns, FileJob, predict_chunk, rejects_path
+from textfit.data.write import join_parts, output_format, write_part
+from textfit.errors import UsageError, first_line
+from textfit.predict.files import Columns, FileJob, predict_chunk, rejects_path
 
 # Reading takes no CPU of the cluster's count: the actors hold one each, and a read task that waits for a
 # free CPU behind them never runs (measured: a local 2-CPU cluster hung with the read task at 1 CPU).
@@ -40,7 +40,7 @@ class _Predictor:
     def __init__(self, run: str, options: dict[str, Any], job: FileJob, fmt: str, columns: Columns, source: list[Any]):
         import torch
 
-        from .predict import Classifier
+        from textfit.predict.classifier import Classifier
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.clf = Classifier.load(run, **options)
@@ -49,7 +49,7 @@ class _Predictor:
     def __call__(self, df: Any) -> Any:
         import pandas as pd
 
-        from .data.read import Frame
+        from textfit.data.read import Frame
 
         if len(df.columns) == len(self.source):
             df.columns = self.source  # a headerless file's columns, as the local reader numbers them
@@ -103,7 +103,7 @@ def _input_format(path: str) -> str:
         names = _remote_names(path)
     else:
         return _file_format(path, path)
-    from .data.compressed import compression
+    from textfit.data.compressed import compression
 
     found = sorted(
         {
@@ -136,7 +136,7 @@ def _remote_names(url: str) -> list[str]:
 def _file_format(name: str, shown: str) -> str:
     """The format of a file Ray's readers take: .csv, .tsv, .jsonl, .parquet, the first three also compressed
     (pyarrow detects .gz, .bz2 and .zst by the extension; it has no .xz)."""
-    from .data.compressed import compression, uncompressed
+    from textfit.data.compressed import compression, uncompressed
 
     kind = compression(name)
     if kind == "xz":
@@ -158,9 +158,9 @@ def _file_format(name: str, shown: str) -> str:
 def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
     """The first rows, as the local reader reads them: the columns are settled on them. A local CSV or TSV
     folder: its first file's (Ray reads the files in the order of their names); a remote one: Ray's read."""
-    from .data.load import _headerless
-    from .data.read import Frame
-    from .data.stream import read_chunks
+    from textfit.data.load import _headerless
+    from textfit.data.read import Frame
+    from textfit.data.stream import read_chunks
 
     p = Path(job.input)
     local = "://" not in job.input and p.exists()
@@ -181,7 +181,7 @@ def _remote_header(ray: Any, job: FileJob, fmt: str) -> list[str]:
 
 def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, Any]) -> tuple[int, int]:
     """Predict `job.input` into `job.output` on Ray Data; returns (rows written, rows rejected)."""
-    from .run import RunManifest
+    from textfit.run import RunManifest
 
     if job.resume:
         raise UsageError("--resume is offered by the local engine; with --engine ray run the prediction again")
@@ -252,7 +252,7 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
 def _write_file(ds: Any, job: FileJob, fmt: str, columns: Columns, base: int) -> tuple[int, int]:
     """The ordered stream written as the local engine writes it: parts in a hidden folder, joined and
     renamed into place; rejected rows (with --skip-bad-rows) to the rejects file with their line."""
-    from .predict_file import work_folder
+    from textfit.predict.files import work_folder
 
     work = work_folder(job.output)
     if work.exists():

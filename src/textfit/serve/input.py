@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .predict import Classifier
+from textfit.predict.classifier import Classifier
 
 
 class PredictRequest(BaseModel):

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from .run import check_output
+from textfit.run import check_output
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from textfit.config import TrainConfig
 
 
 class Location(NamedTuple):
@@ -29,7 +29,7 @@ class Location(NamedTuple):
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    from .config import FIELDS, load_config
+    from textfit.config import FIELDS, load_config
 
     return load_config(getattr(args, "config", None), {k: v for k, v in vars(args).items() if k in FIELDS})
 
@@ -43,7 +43,7 @@ def _given_or(path: str | None, default: Callable[[], Path | None]) -> list[Loca
 
 
 def _run_folder(cfg: TrainConfig) -> Path:
-    from .train.output import default_output  # the training package: only for the commands that train
+    from textfit.train.folder import default_output  # the training package: only for the commands that train
 
     return default_output(cfg)
 
@@ -60,13 +60,13 @@ def _in_run(args: argparse.Namespace, default: Callable[[], Path]) -> list[Locat
 
 def locations(args: argparse.Namespace) -> list[Location]:
     """Every location `args`' command will write, each as the command itself computes it."""
-    from .commands import eval_default_output, ray_writes_folder
+    from textfit.cli.commands import eval_default_output, ray_writes_folder
 
     command = getattr(args, "command", None)
     if command in ("train", "distill", "cv"):
         return _from_config(args)
     if command == "tune":
-        from .tune import default_output as search_folder
+        from textfit.train.tune import default_output as search_folder
 
         return _from_config(args, search_folder)
     if command == "inspect":
@@ -75,7 +75,7 @@ def locations(args: argparse.Namespace) -> list[Location]:
     if command == "eval":
         return _in_run(args, lambda: eval_default_output(args.run, args.data))
     if command == "export":
-        from .export import default_output
+        from textfit.predict.export import default_output
 
         return _in_run(args, lambda: default_output(args.run))
     if command == "predict" and args.input and args.output and not ray_writes_folder(args.engine, args.output):

@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .accel import trim_allocator
-from .data.load import _headerless, run_columns
-from .data.schema import text_cells
-from .data.stream import count_rows, read_chunks
-from .data.write import count_part, join_parts, output_format, write_part
-from .errors import UsageError
-from .progress import Progress
-from .run import run_fingerprint
+from textfit.accel import trim_allocator
+from textfit.data.load import _headerless, run_columns
+from textfit.data.schema import text_cells
+from textfit.data.stream import count_rows, read_chunks
+from textfit.data.write import count_part, join_parts, output_format, write_part
+from textfit.errors import UsageError
+from textfit.progress import Progress
+from textfit.run import run_fingerprint
 
 
 @dataclass

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from . import static
-from .errors import UsageError
-from .predict import Classifier, TorchBackend
-from .serve_input import BodyLimit, ExplainRequest, Limits, PredictRequest, check_explain, check_predict, error
+from textfit.errors import UsageError
+from textfit.models import static
+from textfit.predict.classifier import Classifier, TorchBackend
+from textfit.serve.input import BodyLimit, ExplainRequest, Limits, PredictRequest, check_explain, check_predict, error
 
 PAGE = Path(__file__).with_name("page.html")
 
@@ -247,7 +247,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
     def _explainer() -> Any:
         with state_lock:
             if "explainer" not in state:
-                from .explain import Explainer
+                from textfit.predict.explain import Explainer
 
                 state["explainer"] = explainer or Explainer.load(run)
             return state["explainer"]

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import static
-from ..accel.cpu import kind as cpu_kind
-from ..data import make_collate
-from ..errors import UsageError
-from .frozen import TANH_HEADS
+from textfit.accel.cpu import kind as cpu_kind
+from textfit.data import make_collate
+from textfit.errors import UsageError
+from textfit.models import static
+from textfit.train.frozen import TANH_HEADS
 
 FEW_SHOT_ROWS = 1000  # --method auto: contrastive below this many training rows (benchmarks/RESULTS.md)
 PAIRS_PER_ROW = 20  # SetFit's num_iterations: one same-label and one other-label partner per row, this many times

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_MAX_LENGTH, TrainConfig, split_percentages
-from .data import Split, carve_splits, label_problems, read_splits, split_seed
+from textfit.config import DEFAULT_MAX_LENGTH, TrainConfig, split_percentages
+from textfit.data import Split, carve_splits, label_problems, read_splits, split_seed
 
 UNK_WARN = 0.03  # unknown-token share above which the vocabulary does not cover the text
 IMBALANCE_WARN = 5.0
@@ -187,8 +187,8 @@ def inspect(cfg: TrainConfig) -> dict[str, Any]:
     """Read the data as `train` would and analyse it, reporting label problems instead of stopping."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from .hub import resolve_model
-    from .model import max_positions, quiet_transformers
+    from textfit.hub import resolve_model
+    from textfit.models.transformer import max_positions, quiet_transformers
 
     found: list[dict[str, str]] = []  # problems with rows, reported with the rest instead of stopping
     splits, _, notes, _ = read_splits(cfg, found)

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .calibration import apply_temperature, calibration_report
-from .data.splits import Split
-from .metrics import loss_function, scores_from_logits, task_report
-from .predict import Classifier
-from .run import RunManifest
+from textfit.calibration import apply_temperature, calibration_report
+from textfit.data.splits import Split
+from textfit.metrics import loss_function, scores_from_logits, task_report
+from textfit.predict.classifier import Classifier
+from textfit.run import RunManifest
 
 UNSET: Any = object()
 
@@ -65,7 +65,7 @@ def evaluate_file(
     """`textfit eval --data`: the file read and predicted a chunk at a time (`read_for_run_in_chunks`); only
     the texts, labels and logits are kept, for the metrics and the report. Returns the rows as one Split,
     the metrics and the logits."""
-    from .data.load import read_for_run_in_chunks
+    from textfit.data.load import read_for_run_in_chunks
 
     texts: list[str] = []
     pairs: list[str] | None = None

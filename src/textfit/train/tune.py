@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from .config import FIELDS, TrainConfig
-from .errors import UsageError
-from .metrics import LOWER_IS_BETTER, default_metric
-from .run import check_output, write_json
+from textfit.config import FIELDS, TrainConfig
+from textfit.errors import UsageError
+from textfit.metrics import LOWER_IS_BETTER, default_metric
+from textfit.run import check_output, write_json
 
 DEFAULT_SPACE: dict[str, Any] = {
     "learning_rate": {"low": 1e-5, "high": 5e-4, "log": True},
@@ -90,7 +90,7 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
 
 def default_output(cfg: TrainConfig) -> Path:
     """runs/tune-<data name>: where a search without --output goes (a second search there resumes it)."""
-    from .data.read import data_stem
+    from textfit.data.read import data_stem
 
     return Path(f"runs/tune-{data_stem(cfg.data or cfg.train or 'data')}")
 
@@ -143,7 +143,7 @@ def tune(
     import optuna
     from optuna.trial import TrialState
 
-    from .train import train
+    from textfit.train import train
 
     if trials < 1:
         raise UsageError(f"--trials {trials}: must be at least 1")

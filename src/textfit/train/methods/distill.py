@@ -34,12 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..card import HEADLINE
-from ..config import TrainConfig
-from ..data import Split, TrainingData, read_for_run
-from ..errors import UsageError
-from ..metrics import decide
-from ..run import MANIFEST, RunManifest, run_fingerprint
+from textfit.config import TrainConfig
+from textfit.data import Split, TrainingData, read_for_run
+from textfit.errors import UsageError
+from textfit.evaluate.card import HEADLINE
+from textfit.metrics import decide
+from textfit.run import MANIFEST, RunManifest, run_fingerprint
 
 CACHE = "teacher_predictions.safetensors"
 TEACHER_CHUNK = 5_000  # texts per progress line while the teacher predicts
@@ -86,7 +86,7 @@ class Distillation:
 
     def agreement(self, student_logits: np.ndarray, student: RunManifest) -> float | None:
         """The share of validation rows where the student decides as the teacher does (regression: None)."""
-        from ..metrics import scores_from_logits
+        from textfit.metrics import scores_from_logits
 
         if self.validation is None or student.task == "regression":
             return None
@@ -202,7 +202,7 @@ def _reused(given: str, key: str) -> tuple[Path, dict[str, np.ndarray]]:
 
 def _predict(folders: list[Path], texts: list[str], pairs: list[str] | None, batch: int, say: Any) -> np.ndarray:
     """The teacher's calibrated scores; an ensemble's runs averaged."""
-    from ..predict import Classifier
+    from textfit.predict.classifier import Classifier
 
     total: Any = None
     for folder in folders:

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from .errors import UsageError
-from .hub import default_model_path, resolve_model
-from .run import RunManifest
+from textfit.errors import UsageError
+from textfit.hub import default_model_path, resolve_model
+from textfit.run import RunManifest
 
 PROBLEM_TYPES = {
     "classification": "single_label_classification",
@@ -136,7 +136,7 @@ def load_from_run(folder: str | Path) -> tuple[Any, Any]:
     """The run's model (in evaluation mode) and tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from . import static
+    from textfit.models import static
 
     if static.is_static_run(folder):
         return static.load(folder)
@@ -158,7 +158,7 @@ def inference_copy(model: Any) -> Any:
     run exactly the computation `textfit eval` runs on the saved run."""
     import copy
 
-    from .accel.steady import release
+    from textfit.accel.steady import release
 
     snapshot = copy.deepcopy(model)
     release(snapshot)  # a copy made inside `steady` keeps its layer norms, bound to the original's weights
