@@ -15,6 +15,7 @@ import torch
 from conftest import make_rows, run_cli, write_csv
 from textfit import TrainConfig, train
 from textfit.predict.classifier import Classifier
+from textfit.train import methods
 from textfit.train.methods import contrastive as fewshot
 from textfit.train.methods import zeroshot
 
@@ -123,13 +124,13 @@ def test_auto_chooses_by_the_training_rows_and_says_why(tiny_model):
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
     cfg = TrainConfig(data="x.csv", method="auto")
-    method, why = fewshot.choose(cfg, _data(64), model)
-    assert method == "contrastive" and "64 training rows" in why
-    method, why = fewshot.choose(cfg, _data(fewshot.FEW_SHOT_ROWS), model)
-    assert method == "finetune" and "fine-tuning overtakes" in why
-    assert fewshot.choose(cfg, _data(64, "regression"), model)[0] == "finetune"
-    assert fewshot.choose(TrainConfig(data="x.csv", method="finetune"), _data(64), model)[0] == "finetune"
-    assert fewshot.choose(TrainConfig(data="x.csv", method="auto", lora=4), _data(64), model)[0] == "finetune"
+    method, why = methods.pick(cfg, _data(64), model)
+    assert method.NAME == "contrastive" and "64 training rows" in why
+    method, why = methods.pick(cfg, _data(fewshot.FEW_SHOT_ROWS), model)
+    assert method.NAME == "finetune" and "fine-tuning overtakes" in why
+    assert methods.pick(cfg, _data(64, "regression"), model)[0].NAME == "finetune"
+    assert methods.pick(TrainConfig(data="x.csv", method="finetune"), _data(64), model)[0].NAME == "finetune"
+    assert methods.pick(TrainConfig(data="x.csv", method="auto", lora=4), _data(64), model)[0].NAME == "finetune"
 
 
 def test_same_seed_same_contrastive_model(tiny_model, files, contrastive):

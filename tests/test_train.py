@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from conftest import make_rows, write_csv
 from textfit import Classifier, TrainConfig, UsageError, train
+from textfit.train import methods
 
 # A random tiny model must learn its word embeddings (a pretrained one keeps them by default).
 # the fine-tuning loop, pinned: on these small files --method auto would run the contrastive method (test_fewshot.py)
@@ -195,7 +196,7 @@ def test_the_default_freezes_a_third_of_a_small_models_layers_and_skips_their_gr
 
     lines: list[str] = []
     m = model(6)
-    assert optim.freeze_layers(TrainConfig(), m, "finetune", lines.append) == 2
+    assert optim.freeze_layers(TrainConfig(), m, methods.get("finetune"), lines.append) == 2
     assert lines == ["textfit: the embeddings and the lowest 2 of 6 encoder layers kept fixed (--freeze-layers)"]
     m.train()
     m(input_ids=torch.randint(0, 100, (2, 7)), labels=torch.tensor([0, 1])).loss.backward()
@@ -203,14 +204,14 @@ def test_the_default_freezes_a_third_of_a_small_models_layers_and_skips_their_gr
     assert not any(v for n, v in grads.items() if ".layer.0." in n or ".layer.1." in n or "embeddings" in n)
     assert all(v for n, v in grads.items() if ".layer.2." in n or "classifier" in n)
     # the loop's method only, and none where the model is not small
-    assert optim.freeze_layers(TrainConfig(), model(6), "contrastive", lines.append) == 0
-    assert optim.freeze_layers(TrainConfig(freeze_layers=3), model(6), "contrastive", lines.append) == 0
+    assert optim.freeze_layers(TrainConfig(), model(6), methods.get("contrastive"), lines.append) == 0
+    assert optim.freeze_layers(TrainConfig(freeze_layers=3), model(6), methods.get("contrastive"), lines.append) == 0
     assert lines[-1] == "textfit: --freeze-layers applies to fine-tuning; the contrastive method leaves it aside"
-    assert optim.freeze_layers(TrainConfig(freeze_layers=0), model(6), "finetune", lines.append) == 0
-    assert optim.freeze_layers(TrainConfig(), model(3), "finetune", lines.append) == 1
+    assert optim.freeze_layers(TrainConfig(freeze_layers=0), model(6), methods.get("finetune"), lines.append) == 0
+    assert optim.freeze_layers(TrainConfig(), model(3), methods.get("finetune"), lines.append) == 1
     monkeypatch.setattr(optim, "SMALL_MODEL_PARAMS", 1000)
     big = model(6)
-    assert optim.freeze_layers(TrainConfig(), big, "finetune", lines.append) == 0
+    assert optim.freeze_layers(TrainConfig(), big, methods.get("finetune"), lines.append) == 0
     assert all(p.requires_grad for p in big.parameters())
 
 

@@ -343,7 +343,6 @@ def _check(cfg: TrainConfig) -> None:
         "device": ("auto", "cuda", "mps", "cpu"),
         "calibration": ("auto", "temperature", "none"),
         "quoting": ("auto", "none", "standard"),
-        "method": ("auto", "finetune", "contrastive"),
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -368,17 +367,6 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.stride is not None and cfg.stride < 0:
         raise UsageError("--stride: must be 0 or more")
     parse_seeds(cfg.seeds)
-    if cfg.label_description and not cfg.zero_shot:
-        raise UsageError("--label-description: used with --zero-shot only; add --zero-shot, or drop the descriptions")
-    if cfg.self_train and not (cfg.zero_shot and (cfg.data or cfg.train)):
-        raise UsageError("--self-train: needs --zero-shot and --data FILE of unlabelled texts to label and train on")
-    if cfg.zero_shot and not cfg.label_description:
-        raise UsageError(
-            "--zero-shot: needs a description of every label, e.g. --label-description '0=a negative movie review' "
-            "--label-description '1=a positive movie review'"
-        )
-    if cfg.data is None and cfg.train is None and not cfg.zero_shot:
-        raise UsageError("no data: pass --data FILE (or a folder or hub id), or --train FILE")
     if cfg.data is not None and cfg.train is not None:
         raise UsageError("--data and --train both given: use one of them")
     split_percentages(cfg.split)

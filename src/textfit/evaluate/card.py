@@ -58,7 +58,7 @@ A {{ task }} model fine-tuned with [textfit](https://pypi.org/project/textfit/) 
 ## Training recipe
 
 {{ recipe }}
-{{ distillation }}{{ static }}{{ method }}{{ warnings }}"""
+{{ method }}{{ warnings }}"""
 
 EXAMPLE = "a text to classify"
 
@@ -71,16 +71,6 @@ classifier("{example}")
 ```
 
 or with textfit: `textfit predict {repo} "{example}"` on the downloaded folder."""
-
-STATIC_USAGE = """
-With textfit: `textfit predict {repo} "{example}"` on the downloaded folder (`transformers.pipeline` does not
-load a static student). The token vectors alone, as sentence embeddings:
-
-```python
-from model2vec import StaticModel
-
-embeddings = StaticModel.from_pretrained("{repo}/static").encode(["{example}"])
-```"""
 
 
 def _base(manifest: RunManifest) -> tuple[str | None, str | None]:
@@ -135,9 +125,14 @@ def model_card(
     config: dict[str, Any],
     data_name: str | None,
     repo: str | None = None,
+    method_card: dict[str, Any] | None = None,
 ) -> Any:
+    """The card of a run. `method_card`: what the run's training method adds (train/methods; its `card`): a
+    `section` of the card, and where the method's model is not a transformers one, its `usage` (a template with
+    {repo} and {example}), `library_name` and `tags`."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    extra = method_card or {}
     base, license_ = _base(manifest)
     local = bool(data_name) and (Path(str(data_name)).exists() or Path(str(data_name).split()[0]).exists())
     hub_data = data_name if data_name and not local else None
@@ -157,11 +152,11 @@ def model_card(
     ]
     data = ModelCardData(
         base_model=base,
-        library_name="model2vec" if manifest.static else "transformers",
+        library_name=extra.get("library_name", "transformers"),
         pipeline_tag="text-classification",
         license=license_,
         datasets=[hub_data.split()[0]] if hub_data else None,
-        tags=["textfit", "text-classification", manifest.task] + (["static", "model2vec"] if manifest.static else []),
+        tags=["textfit", "text-classification", manifest.task] + list(extra.get("tags", [])),
         metrics=sorted({r.metric_type for r in results}) or None,
         model_name=repo or "textfit-model",
         eval_results=results or None,
@@ -186,86 +181,8 @@ def model_card(
         recipe=recipe,
         warnings=("\n## Data warnings (textfit inspect)\n\n" + warnings) if warnings else "",
         calibration=_calibration(manifest, metrics),
-        distillation=_distillation(manifest, config),
-        usage=(STATIC_USAGE if manifest.static else USAGE).format(
-            repo=repo or "PATH/TO/RUN", example="a text to classify"
-        ),
-        static=_static(manifest),
-        method=_method(manifest),
-    )
-
-
-def _method(manifest: RunManifest) -> str:
-    """A contrastive or zero-shot run: how its encoder and head were made."""
-    m = manifest.method
-    if not m:
-        return ""
-    if m["name"] == "zero-shot":
-        described = "".join(f"- `{label}`: {text}\n" for label, text in m["descriptions"].items())
-        return (
-            "\n## Zero-shot\n\nNo training rows: a text's logit for a label is the cosine similarity of its "
-            f"mean-pooled embedding and the label's description, times {m['scale']:g} (the temperature rescales it "
-            f"where a validation split was given). The descriptions:\n\n{described}"
-        )
-    return (
-        f"\n## Contrastive (SetFit's method)\n\nThe encoder was tuned on {m['pairs']:,} pairs of training rows "
-        f"(cosine similarity of their mean-pooled embeddings towards 1 for the same label, 0 for different ones) in "
-        f"{m['seconds']:.0f} s, then a logistic-regression head fitted on the tuned embeddings; the model's last "
-        "encoder layer computes that mean, so the folder is an ordinary sequence-classification model.\n"
-    )
-
-
-def _static(manifest: RunManifest) -> str:
-    """A static student: what it is and how fast it predicted."""
-    st = manifest.static
-    if not st:
-        return ""
-    speed = st.get("texts_per_second")
-    return (
-        f"\n## Static student\n\nNo transformer: one {st['dim']}-dimensional vector per token (model2vec's "
-        f"distillation of `{st['vectors_from']}`'s encoder, trained further with the head; model2vec's format in "
-        f"`static/`), the mean and maximum of a text's token vectors"
-        + (
-            f", the mean of its neighbouring token pairs' vectors ({st['bigram_buckets']:,} hashed buckets, in "
-            "`head.safetensors`)"
-            if st.get("bigram_buckets")
-            else ""
-        )
-        + (
-            f", the maximum over its tokens of a learned window over each token and its two neighbours "
-            f"({st['conv']} channels)"
-            if st.get("conv")
-            else ""
-        )
-        + f", and a head of one hidden layer of {st['hidden']} units."
-        + (
-            f" It predicted {speed:,.0f} texts a second on the validation split at the end of training "
-            f"({st['measured_on']}).\n"
-            if speed
-            else "\n"
-        )
-    )
-
-
-def _distillation(manifest: RunManifest, config: dict[str, Any]) -> str:
-    """A distilled student: its teacher, the teacher's score, the mix of losses, and how often they agree."""
-    d = manifest.distillation
-    if not d:
-        return ""
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in d["teacher_validation"].items() if k != "loss") or "not measured"
-    agree = d.get("agreement_validation")
-    return (
-        f"\n## Distillation\n\nA student distilled with `textfit distill` from the teacher `{d['teacher']}` "
-        f"({'a run' if d['teacher_runs'] == 1 else str(d['teacher_runs']) + ' runs averaged'}; base model "
-        f"`{d['teacher_base_model']}`; teacher validation: {scores}). Loss: {config.get('alpha')} x the gold labels' "
-        f"loss + the rest x the loss to the teacher's probabilities softened at temperature "
-        f"{config.get('distill_temperature')}."
-        + (f" {d['unlabeled_rows']} unlabelled texts learned from the teacher alone." if d["unlabeled_rows"] else "")
-        + (
-            f" The student decides as the teacher does on {100 * agree:.1f}% of the validation rows.\n"
-            if agree is not None
-            else "\n"
-        )
+        usage=extra.get("usage", USAGE).format(repo=repo or "PATH/TO/RUN", example="a text to classify"),
+        method=extra.get("section", ""),
     )
 
 

@@ -13,6 +13,7 @@ the model saves the trained head.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -128,3 +129,22 @@ def feature_loader(features: torch.Tensor, labels: list[Any], batch_size: int, s
     ds = FeatureDataset(features, labels)
     sampler = LengthGroupedBatches(ds.lengths, batch_size, seed)
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
+
+
+def use_cached_features(s: Any) -> None:
+    """Encode every split once through the (frozen) encoder; the head trains on the vectors (the state's loop
+    then calls `CachedHead`). --freeze-backbone on one process, and the contrastive and zero-shot methods."""
+    t = time.time()
+    feats = encode_splits(
+        s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
+    )
+    s.features = {n: f for n, f in feats.items() if n != "train"}
+    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size or 16, s.cfg.seed)
+    s.sampler = s.train_dl.batch_sampler
+    fn = head_function(s.model)
+    assert fn is not None
+    s.trainable = CachedHead(s.model, fn)
+    s.features_seconds = time.time() - t
+    n = sum(len(f) for f, _ in feats.values())
+    took = f"{s.features_seconds:.1f}s"
+    s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")

@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from textfit.accel.steady import steady
-from textfit.accel.threads import governor_for
+from textfit.accel import governor_for, steady
 from textfit.errors import Interrupted, UsageError
 from textfit.train.checkpoint import load_average, save_checkpoint
 from textfit.train.ema import WeightAverage

@@ -20,22 +20,22 @@ from textfit.config import (
     TrainConfig,
 )
 from textfit.errors import UsageError
-from textfit.models import static
 from textfit.models.transformer import layer_depths
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def freeze_layers(cfg: TrainConfig, model: Any, method: str, say: Callable[[str], None]) -> int:
+def freeze_layers(cfg: TrainConfig, model: Any, method: Any, say: Callable[[str], None]) -> int:
     """--freeze-layers: the embeddings and the lowest encoder layers kept fixed while fine-tuning; returns how
     many layers were. With nothing below it to learn, autograd records neither their backward nor the lowest
     trained layer's gradient with respect to its input: each frozen layer takes a layer's backward (two thirds
     of its arithmetic) off every step. The default is a third of the layers of a model under SMALL_MODEL_PARAMS,
     whose lowest layers the layer-wise decay already moves at a fifth of the top rate; none for larger models,
-    for LoRA, --freeze-backbone, a static student and the contrastive method."""
-    if method != "finetune" or cfg.lora or cfg.freeze_backbone or static.is_static(model):
-        if cfg.freeze_layers and method != "finetune":
-            say(f"textfit: --freeze-layers applies to fine-tuning; the {method} method leaves it aside")
+    for LoRA, --freeze-backbone, and methods without layers or without the loop (`method`: its module)."""
+    loop, layers = getattr(method, "LOOP", True), getattr(method, "LAYERS", True)
+    if not loop or not layers or cfg.lora or cfg.freeze_backbone:
+        if cfg.freeze_layers and not loop:
+            say(f"textfit: --freeze-layers applies to fine-tuning; the {method.NAME} method leaves it aside")
         return 0
     depth = layer_depths(model)
     n_layers = max(depth.values(), default=0)  # the embeddings' depth: one below the lowest layer
@@ -55,25 +55,30 @@ def freeze_layers(cfg: TrainConfig, model: Any, method: str, say: Callable[[str]
     return n
 
 
-def adamw(cfg: TrainConfig, model: Any, device: torch.device, say: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """Fused AdamW over parameter groups, and the rate and layer-wise decay it resolved (TrainState.resolved)."""
+def default_learning_rate(cfg: TrainConfig, method: Any, small: bool) -> float:
+    """--learning-rate's default: the method's own, else by what trains: the head alone, LoRA's adapters, or
+    every weight (by the model's size)."""
+    if own := getattr(method, "LEARNING_RATE", None):
+        return float(own)
+    if cfg.freeze_backbone:
+        return FROZEN_LR
+    if cfg.lora:
+        return LORA_LR
+    return SMALL_MODEL_LR if small else LARGE_MODEL_LR
+
+
+def adamw(
+    cfg: TrainConfig, model: Any, device: torch.device, method: Any, say: Callable[[str], None]
+) -> tuple[Any, dict[str, Any]]:
+    """Fused AdamW over parameter groups, and the rate and layer-wise decay it resolved (TrainState.resolved);
+    `method` (its module) may set its own LEARNING_RATE and have no LAYERS to decay."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())
     lora = f" (LoRA rank {cfg.lora} adapters and the head)" if cfg.lora else ""
     say(f"textfit: trainable parameters: {sum(p.numel() for _, p in params) / 1e6:.2f}M of {n_params / 1e6:.1f}M{lora}")
     small = n_params < SMALL_MODEL_PARAMS
-    vectors = static.is_static(model)  # --student static: no layers, a rate of its own
-    lr = cfg.learning_rate or (
-        static.LEARNING_RATE
-        if vectors
-        else FROZEN_LR
-        if cfg.freeze_backbone
-        else LORA_LR
-        if cfg.lora
-        else SMALL_MODEL_LR
-        if small
-        else LARGE_MODEL_LR
-    )
+    vectors = not getattr(method, "LAYERS", True)  # a model of vectors: no layers to decay
+    lr = cfg.learning_rate or default_learning_rate(cfg, method, small)
     # One group per (depth below the top, decayed or not); the schedule scales every group's own rate.
     decay = cfg.layer_lr_decay
     if decay is None:

@@ -30,20 +30,15 @@ from textfit.data import (
 )
 from textfit.errors import UsageError
 from textfit.evaluate.inspect import analyse, describe_labels, label_namer
-from textfit.hub import DEFAULT_MODEL_NAME, check_hub_access, default_model_path, resolve_model
+from textfit.hub import DEFAULT_MODEL_NAME, check_hub_access, resolve_model
 from textfit.metrics import LOWER_IS_BETTER, class_weight_vector, loss_function
-from textfit.models import static
 from textfit.models.transformer import add_lora, head_parameter_names, load_for_training, max_positions, start_at_mean
 from textfit.run import LongText, RunManifest, library_versions
+from textfit.train import methods
 from textfit.train.checks import check_options
 from textfit.train.ema import WeightAverage
 from textfit.train.folder import output_folder
-from textfit.train.frozen import CachedHead, encode_splits, feature_loader, head_function
-from textfit.train.methods import contrastive as fewshot
-from textfit.train.methods import static as static_build
-from textfit.train.methods import zeroshot
-from textfit.train.methods.distill import Distillation, teacher_folders
-from textfit.train.methods.distill import prepare as prepare_distillation
+from textfit.train.methods.distill import Distillation
 from textfit.train.optim import adamw, freeze_layers
 from textfit.train.tracking import check_installed
 from textfit.version import __version__
@@ -82,6 +77,7 @@ class TrainState:
     features_seconds: float = 0.0
     t_start: float = field(default_factory=time.time)
     distillation: Distillation | None = None  # textfit distill: the teacher's scores and the loss to them
+    method: Any = None  # the training method's module (train/methods), which the spine asks its questions
     ema: WeightAverage | None = None  # --ema-decay: the average that evaluations and the saved model use
     resolved: dict[str, Any] = field(default_factory=dict)  # defaults decided for this run: rate, decay, epochs...
     step: int = 0
@@ -100,7 +96,7 @@ class TrainState:
         return {**self.cfg.to_dict(), **self.resolved}
 
 
-def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
+def _accelerator(cfg: TrainConfig, fp32: bool) -> tuple[Any, torch.dtype | None]:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
@@ -109,8 +105,7 @@ def _accelerator(cfg: TrainConfig) -> tuple[Any, torch.dtype | None]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     device_type = accel.pick_device(cfg.device)
-    # a static student trains in fp32: its steps are a lookup and a small head, which bf16 only rounds
-    amp = None if cfg.model == static.NAME else accel.autocast_dtype(cfg.precision, torch.device(device_type))
+    amp = None if fp32 else accel.autocast_dtype(cfg.precision, torch.device(device_type))  # the method's FP32
     mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     # A second train() in one Python process (a notebook, the tests) may use another precision:
     # Accelerate keeps its state per process, so start from a clean one (the process group stays).
@@ -131,7 +126,7 @@ def calibrates(cfg: TrainConfig, data: TrainingData) -> bool:
     return cfg.calibration == "temperature" or (cfg.calibration == "auto" and usable)
 
 
-def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData, method: str, say: Any) -> tuple[Any, int]:
+def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData, method: Any, say: Any) -> tuple[Any, int]:
     """Regression bias, LoRA, frozen parts: the model whose trainable parameters the optimizer gets, and how many
     of its lowest layers are kept fixed (--freeze-layers)."""
     if data.schema.task == "regression":
@@ -142,7 +137,7 @@ def _prepare_model(cfg: TrainConfig, model: Any, data: TrainingData, method: str
         head = head_parameter_names(model)
         for n, p in model.named_parameters():
             p.requires_grad = n in head
-    if cfg.freeze_word_embeddings and not cfg.lora and not static.is_static(model):  # a static model is its vectors
+    if cfg.freeze_word_embeddings and not cfg.lora and methods.hook(method, "LAYERS"):  # not a model of vectors
         # Half of a small encoder's parameters, hardly moved by fine-tuning: its dense gradient,
         # clipping and AdamW update cost a large share of each step (benchmarks/RESULTS.md).
         model.get_input_embeddings().weight.requires_grad = False
@@ -182,18 +177,11 @@ def _describe(
     )
 
 
-def _load_model(cfg: TrainConfig, data: TrainingData, path: str | None, say: Any) -> tuple[str, Any, Any]:
-    """The checkpoint at `path` with a new head, or (path None) a static student of the teacher's encoder (of
-    the packaged model without a teacher)."""
-    schema = data.schema
-    if path is None:
-        body = teacher_folders(cfg.teacher)[0] if cfg.teacher else Path(default_model_path())
-        pairs = schema.text_pair_column is not None
-        model, tokenizer = static_build.for_training(cfg, schema.task, schema.label_names, pairs, body, say)
-        return str(body), model, tokenizer
+def _load_model(cfg: TrainConfig, data: TrainingData, path: str, say: Any) -> tuple[str, Any, Any]:
+    """The checkpoint at `path` with a new head (a method that builds its own model says how in its `build`)."""
     dropout = parse_attention_dropout(cfg.attention_dropout)
     model, tokenizer = load_for_training(
-        path, schema.label_names, cfg.trust_remote_code, schema.task, dropout, cfg.layers
+        path, data.schema.label_names, cfg.trust_remote_code, data.schema.task, dropout, cfg.layers
     )
     return path, model, tokenizer
 
@@ -204,24 +192,28 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
     from transformers import get_linear_schedule_with_warmup
 
     t_start = time.time()
-    if cfg.batch_size is None:  # a static student's step is cheap but for the update of every vector: fewer, bigger
-        cfg.batch_size = static.TRAIN_BATCH if cfg.model == static.NAME else 16
-    accelerator, amp = _accelerator(cfg)
+    asked = methods.check(cfg)  # the method's refusals of flags; None: --method auto, decided on the data below
+    if cfg.batch_size is None:
+        cfg.batch_size = (asked and methods.hook(asked, "BATCH_SIZE")) or 16
+    accelerator, amp = _accelerator(cfg, bool(asked and methods.hook(asked, "FP32")))
     if accelerator.device.type == "cpu":
         accel.tune_allocator()  # before the data and the model are allocated: they come from the kept heap
     say = accelerator.print
     check_installed(report_to(cfg.report_to))
     if cfg.push_to_hub:
         check_hub_access(cfg.push_to_hub)
-    data = data if data is not None else zeroshot.training_data(cfg) if cfg.zero_shot else load_data(cfg)
-    model_path = None if cfg.model == static.NAME else resolve_model(cfg.model)
+    read_data = asked and methods.hook(asked, "read_data")
+    data = data if data is not None else read_data(cfg) if read_data else load_data(cfg)
+    build = asked and methods.hook(asked, "build")
+    model_path = None if build else resolve_model(cfg.model)
     out = output_folder(cfg)
     metric = check_options(cfg, data)
     schema, splits = data.schema, data.splits
     weights = class_weight_vector(cfg.class_weights, splits["train"].labels, schema.label_names, schema.task)
     long = LongText(cfg.truncation, cfg.long_text, cfg.stride, cfg.window_pool)
-    model_path, model, tokenizer = _load_model(cfg, data, model_path, say)
-    method, why = fewshot.choose(cfg, data, model, accelerator.num_processes)
+    model_path, model, tokenizer = build(cfg, data, say) if build else _load_model(cfg, data, str(model_path), say)
+    method, why = methods.pick(cfg, data, model, accelerator.num_processes)
+    loop = methods.hook(method, "LOOP")
     cpu = accelerator.device.type == "cpu"
     accel.enable(model, "train", accelerator.device)
     limit = max_positions(model.config, tokenizer)
@@ -232,7 +224,8 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         )
     max_length = cfg.max_length or min(DEFAULT_MAX_LENGTH, limit)
     # --teacher: checked, and its scores for every training text, before the data is described
-    distillation = prepare_distillation(cfg, data, out if out.is_dir() else None, say) if cfg.teacher else None
+    teacher = methods.hook(method, "teacher")
+    distillation = teacher(cfg, data, out if out.is_dir() else None, say) if teacher else None
     report = analyse(splits, tokenizer, max_length, label_namer(schema.task, schema.label_names))
     _describe(say, cfg, data, report, model, accelerator, amp, weights)
 
@@ -258,8 +251,8 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     model, frozen = _prepare_model(cfg, model, data, method, say)
-    quiet = method != "finetune"  # no optimizer of the loop's: its rates would only mislead
-    optimizer, resolved = adamw(cfg, model, accelerator.device, (lambda _: None) if quiet else say)
+    # no optimizer of the loop's where the method fits the model itself: its rates would only mislead
+    optimizer, resolved = adamw(cfg, model, accelerator.device, method, say if loop else (lambda _: None))
     manifest = RunManifest(
         schema=schema,
         max_length=max_length,
@@ -292,6 +285,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
             else _ignore_index(loss_function(schema.task, weights))
         ),
         distillation=distillation,
+        method=method,
         metric=metric,
         out=out,
         model_path=model_path,
@@ -302,56 +296,20 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         log_every=0,
         amp=amp,
         t_start=t_start,
-        resolved={**resolved, "precision": manifest.precision, "method": method, "freeze_layers": frozen},
+        resolved={**resolved, "precision": manifest.precision, "method": method.NAME, "freeze_layers": frozen},
         # CPU, one process or several over gloo, no loss scaler: the clip is done inside the fused AdamW step
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
-    say(f"textfit: method {method} ({why})")
-    if method != "finetune":
-        _without_loop(state, method)
-    elif cfg.freeze_backbone and accelerator.num_processes == 1 and head_function(model) is not None:
-        use_cached_features(state)
+    say(f"textfit: method {method.NAME} ({why})")
+    if (fit := methods.hook(method, "fit")) is not None:
+        fit(state)  # a method that fits without the loop does it here; others prepare what the loop reads
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)
     _schedule(state, resolved["learning_rate"], get_linear_schedule_with_warmup)
-    if method != "finetune":  # the encoder is tuned and the head fitted: the loop only evaluates
+    if not loop:  # the method has fitted the model: the loop only evaluates
         state.total_steps = 0
     if cfg.ema_decay:
         state.ema = WeightAverage(model, cfg.ema_decay)
     return state
-
-
-def _without_loop(s: TrainState, method: str) -> None:
-    """Contrastive (fewshot.py) and zero-shot (zeroshot.py) runs: the encoder tuned on pairs (contrastive), the
-    mean layer appended, every vector cached, and the head fitted in closed form."""
-    if method == "contrastive":
-        pairs, seconds = fewshot.tune_body(s)
-        s.manifest.method = {"name": method, "pairs": pairs, "seconds": round(seconds, 2)}
-    else:
-        described = zip(s.data.schema.label_names, s.data.splits["train"].texts)
-        s.manifest.method = {"name": method, "descriptions": dict(described), "scale": zeroshot.SCALE}
-    fewshot.append_mean_layer(s.model)
-    for p in s.model.parameters():
-        p.requires_grad = False
-    use_cached_features(s)
-    (zeroshot.fit_head if method == "zero-shot" else fewshot.fit_head)(s)
-
-
-def use_cached_features(s: TrainState) -> None:
-    """--freeze-backbone on one process: encode every split once; the head trains on the vectors."""
-    t = time.time()
-    feats = encode_splits(
-        s.model, s.train_dl, s.data.splits, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
-    )
-    s.features = {n: f for n, f in feats.items() if n != "train"}
-    s.train_dl = feature_loader(feats["train"][0], s.train_dl.dataset.labels, s.cfg.batch_size or 16, s.cfg.seed)
-    s.sampler = s.train_dl.batch_sampler
-    fn = head_function(s.model)
-    assert fn is not None
-    s.trainable = CachedHead(s.model, fn)
-    s.features_seconds = time.time() - t
-    n = sum(len(f) for f, _ in feats.values())
-    took = f"{s.features_seconds:.1f}s"
-    s.say(f"textfit: frozen backbone: encoded {n} texts once in {took}; the head trains on the cached vectors")
 
 
 def _ignore_index(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Any:
@@ -371,9 +329,7 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     cfg = s.cfg
     s.steps_per_epoch = max(1, math.ceil(len(s.train_dl) / cfg.gradient_accumulation_steps))
     examples = len(s.train_dl.dataset)  # type: ignore[arg-type]
-    epochs = (
-        cfg.epochs if cfg.epochs is not None else static.EPOCHS if cfg.model == static.NAME else auto_epochs(examples)
-    )
+    epochs = cfg.epochs if cfg.epochs is not None else methods.hook(s.method, "EPOCHS") or auto_epochs(examples)
     s.total_steps = cfg.max_steps or math.ceil(epochs * s.steps_per_epoch)
     s.resolved["epochs"] = round(s.total_steps / s.steps_per_epoch, 2) if cfg.max_steps else epochs
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * s.total_steps)
@@ -381,11 +337,11 @@ def _schedule(s: TrainState, lr: float, make: Any) -> None:
     s.eval_every = cfg.eval_steps or s.steps_per_epoch
     s.log_every = cfg.logging_steps or max(1, min(50, s.total_steps // 25))
     global_batch = cfg.batch_size * s.accelerator.num_processes * cfg.gradient_accumulation_steps
-    kind = "a static student" if cfg.model == static.NAME else "this model size"
+    kind = methods.hook(s.method, "DEFAULTS_FOR")
     default = "" if cfg.learning_rate else f" (default for {kind})"
     why = "" if cfg.epochs is not None or cfg.max_steps else f", the default for {examples:,} training examples"
-    why = ", the default for a static student" if why and cfg.model == static.NAME else why
-    if s.resolved.get("method", "finetune") != "finetune":
+    why = f", the default for {kind}" if why and methods.hook(s.method, "EPOCHS") else why
+    if not methods.hook(s.method, "LOOP"):
         return
     s.say(
         f"textfit: {s.total_steps} steps of {global_batch} examples ({s.total_steps / s.steps_per_epoch:.2f} epochs"

@@ -35,11 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textfit.accel.cpu import kind as cpu_kind
+from textfit.accel import cpu_kind
 from textfit.data import make_collate
 from textfit.errors import UsageError
-from textfit.models import static
-from textfit.train.frozen import TANH_HEADS
+from textfit.train.frozen import TANH_HEADS, use_cached_features
 
 FEW_SHOT_ROWS = 1000  # --method auto: contrastive below this many training rows (benchmarks/RESULTS.md)
 PAIRS_PER_ROW = 20  # SetFit's num_iterations: one same-label and one other-label partner per row, this many times
@@ -92,27 +91,16 @@ def supports(model: Any) -> bool:
 SUPPORTED = "BERT, MPNet and RoBERTa architectures (BERT, MiniLM, bert-base-chinese, all-mpnet-base-v2, XLM-R)"
 
 
-def choose(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[str, str]:
-    """--method: what runs, and why (for the log line). The contrastive pass and the zero-shot head run in one
-    process (their cost is seconds to minutes, and the head is fitted in closed form)."""
+NAME = "contrastive"
+LOOP = False  # the encoder is tuned on pairs and the head fitted in closed form: the loop only evaluates
+
+
+def auto_choice(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[str, str]:
+    """--method auto: "contrastive" or "finetune", and why (for the log line). The contrastive pass runs in one
+    process (its cost is seconds to minutes, and the head is fitted in closed form)."""
     rows, task = len(data.splits["train"].texts), data.schema.task
-    if cfg.model == static.NAME:  # the static student trains in the loop
-        return "finetune", "a static student"
-    if processes > 1 and (cfg.zero_shot or cfg.method == "contrastive"):
-        flag = "--zero-shot" if cfg.zero_shot else "--method contrastive"
-        raise UsageError(f"{flag}: runs in one process; start textfit without torchrun / accelerate launch")
-    if processes > 1 and cfg.method == "auto":
+    if processes > 1:
         return "finetune", f"{processes} processes: the contrastive method runs in one, fine-tuning in several"
-    if cfg.zero_shot:
-        if not supports(model):
-            kind = getattr(model.config, "model_type", "this model")
-            raise UsageError(f"--zero-shot: supports {SUPPORTED}, not {kind}")
-        return "zero-shot", "--zero-shot: the labels' descriptions, no training rows"
-    if cfg.method == "contrastive":
-        check(data, model)
-        return "contrastive", "--method contrastive"
-    if cfg.method == "finetune":
-        return "finetune", "--method finetune"
     if task == "regression":
         return "finetune", "a regression task (the contrastive method needs classes)"
     if rows >= FEW_SHOT_ROWS:
@@ -137,7 +125,7 @@ def _smallest_class(data: Any) -> tuple[str, int]:
     return names[k], int(counts[k])
 
 
-def check(data: Any, model: Any) -> None:
+def check_model(cfg: Any, data: Any, model: Any) -> None:
     """--method contrastive's refusals, before anything is written."""
     if data.schema.task == "regression":
         raise UsageError(
@@ -374,3 +362,29 @@ def logistic_head(x: np.ndarray, labels: Any, task: str, n: int, balanced: bool)
         missing = np.setdiff1d(np.arange(n), lr.classes_)
         bias[missing] = -30.0  # a class without training rows is never predicted
     return weight, bias
+
+
+def fit(s: Any) -> None:
+    """The encoder tuned on pairs, the mean layer appended, every split's vectors cached, the head fitted."""
+    pairs, seconds = tune_body(s)
+    s.manifest.method = {"name": NAME, "pairs": pairs, "seconds": round(seconds, 2)}
+    append_mean_layer(s.model)
+    for p in s.model.parameters():
+        p.requires_grad = False
+    use_cached_features(s)
+    fit_head(s)
+
+
+def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The model card's section: how the encoder and head were made."""
+    m = manifest.method
+    return {
+        "section": (
+            f"\n## Contrastive (SetFit's method)\n\nThe encoder was tuned on {m['pairs']:,} pairs of training rows "
+            f"(cosine similarity of their mean-pooled embeddings towards 1 for the same label, 0 for different ones) "
+            f"in {m['seconds']:.0f} s, then a logistic-regression head fitted on the tuned embeddings; the model's "
+            "last encoder layer computes that mean, so the folder is an ordinary sequence-classification model.\n"
+        )
+        if m
+        else ""
+    }

@@ -41,6 +41,7 @@ from textfit.evaluate.card import HEADLINE
 from textfit.metrics import decide
 from textfit.run import MANIFEST, RunManifest, run_fingerprint
 
+NAME = "distill"  # --method distill: the `textfit distill TEACHER` command
 CACHE = "teacher_predictions.safetensors"
 TEACHER_CHUNK = 5_000  # texts per progress line while the teacher predicts
 
@@ -281,3 +282,34 @@ def prepare(cfg: TrainConfig, data: TrainingData, out: Path | None, say: Any) ->
     return Distillation(
         cfg.teacher, folders, manifests[0], scores, labelled, hit.get("validation"), key, cached, seconds, n_extra
     )
+
+
+def card_section(manifest: RunManifest, config: dict[str, Any]) -> str:
+    """A distilled student: its teacher, the teacher's score, the mix of losses, and how often they agree."""
+    d = manifest.distillation
+    if not d:
+        return ""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in d["teacher_validation"].items() if k != "loss") or "not measured"
+    agree = d.get("agreement_validation")
+    return (
+        f"\n## Distillation\n\nA student distilled with `textfit distill` from the teacher `{d['teacher']}` "
+        f"({'a run' if d['teacher_runs'] == 1 else str(d['teacher_runs']) + ' runs averaged'}; base model "
+        f"`{d['teacher_base_model']}`; teacher validation: {scores}). Loss: {config.get('alpha')} x the gold labels' "
+        f"loss + the rest x the loss to the teacher's probabilities softened at temperature "
+        f"{config.get('distill_temperature')}."
+        + (f" {d['unlabeled_rows']} unlabelled texts learned from the teacher alone." if d["unlabeled_rows"] else "")
+        + (
+            f" The student decides as the teacher does on {100 * agree:.1f}% of the validation rows.\n"
+            if agree is not None
+            else "\n"
+        )
+    )
+
+
+def teacher(cfg: TrainConfig, data: TrainingData, out: Path | None, say: Any) -> Distillation:
+    """The spine's question: the teacher's scores for every training text (see `prepare`)."""
+    return prepare(cfg, data, out, say)
+
+
+def card(manifest: RunManifest, config: dict[str, Any]) -> dict[str, Any]:
+    return {"section": card_section(manifest, config)}

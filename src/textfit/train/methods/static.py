@@ -1,5 +1,7 @@
-"""--student static, made: model2vec's vectors of an encoder and a new head (static.py holds the model, its run
-files and its prediction; this module the training side's building and its refusals)."""
+"""The static student as a training method (`--method static`, `--model static`, `distill --student static`):
+model2vec's vectors of an encoder and a new head, trained in the shared loop (models/static.py holds the model,
+its run files and its prediction; this module the training side: its defaults, building, refusals, record and
+card). Under `textfit distill` the vectors come from the teacher's encoder and the loss from its scores."""
 
 from __future__ import annotations
 
@@ -12,10 +14,21 @@ import numpy as np
 import torch
 
 from textfit.errors import UsageError
-from textfit.models.static import CONV, HIDDEN, PCA_DIMS, StaticStudent, _config, _student, is_static_run
+from textfit.models import static as model
+from textfit.models.static import CONV, HIDDEN, PCA_DIMS, StaticStudent, is_static_run
+from textfit.models.static import student as _student
+from textfit.models.static import student_config as _config
+
+NAME = "static"
+LAYERS = False  # token vectors and a small head: no layer-wise decay, nothing to freeze
+FP32 = True  # its steps are a lookup and a small head, which bf16 only rounds
+BATCH_SIZE = model.TRAIN_BATCH
+EPOCHS = model.EPOCHS
+LEARNING_RATE = model.LEARNING_RATE
+DEFAULTS_FOR = "a static student"
 
 
-def check(task: str, pairs: bool) -> None:
+def check_task(task: str, pairs: bool) -> None:
     """Single texts, multi-class or multi-label; the rest in one line that says why."""
     if pairs:
         raise UsageError(
@@ -60,7 +73,7 @@ def _quiet_model2vec() -> Iterator[None]:
             g.setLevel(level)
 
 
-def build(body: str | Path, label_names: list[str], task: str, say: Any = print) -> tuple[StaticStudent, Any]:
+def student_of(body: str | Path, label_names: list[str], task: str, say: Any = print) -> tuple[StaticStudent, Any]:
     """The student of `body` (a run folder or a model folder): model2vec's vectors of its encoder, a new head;
     and the body's tokenizer, which the run keeps."""
     import time
@@ -102,7 +115,7 @@ def for_training(
 ) -> tuple[StaticStudent, Any]:
     """The student and tokenizer for `--student static`, its vectors from `body` (the teacher's run under
     `distill`, the packaged MiniLM under `train`); the options a static student cannot take are refused first."""
-    check(task, pairs)
+    check_task(task, pairs)
     for flag, on in (
         ("--layers", cfg.layers),
         ("--lora", cfg.lora),
@@ -115,4 +128,85 @@ def for_training(
         raise UsageError(
             f"teacher {cfg.teacher} is a static student; distill from a transformer run (its encoder gives the vectors)"
         )
-    return build(body, label_names, task, say)
+    return student_of(body, label_names, task, say)
+
+
+USAGE = """
+With textfit: `textfit predict {repo} "{example}"` on the downloaded folder (`transformers.pipeline` does not
+load a static student). The token vectors alone, as sentence embeddings:
+
+```python
+from model2vec import StaticModel
+
+embeddings = StaticModel.from_pretrained("{repo}/static").encode(["{example}"])
+```"""
+
+
+def _card_section(manifest: Any) -> str:
+    """A static student: what it is and how fast it predicted."""
+    st = manifest.static
+    if not st:
+        return ""
+    speed = st.get("texts_per_second")
+    return (
+        f"\n## Static student\n\nNo transformer: one {st['dim']}-dimensional vector per token (model2vec's "
+        f"distillation of `{st['vectors_from']}`'s encoder, trained further with the head; model2vec's format in "
+        f"`static/`), the mean and maximum of a text's token vectors"
+        + (
+            f", the mean of its neighbouring token pairs' vectors ({st['bigram_buckets']:,} hashed buckets, in "
+            "`head.safetensors`)"
+            if st.get("bigram_buckets")
+            else ""
+        )
+        + (
+            f", the maximum over its tokens of a learned window over each token and its two neighbours "
+            f"({st['conv']} channels)"
+            if st.get("conv")
+            else ""
+        )
+        + f", and a head of one hidden layer of {st['hidden']} units."
+        + (
+            f" It predicted {speed:,.0f} texts a second on the validation split at the end of training "
+            f"({st['measured_on']}).\n"
+            if speed
+            else "\n"
+        )
+    )
+
+
+def build(cfg: Any, data: Any, say: Any) -> tuple[str, StaticStudent, Any]:
+    """The student of the teacher's encoder under `distill`, else of the packaged MiniLM."""
+    from textfit.hub import default_model_path
+    from textfit.train.methods.distill import teacher_folders
+
+    schema = data.schema
+    body = teacher_folders(cfg.teacher)[0] if cfg.teacher else Path(default_model_path())
+    student, tokenizer = for_training(
+        cfg, schema.task, schema.label_names, schema.text_pair_column is not None, body, say
+    )
+    return str(body), student, tokenizer
+
+
+def teacher(cfg: Any, data: Any, out: Path | None, say: Any) -> Any:
+    """Under `textfit distill`: the teacher's scores (distill.prepare); none under `train`."""
+    from textfit.train.methods.distill import prepare
+
+    return prepare(cfg, data, out, say) if cfg.teacher else None
+
+
+def record(s: Any, final: Any) -> None:
+    """What it is and how fast it predicts, for textfit.json and the card."""
+    split = s.data.splits.get("validation") or s.data.splits["train"]
+    s.manifest.static = model.summary(final, s.tokenizer, split.texts, s.manifest.max_length, str(s.model_path))
+
+
+def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
+    from textfit.train.methods.distill import card_section
+
+    teacher_part = card_section(manifest, config) if manifest.distillation else ""
+    return {
+        "section": teacher_part + _card_section(manifest),
+        "usage": USAGE,
+        "library_name": "model2vec",
+        "tags": ["static", "model2vec"],
+    }

@@ -27,12 +27,39 @@ from textfit.data import Split, TrainingData, read_for_run, read_splits
 from textfit.data.read import fingerprint as file_fingerprint
 from textfit.data.schema import Schema, label_ids
 from textfit.errors import UsageError
-from textfit.train.methods.contrastive import logistic_head, pooled, set_classifier
+from textfit.train.frozen import use_cached_features
+from textfit.train.methods.contrastive import append_mean_layer, logistic_head, pooled, set_classifier
 
+NAME = "zero-shot"
+LOOP = False  # the head is set from the descriptions' vectors: the loop only evaluates
 SCALE = 30.0  # logits per unit of cosine similarity without a validation split to fit it on (RESULTS.md)
 SELF_TRAIN_ROUNDS = 2  # label, keep the confident, fit; again with the fitted head (RESULTS.md: 2 beat 1)
 SELF_TRAIN_KEEP = 0.5  # of the smallest label's count, from each label (RESULTS.md: 0.5 beat 0.25 and 1)
 SELF_TRAIN_MIN = 16  # texts a label, at least, to self-train on
+
+
+def check(cfg: Any) -> None:
+    """--method zero-shot (or --zero-shot) needs the labels' descriptions."""
+    if not cfg.label_description:
+        raise UsageError(
+            "--zero-shot: needs a description of every label, e.g. --label-description '0=a negative movie review' "
+            "--label-description '1=a positive movie review'"
+        )
+    if cfg.self_train and not (cfg.data or cfg.train):
+        raise UsageError("--self-train: needs --zero-shot and --data FILE of unlabelled texts to label and train on")
+
+
+def refuse_elsewhere(cfg: Any, method: str) -> None:
+    """This method's own flags, given to another method."""
+    if cfg.label_description:
+        raise UsageError("--label-description: used with --zero-shot only; add --zero-shot, or drop the descriptions")
+    if cfg.self_train:
+        raise UsageError("--self-train: needs --zero-shot and --data FILE of unlabelled texts to label and train on")
+
+
+def read_data(cfg: Any) -> TrainingData:
+    """The spine's question: the run's data (`training_data`)."""
+    return training_data(cfg)
 
 
 def descriptions(cfg: Any) -> list[tuple[str, str]]:
@@ -193,3 +220,29 @@ def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray
             f"from the {len(kept)} most confident ({rounds} round(s), {seconds:.1f}s)"
         )
     return weight, bias
+
+
+def fit(s: Any) -> None:
+    """The mean layer appended, the descriptions and every split encoded once, the head set from them."""
+    described = zip(s.data.schema.label_names, s.data.splits["train"].texts)
+    s.manifest.method = {"name": NAME, "descriptions": dict(described), "scale": SCALE}
+    append_mean_layer(s.model)
+    for p in s.model.parameters():
+        p.requires_grad = False
+    use_cached_features(s)
+    fit_head(s)
+
+
+def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The model card's section: the descriptions, and how a text's logits come from them."""
+    m = manifest.method
+    if not m:
+        return {}
+    described = "".join(f"- `{label}`: {text}\n" for label, text in m["descriptions"].items())
+    return {
+        "section": (
+            "\n## Zero-shot\n\nNo training rows: a text's logit for a label is the cosine similarity of its "
+            f"mean-pooled embedding and the label's description, times {m['scale']:g} (the temperature rescales it "
+            f"where a validation split was given). The descriptions:\n\n{described}"
+        )
+    }
