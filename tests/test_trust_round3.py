@@ -12,7 +12,7 @@ import pytest
 
 from conftest import make_rows, run_cli, write_csv
 from textfit import TrainConfig, UsageError, train
-from textfit.data.read import guess_encoding
+from textfit.textfiles import guess_encoding
 
 FAST = dict(
     epochs=2, batch_size=8, learning_rate=1e-2, precision="fp32", freeze_word_embeddings=False, layer_lr_decay=1.0

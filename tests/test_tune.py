@@ -62,3 +62,33 @@ def test_bad_search_spaces_are_one_line(tmp_path, text, match):
     space.write_text(text)
     r = run_cli("tune", "--data", "x.csv", "--tune-space", str(space), cwd=tmp_path)
     assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("task, metric, direction", [("regression", "mse", "minimize"), ("multi-label", "f1_micro", "maximize")])
+def test_the_search_optimises_the_metric_of_the_task_the_data_has(tiny_model, tmp_path, task, metric, direction):
+    """--task auto: the task is detected from the data before the study is made (a regression search used to take
+    accuracy and end in a KeyError)."""
+    import json
+
+    rows = make_rows(40)
+    if task == "regression":
+        rows = [(t, f"{0.25 + 0.5 * (y == 'positive') + 0.01 * i:.2f}") for i, (t, y) in enumerate(rows)]
+    else:
+        rows = [(t, json.dumps([y, "film"] if i % 3 else [y])) for i, (t, y) in enumerate(rows)]
+    data = write_csv(tmp_path / "r.csv", rows)
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: [0.01]\n")
+    args = ["tune", "--data", str(data), "--model", tiny_model, "--precision", "fp32", "--epochs", "1"]
+    r = run_cli(*args, "--tune-space", str(space), "--trials", "1", "--output", str(tmp_path / "s"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    marker = json.loads((tmp_path / "s" / "tune.json").read_text())
+    assert (marker["metric"], marker["direction"]) == (metric, direction)
+
+
+def test_a_storage_that_is_not_there_is_one_line_and_leaves_no_folder(tmp_path):
+    data = write_csv(tmp_path / "r.csv", make_rows(40))
+    url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
+    r = run_cli("tune", "--data", str(data), "--storage", url, "--output", str(tmp_path / "s"), cwd=tmp_path)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "cannot open the study" in lines[0], r.stderr
+    assert not (tmp_path / "s").exists()

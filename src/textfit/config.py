@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from textfit.errors import UsageError
+from textfit.textfiles import read_yaml_text
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -106,8 +107,9 @@ class TrainConfig:
         "auto",
         "finetune (every weight, on the labels), contrastive (SetFit's method: the encoder tuned on pairs of rows "
         "with the same and with different labels, then a logistic-regression head on its mean-pooled vectors; BERT "
-        "architectures), or auto: contrastive under 1,000 training rows, finetune above (measured in "
-        "benchmarks/RESULTS.md)",
+        "architectures), zero-shot (as --zero-shot), static (a static student, as --model static), distill (set by "
+        "'textfit distill'), or auto: contrastive under 1,000 training rows, finetune above (measured in "
+        "benchmarks/RESULTS.md); one module each in train/methods",
     )
     zero_shot: bool = _f(
         False,
@@ -279,7 +281,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
         if not p.is_file():
             raise UsageError(f"--config {path}: no such file")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(read_yaml_text(f"--config {path}", p)) or {}
         except yaml.YAMLError as e:
             raise UsageError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(loaded, dict):

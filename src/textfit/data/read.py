@@ -25,6 +25,7 @@ import pandas as pd
 from textfit.data.compressed import compression, read_raw, uncompressed
 from textfit.errors import UsageError, first_line
 from textfit.hub import hub_reachable
+from textfit.textfiles import decode
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 TEXT_NAMES = [
@@ -80,76 +81,7 @@ def file_format(path: str) -> str:
     return FORMATS[suffix]
 
 
-def codec(encoding: str) -> str:
-    """The Python codec for an --encoding: UTF-8 read as utf-8-sig, so that a BOM is stripped."""
-    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-
-
-def _decode(path: str, raw: bytes, encoding: str) -> str:
-    enc = codec(encoding)
-    try:
-        return raw.decode(enc)
-    except LookupError:
-        raise UsageError(
-            f"--encoding {encoding}: unknown encoding; use a Python codec name such as utf-8, gb18030 or latin-1"
-        ) from None
-    except UnicodeDecodeError as e:
-        guess = guess_encoding(raw[:200_000])
-        hint = (
-            f"--encoding {guess} (a guess: check a few rows)"
-            if guess and guess != "utf_8"
-            else "--encoding with the file's encoding (e.g. gb18030)"
-        )
-        raise UsageError(
-            f"{path}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); pass {hint}"
-        ) from None
-
-
-# Encodings files are written in, most used first: a guess among charset-normalizer's candidates takes the
-# first of these it found, so that Western European text is advised cp1252 (or Latin-1), not a Baltic or DOS
-# code page that decodes the same bytes into other letters without an error.
-COMMON_ENCODINGS = [
-    "utf_16",
-    "gb18030",
-    "gbk",
-    "big5",
-    "shift_jis",
-    "cp932",
-    "euc_jp",
-    "euc_kr",
-    "cp1251",
-    "koi8_r",
-    "cp1252",
-    "latin_1",
-    "iso8859_15",
-    "cp1250",
-    "iso8859_2",
-]
-
-
-def guess_encoding(raw: bytes) -> str | None:
-    """The encoding a file most likely is in: charset-normalizer's candidates, the most used of them first
-    (COMMON_ENCODINGS), else its best; cp1252 where it found none and the bytes decode as cp1252."""
-    from charset_normalizer import from_bytes
-
-    matches = from_bytes(raw)
-    found: list[str] = []
-    for m in matches:
-        found += [m.encoding, *getattr(m, "could_be_from_charset", [])]
-    for enc in COMMON_ENCODINGS:
-        if enc in found:
-            return enc
-    best = matches.best()
-    if best is not None:
-        return str(best.encoding)
-    try:
-        raw.decode("cp1252")
-        return "cp1252"
-    except UnicodeDecodeError:
-        return None
-
-
-def _first_rows_are_data(df: pd.DataFrame) -> bool:
+def first_rows_are_data(df: pd.DataFrame) -> bool:
     """Guess whether a delimited file has no header row: its first row holds no known column
     name and either the file has one column (a list of texts) or the row repeats a value seen
     further down its column (like a label)."""
@@ -163,7 +95,7 @@ def _first_rows_are_data(df: pd.DataFrame) -> bool:
     return any(str(df.iloc[0, j]) in set(body.iloc[:, j].astype(str)) for j in range(df.shape[1]))
 
 
-def _quoted_tsv(text: str) -> bool:
+def quoted_tsv(text: str) -> bool:
     """Whether a TSV is written with standard quoting that matters: it parses strictly as quoted CSV
     with tabs, every row as wide as the first, and some quoted field holds a tab, a newline or a quote.
     SST-2 and MRPC, whose quotes are stray characters of the text, fail this and are read quote-free."""
@@ -187,7 +119,7 @@ def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None, quo
     tries = [csv.QUOTE_NONE, csv.QUOTE_MINIMAL] if fmt == "tsv" else [csv.QUOTE_MINIMAL]
     if quoting != "auto":
         tries = [csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL]
-    elif fmt == "tsv" and '"' in text and _quoted_tsv(text):
+    elif fmt == "tsv" and '"' in text and quoted_tsv(text):
         tries = [csv.QUOTE_MINIMAL]
         print(f"textfit: {path}: read with quoted fields (quotes hold tabs, newlines or quotes)", file=sys.stderr)
     for n, mode in enumerate(tries):
@@ -208,7 +140,7 @@ def _read_delimited(path: str, text: str, fmt: str, headerless: bool | None, quo
                     + (f", or pass --quoting {other}" if quoting != "auto" else "")
                 ) from None
     if headerless is None:
-        headerless = len(df) > 1 and _first_rows_are_data(df)
+        headerless = len(df) > 1 and first_rows_are_data(df)
     if headerless:
         return Frame(df, path, 1)
     if len(df) < 2:
@@ -242,7 +174,7 @@ def read_table(path: str, encoding: str = "utf-8", headerless: bool | None = Non
         if df.empty:
             raise UsageError(f"{path}: the file has no rows")
         return Frame(df, path, 0)
-    text = _decode(path, read_raw(path), encoding)
+    text = decode(path, read_raw(path), encoding)
     if not text.strip():
         raise UsageError(f"{path}: the file is empty")
     if fmt in ("json", "jsonl"):

@@ -23,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from textfit.data.compressed import DECOMPRESS_ERRORS, compression, read_raw, undecompressable
-from textfit.data.read import Frame, _decode, _first_rows_are_data, _quoted_tsv, codec, file_format, read_one
+from textfit.data.read import Frame, file_format, first_rows_are_data, quoted_tsv, read_one
 from textfit.errors import UsageError
+from textfit.textfiles import codec, decode
 
 SAMPLE_BYTES = 1 << 20  # what the quoting and encoding checks look at before the chunks are read
 
@@ -49,10 +50,10 @@ def _sample(path: str, encoding: str) -> str:
     try:
         return codecs.getincrementaldecoder(enc)().decode(raw, final=len(raw) < SAMPLE_BYTES)
     except LookupError:
-        _decode(path, raw, encoding)  # raises the unknown-encoding message
+        decode(path, raw, encoding)  # raises the unknown-encoding message
         raise
     except UnicodeDecodeError:
-        _decode(path, raw, encoding)  # raises with the offset and a guess
+        decode(path, raw, encoding)  # raises with the offset and a guess
         raise
 
 
@@ -83,7 +84,7 @@ def _delimited_chunks(
     if not sample.strip():
         raise UsageError(f"{path}: the file is empty")
     mode = csv.QUOTE_MINIMAL
-    if quoting == "none" or (quoting == "auto" and fmt == "tsv" and not ('"' in sample and _quoted_tsv(sample))):
+    if quoting == "none" or (quoting == "auto" and fmt == "tsv" and not ('"' in sample and quoted_tsv(sample))):
         mode = csv.QUOTE_NONE
     enc = codec(encoding)
     reader = pd.read_csv(
@@ -103,7 +104,7 @@ def _delimited_chunks(
         for n, df in enumerate(reader):
             if n == 0:
                 if headerless is None:
-                    headerless = len(df) > 1 and _first_rows_are_data(df)
+                    headerless = len(df) > 1 and first_rows_are_data(df)
                 if not headerless:
                     header = [str(c).strip() for c in df.iloc[0]]
                     repeated = sorted({c for c in header if header.count(c) > 1})

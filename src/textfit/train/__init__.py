@@ -2,7 +2,7 @@
 
     from textfit import TrainConfig, train
     result = train(TrainConfig(data="reviews.csv", epochs=1))
-    result["folder"], result["metrics"]["validation"]["accuracy"]
+    result.folder, result.metrics["validation"]["accuracy"]   # a TrainResult (train/result.py)
 
 The spine, the same for every method (train/methods: each a module the spine asks the same questions):
 `setup.setup` checks everything that can fail on the user's input before any file is written, picks the method
@@ -26,16 +26,19 @@ from textfit.train.evaluator import Evaluator, measure_for
 from textfit.train.finish import finish
 from textfit.train.folder import RunLog, move_into_place, work_folder
 from textfit.train.loop import fit, resume_average
+from textfit.train.result import TrainResult
 from textfit.train.seeds import train_seeds
 from textfit.train.setup import setup
 from textfit.train.tracking import Trackers
+
+__all__ = ["TrainResult", "train"]
 
 
 def train(
     cfg: TrainConfig,
     on_evaluate: Callable[[int, dict[str, Any]], None] | None = None,
     data: TrainingData | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train a run as `cfg` says; `on_evaluate(step, metrics)` hears every validation evaluation.
     `data`: splits already read and labelled (cross-validation's folds) instead of reading cfg's files.
     The result holds the run folder, every split's metrics and raw logits, and the history."""
@@ -86,12 +89,12 @@ def train(
         log.close()
         if acc.is_main_process and not persistent and work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return {
-        "folder": str(s.out),
-        "metrics": metrics,
-        "logits": logits,
-        "temperature": s.manifest.temperature,
-        "history": ev.history,
-        "steps": s.step,
-        "train_stats": stats,
-    }
+    return TrainResult(
+        folder=str(s.out),
+        metrics=metrics,
+        logits=logits,
+        temperature=s.manifest.temperature,
+        history=ev.history,
+        steps=s.step,
+        train_stats=stats,
+    )

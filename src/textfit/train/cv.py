@@ -39,6 +39,7 @@ from textfit.errors import UsageError
 from textfit.evaluate.inspect import conflicting, text_groups
 from textfit.metrics import decide, format_metrics, scores_from_logits, task_report
 from textfit.run import write_json
+from textfit.train.result import TrainResult
 from textfit.train.seeds import SHOWN, mean_and_std, summary_line
 
 ISSUE_FIELDS = ["rank", "row", "fold", "text", "text_pair", "given_label", "suggested_label", "quality", "reason"]
@@ -113,7 +114,7 @@ def cross_validate(cfg: TrainConfig, folds: int) -> dict[str, Any]:
         print(f"textfit: fold {k} of {folds}: {len(held)} rows held out", flush=True)
         sub = dataclasses.replace(cfg, output=str(base / f"fold-{k}"), overwrite=False, max_train_samples=None)
         result = train(sub, data=_fold_data(data, held, cfg, seed))
-        oof[held] = scores_from_logits(result["logits"]["test"], schema.task, result["temperature"])
+        oof[held] = scores_from_logits(result.logits["test"], schema.task, result.temperature)
         fold_of[held] = k
         runs.append(result)
     summary = _summarise(runs, folds, base)
@@ -137,14 +138,14 @@ def cross_validate(cfg: TrainConfig, folds: int) -> dict[str, Any]:
     return summary
 
 
-def _summarise(runs: list[dict[str, Any]], folds: int, base: Path) -> dict[str, Any]:
-    summary: dict[str, Any] = {"folds": folds, "runs": [r["folder"] for r in runs], "metrics": {}}
+def _summarise(runs: list[TrainResult], folds: int, base: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = {"folds": folds, "runs": [r.folder for r in runs], "metrics": {}}
     lines = [f"\n{folds} folds: mean ± standard deviation"]
     for split in ("validation", "test"):
-        if not all(split in r["metrics"] for r in runs):
+        if not all(split in r.metrics for r in runs):
             continue
         name = "held_out" if split == "test" else split
-        rows = mean_and_std([r["metrics"][split] for r in runs])
+        rows = mean_and_std([r.metrics[split] for r in runs])
         summary["metrics"][name] = rows
         lines.append(summary_line(name, rows))
     print("\n".join(lines))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from textfit.config import FIELDS, TrainConfig
 from textfit.errors import UsageError
 from textfit.metrics import LOWER_IS_BETTER, default_metric
 from textfit.run import check_output, write_json
+from textfit.textfiles import read_yaml_text
 
 DEFAULT_SPACE: dict[str, Any] = {
     "learning_rate": {"low": 1e-5, "high": 5e-4, "log": True},
@@ -46,7 +48,7 @@ def load_space(path: str | None) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"--tune-space {path}: no such file")
     try:
-        space = yaml.safe_load(p.read_text(encoding="utf-8"))
+        space = yaml.safe_load(read_yaml_text(f"--tune-space {path}", p))
     except yaml.YAMLError as e:
         raise UsageError(f"--tune-space {path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(space, dict) or not space:
@@ -105,14 +107,38 @@ def _folder(cfg: TrainConfig) -> Path:
     return out
 
 
-def _study(cfg: TrainConfig, folder: Path, storage: str | None, name: str) -> Any:
+def task_metric(cfg: TrainConfig) -> str:
+    """The metric the search optimises: --metric-for-best-model, else the default of the data's task as training
+    detects it (classification accuracy, multi-label micro F1, regression mean squared error), checked against
+    what evaluation produces for that task. The data is read here, before anything is written."""
+    from textfit.data import load_data
+    from textfit.metrics import metric_names
+    from textfit.train import methods
+
+    asked = methods.check(cfg)
+    read = asked and methods.hook(asked, "read_data")
+    data = read(cfg) if read else load_data(cfg)
+    task = data.schema.task
+    metric = cfg.metric_for_best_model or default_metric(task)
+    names = metric_names(len(data.schema.label_names), task)
+    if metric not in names:
+        raise UsageError(
+            f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
+            f"choose one of {', '.join(names)}"
+        )
+    return metric
+
+
+def _study(cfg: TrainConfig, folder: Path, storage: str | None, name: str, metric: str) -> Any:
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     url = storage or f"sqlite:///{(folder / 'study.db').absolute()}"
-    metric = cfg.metric_for_best_model or default_metric(cfg.task if cfg.task != "auto" else "classification")
     direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     try:
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 4: said once per run, not ours
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
         study = optuna.create_study(
             study_name=name,
             storage=rdb,
@@ -121,8 +147,12 @@ def _study(cfg: TrainConfig, folder: Path, storage: str | None, name: str) -> An
             sampler=optuna.samplers.TPESampler(seed=cfg.seed),
             pruner=optuna.pruners.MedianPruner(n_warmup_steps=1),
         )
-    except (ImportError, ValueError, optuna.exceptions.OptunaError) as e:
-        raise UsageError(f"--storage {url}: cannot open the study ({str(e).splitlines()[0][:160]})") from None
+    except (ImportError, ValueError, OSError, SQLAlchemyError, optuna.exceptions.OptunaError) as e:
+        shown = url if storage else "the study file"
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise UsageError(
+            f"--storage {shown}: cannot open the study ({reason}); check the URL and that the database is running"
+        ) from None
     optuna.storages.fail_stale_trials(study)  # trials of a crashed run: marked failed, tried again
     write_json(
         folder / MARKER,
@@ -150,8 +180,15 @@ def tune(
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--timeout {timeout}: must be a positive number of seconds")
     folder = _folder(cfg)
+    metric = task_metric(cfg)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    study, metric = _study(cfg, folder, storage, study_name)
+    try:
+        study, metric = _study(cfg, folder, storage, study_name, metric)
+    except UsageError:
+        if made and not any(folder.iterdir()):  # nothing half-written: the empty folder this call made goes
+            folder.rmdir()
+        raise
     split_seed = cfg.split_seed if cfg.split_seed is not None else cfg.seed  # every trial: the same split
 
     def objective(trial: Any) -> float:
@@ -173,9 +210,9 @@ def tune(
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
         result = train(run_cfg, on_evaluate=report)
-        if "validation" not in result["metrics"]:
+        if "validation" not in result.metrics:
             raise UsageError("textfit tune needs a validation split: pass --validation FILE or a --split with one")
-        return float(result["metrics"]["validation"][metric])
+        return float(result.metrics["validation"][metric])
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
