@@ -61,3 +61,23 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def quiet_libraries() -> None:
+    """The bars of transformers, datasets and huggingface_hub off wherever textfit draws none (--quiet,
+    TQDM_DISABLE, stderr not a terminal): transformers' "Writing model shards" passes `disable` itself, so
+    TQDM_DISABLE alone does not reach it. Only libraries already imported are told."""
+    if bar_wanted():
+        return
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()

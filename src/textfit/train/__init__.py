@@ -24,7 +24,7 @@ from textfit.hub import push_run
 from textfit.train.checkpoint import load_checkpoint, resolve_resume
 from textfit.train.evaluator import Evaluator, measure_for
 from textfit.train.finish import finish
-from textfit.train.folder import RunLog, move_into_place, work_folder
+from textfit.train.folder import RunLog, folder_state, move_into_place, work_folder
 from textfit.train.loop import fit, resume_average
 from textfit.train.result import TrainResult
 from textfit.train.seeds import train_seeds
@@ -50,6 +50,7 @@ def train(
     persistent = cfg.save_steps is not None or resume_from is not None
     resumed_step = int(resume_from.name.split("-")[1]) if resume_from is not None else None
     fresh = resume_from is not None and not s.out.exists()  # --resume CHECKPOINT into a new --output
+    at_start = folder_state(s.out)  # another process may save a run there while this one trains
     work = work_folder(s.out, persistent, acc.is_main_process, resumed_step)
     ev = Evaluator(
         measure_for(s), s.metric, s.sign, cfg.early_stopping_patience, cfg.load_best_model_at_end, on_evaluate
@@ -76,7 +77,7 @@ def train(
         metrics, logits = finish(s, ev, log, work, stats)
         acc.wait_for_everyone()
         if acc.is_main_process and not persistent:
-            move_into_place(work, s.out)
+            s.out = move_into_place(work, s.out, at_start)
         s.say(f"textfit: saved the run to {s.out}")
         if cfg.push_to_hub and acc.is_main_process:
             s.say(f"textfit: pushed the run to {push_run(s.out, cfg.push_to_hub)}")

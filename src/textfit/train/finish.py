@@ -19,6 +19,7 @@ from textfit.evaluate.card import write_model_card
 from textfit.evaluate.evaluate import evaluate, metrics_from_logits
 from textfit.evaluate.report import plot_reliability, write_report
 from textfit.metrics import scores_from_logits
+from textfit.progress import quiet_libraries
 from textfit.run import LoraInfo, write_json
 from textfit.train import methods
 from textfit.train.evaluator import Evaluator, current_classifier, tune_thresholds
@@ -168,6 +169,7 @@ def finish(
         s.cfg.push_to_hub,
         method_card=card(m, s.recipe()) if card is not None else None,
     )
+    quiet_libraries()  # transformers' own bar while it writes the weights, with --quiet or off a terminal
     final.save_pretrained(work, safe_serialization=True)
     s.tokenizer.save_pretrained(work)
     m.write(work)  # textfit.json last: the run is complete

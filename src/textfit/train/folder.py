@@ -134,10 +134,29 @@ def work_folder(out: Path, persistent: bool, main: bool, resumed_step: int | Non
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.jsonl"
     if resumed_step is not None and log.exists():  # drop what the lost steps logged
-        lines = log.read_text(encoding="utf-8").splitlines()
-        keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
-        log.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        keep = [r for r in log_records(log) if r.get("step", 0) <= resumed_step]
+        tmp = log.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, log)
     return work
+
+
+def log_records(log: Path) -> list[dict[str, Any]]:
+    """log.jsonl's records; a line a kill tore (the last one, half-written) is dropped with a warning."""
+    records, torn = [], 0
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            torn += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    if torn:
+        print(f"textfit: warning: {log}: {torn} torn line(s) dropped (written when the run was stopped)", flush=True)
+    return records
 
 
 def umask_modes(folder: Path) -> None:
@@ -150,8 +169,32 @@ def umask_modes(folder: Path) -> None:
             os.chmod(p, 0o666 & ~mask)
 
 
-def move_into_place(work: Path, out: Path) -> None:
+def folder_state(out: Path) -> tuple[bool, int]:
+    """What is at `out` now (whether it exists, and its manifest's modification time): taken when a run starts,
+    compared when it is moved into place, so that a run saved there meanwhile by another process is seen."""
+    try:
+        return out.exists(), (out / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return out.exists(), 0
+
+
+def move_into_place(work: Path, out: Path, at_start: tuple[bool, int] | None = None) -> Path:
+    """The finished run moved from its work folder to `out` (what was there at the start, which --overwrite
+    replaces, goes first); returns where it went. Where another process saved a run into `out` while this one
+    trained (two `textfit train` into one --output), neither replaces the other: this one goes to OUT-2
+    (numbered as runs/NAME is), and the log says so."""
+    if at_start is not None and out.exists() and folder_state(out) != at_start:
+        n = 2
+        while (other := out.parent / f"{out.name}-{n}").exists():
+            n += 1
+        print(
+            f"textfit: warning: another run was saved into {out} while this one trained; this one is saved to "
+            f"{other} instead",
+            flush=True,
+        )
+        out = other
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(work, out)
+    return out

@@ -301,6 +301,11 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         clip_in_step=cpu and accelerator.scaler is None and accelerator.distributed_type in ("NO", "MULTI_CPU"),
     )
     say(f"textfit: method {method.NAME} ({why})")
+    if not loop and cfg.save_steps:
+        say(
+            f"textfit: --save-steps: the {method.NAME} method fits without the training loop, in one pass, and "
+            "writes no checkpoints; the flag is left aside"
+        )
     if (fit := methods.hook(method, "fit")) is not None:
         fit(state)  # a method that fits without the loop does it here; others prepare what the loop reads
     state.trainable, state.optimizer, state.train_dl = accelerator.prepare(state.trainable, optimizer, state.train_dl)

@@ -174,15 +174,28 @@ def _cached(file: Path | None, key: str) -> dict[str, np.ndarray] | None:
     """The scores in a teacher_predictions.safetensors when they are for this key (teacher files and texts)."""
     if file is None or not file.is_file():
         return None
-    from safetensors import safe_open
+    try:
+        return _read_cache(file, key)
+    except (OSError, ValueError) as e:  # a damaged cache of the run's own is predicted again, and said so
+        print(f"textfit: warning: {file} cannot be read ({_reason(e)}); the teacher predicts again", flush=True)
+        return None
+
+
+def _reason(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]
+
+
+def _read_cache(file: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The file's scores, None when they are another key's; OSError or ValueError for a damaged file."""
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(file), "np") as f:
             if (f.metadata() or {}).get("key") != key:
                 return None
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-    except Exception:  # a damaged cache is predicted again
-        return None
+    except SafetensorError as e:
+        raise ValueError(f"not a safetensors file: {e}") from None
 
 
 def _reused(given: str, key: str) -> tuple[Path, dict[str, np.ndarray]]:
@@ -192,7 +205,13 @@ def _reused(given: str, key: str) -> tuple[Path, dict[str, np.ndarray]]:
         raise UsageError(
             f"--teacher-predictions {given}: no {CACHE} there; pass the folder of an earlier 'textfit distill' run"
         )
-    hit = _cached(file, key)
+    try:
+        hit = _read_cache(file, key)
+    except (OSError, ValueError) as e:
+        raise UsageError(
+            f"--teacher-predictions {given}: {file} cannot be read ({_reason(e)}); drop the flag and the teacher "
+            "predicts them again"
+        ) from None
     if hit is None:
         raise UsageError(
             f"--teacher-predictions {given}: made by another teacher or for other texts (the teacher, --data, "
