@@ -1,0 +1,103 @@
+"""Issue 60's edges: state a kill can tear, causes not hidden, two runs into one folder, files in other encodings,
+libraries' progress bars under --quiet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from textfit import UsageError
+from textfit.train.folder import folder_state, log_records, move_into_place, work_folder
+
+
+def one_line_exit_2(r, match: str) -> None:
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and match in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_torn_last_log_line_is_dropped_with_a_warning_when_a_run_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    log = out / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 0.9}\n{"step": 2, "loss": 0.8}\n{"step": 3, "lo', encoding="utf-8")
+    assert [r["step"] for r in log_records(log)] == [1, 2]
+    assert "1 torn line(s) dropped" in capsys.readouterr().out
+    work_folder(out, persistent=True, main=True, resumed_step=1)  # --resume from checkpoint-1
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1]
+
+
+def test_a_run_saved_into_the_folder_meanwhile_is_not_replaced(tmp_path, capsys):
+    out = tmp_path / "run"
+    at_start = folder_state(out)  # nothing there when this run started
+    other = tmp_path / ".other"
+    other.mkdir()
+    (other / "textfit.json").write_text("{}")
+    move_into_place(other, out)  # another process saves its run first
+    mine = tmp_path / ".mine"
+    mine.mkdir()
+    (mine / "textfit.json").write_text('{"mine": 1}')
+    where = move_into_place(mine, out, at_start)
+    assert where == tmp_path / "run-2" and json.loads((where / "textfit.json").read_text()) == {"mine": 1}
+    assert json.loads((out / "textfit.json").read_text()) == {}
+    assert "another run was saved into" in capsys.readouterr().out
+    # what was there at the start (--overwrite) is replaced as before
+    again = tmp_path / ".again"
+    again.mkdir()
+    (again / "textfit.json").write_text('{"again": 1}')
+    assert move_into_place(again, out, folder_state(out)) == out
+    assert json.loads((out / "textfit.json").read_text()) == {"again": 1}
+
+
+def test_a_damaged_teacher_predictions_file_is_named_with_its_cause(tmp_path):
+    from textfit.train.methods.distill import _reused
+
+    bad = tmp_path / "teacher_predictions.safetensors"
+    bad.write_bytes(b"\x00\x01 not safetensors")
+    with pytest.raises(UsageError, match="cannot be read") as e:
+        _reused(str(bad), "key")
+    assert "another teacher" not in str(e.value)
+
+
+@pytest.mark.parametrize("flag", ["--config", "--tune-space"])
+def test_yaml_files_in_another_encoding_are_one_line(tmp_path, flag):
+    f = tmp_path / "c.yaml"
+    f.write_bytes("epochs: 1  # réglé\n".encode("latin-1"))
+    command = "tune" if flag == "--tune-space" else "train"
+    r = run_cli(command, "--data", "x.csv", flag, str(f), cwd=tmp_path)
+    one_line_exit_2(r, f"{flag} {f}: not valid utf-8")
+    assert "save it as UTF-8" in r.stderr
+
+
+def test_a_utf16_yaml_file_with_its_bom_is_read(tmp_path):
+    from textfit.config import load_config
+
+    f = tmp_path / "c.yaml"
+    f.write_bytes("epochs: 2\n".encode("utf-16"))
+    assert load_config(str(f), {"data": "x.csv"}).epochs == 2
+
+
+def test_libraries_bars_are_off_when_textfit_draws_none(monkeypatch):
+    from transformers.utils import logging as transformers_logging
+
+    from textfit.progress import quiet_libraries
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    transformers_logging.enable_progress_bar()
+    quiet_libraries()
+    assert not transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()
+
+
+def test_save_steps_on_a_method_without_the_loop_is_said(tiny_model, tmp_path):
+    from conftest import make_rows, write_csv
+
+    data = write_csv(tmp_path / "r.csv", make_rows(24, chinese=False))
+    r = run_cli("train", "--data", str(data), "--model", tiny_model, "--method", "contrastive", "--save-steps", "2",
+                "--precision", "fp32", "--output", str(tmp_path / "run"), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--save-steps: the contrastive method fits without the training loop" in r.stdout + r.stderr
+    assert not list(Path(tmp_path / "run").glob("checkpoint-*"))
