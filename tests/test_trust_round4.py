@@ -101,3 +101,28 @@ def test_save_steps_on_a_method_without_the_loop_is_said(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "--save-steps: the contrastive method fits without the training loop" in r.stdout + r.stderr
     assert not list(Path(tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_a_missing_input_is_said_before_anything_loads(tmp_path, monkeypatch, capsys):
+    """predict RUN --input missing.csv used to load the model for seconds first; the check now runs before."""
+    import textfit.predict.classifier as classifier
+    from textfit.cli import main
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(classifier.Classifier, "load", no_load)
+    run = Path(__file__).parent / "fixtures" / "runs-0.1.0" / "finetune"
+    assert main(["predict", str(run), "--input", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "missing.csv: no such file" in capsys.readouterr().err
+    (tmp_path / "r.csv").write_text("text,label\na,b\n")
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--validation", str(tmp_path / "v.tsv.gz")]) == 2
+    assert "v.tsv.gz: no such file" in capsys.readouterr().err
+
+
+def test_the_early_file_check_knows_the_suffixes_the_reader_reads():
+    from textfit.cli.outputs import COMPRESSED_SUFFIXES, FILE_SUFFIXES
+    from textfit.data.compressed import COMPRESSIONS
+    from textfit.data.read import FORMATS
+
+    assert set(FILE_SUFFIXES) == set(FORMATS) and set(COMPRESSED_SUFFIXES) == set(COMPRESSIONS)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from textfit.errors import UsageError
 from textfit.run import check_output
 
 if TYPE_CHECKING:
@@ -83,7 +84,40 @@ def locations(args: argparse.Namespace) -> list[Location]:
     return []  # serve and push write nothing locally
 
 
+# The suffixes data/read.py reads as local files (FORMATS, and data/compressed.py's COMPRESSIONS on top of them):
+# a path with one of these that is not there is said before anything loads (tests/test_structure.py checks that
+# the two lists agree).
+FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+
+def inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(flag, path) of every local data file `args`' command will read."""
+    command = getattr(args, "command", None)
+    found: list[tuple[str, str | None]] = []
+    if command in ("train", "distill", "cv", "tune", "inspect"):
+        cfg = _config(args)
+        found += [(f"--{n}", getattr(cfg, n)) for n in ("data", "train", "validation", "test")]
+        found += [("--unlabeled", u) for u in cfg.unlabeled or []]
+    elif command == "eval":
+        found.append(("--data", args.data))
+    elif command == "predict" and getattr(args, "engine", "local") == "local":
+        found.append(("--input", args.input))
+    return [(flag, str(path)) for flag, path in found if path]
+
+
+def looks_like_a_file(path: str) -> bool:
+    suffixes = [x.lower() for x in Path(path).suffixes[-2:]]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in FILE_SUFFIXES and "://" not in path
+
+
 def check(args: argparse.Namespace) -> None:
-    """Every location `args`' command will write can be written, or a one-line UsageError naming it."""
+    """Every data file `args`' command reads is there and every location it will write can be written, or a
+    one-line UsageError naming it: before a model loads or a row is read."""
+    for flag, path in inputs(args):
+        if looks_like_a_file(path) and not Path(path).exists():
+            raise UsageError(f"{path}: no such file" if flag != "--input" else f"--input {path}: no such file")
     for loc in locations(args):
         check_output(loc.path, loc.flag, loc.folder, loc.fix)

@@ -168,7 +168,7 @@ def _describe(
         shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.label_names, weights.tolist()))
         s(f"textfit: class weights in the loss: {shown}")
     precision = PRECISION_NAMES[amp]
-    kind = f" ({accel.cpu.describe()})" if accelerator.device.type == "cpu" else ""
+    kind = f" ({accel.describe_cpu()})" if accelerator.device.type == "cpu" else ""
     s(
         f"textfit: model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "

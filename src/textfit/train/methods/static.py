@@ -15,9 +15,7 @@ import torch
 
 from textfit.errors import UsageError
 from textfit.models import static as model
-from textfit.models.static import CONV, HIDDEN, PCA_DIMS, StaticStudent, is_static_run
-from textfit.models.static import student as _student
-from textfit.models.static import student_config as _config
+from textfit.models.static import CONV, HIDDEN, PCA_DIMS, StaticStudent, is_static_run, student, student_config
 
 NAME = "static"
 LAYERS = False  # token vectors and a small head: no layer-wise decay, nothing to freeze
@@ -99,8 +97,8 @@ def student_of(body: str | Path, label_names: list[str], task: str, say: Any = p
             raise UsageError(f"--student static: model2vec's vocabulary of {body} has {token!r}, its tokenizer not")
         hf_ids[i] = vocab[token]
     body_vectors = torch.from_numpy(np.asarray(static.embedding, dtype=np.float32))
-    config = _config(label_names, task, HIDDEN, static.dim, conv=CONV)
-    model = _student(body_vectors, torch.from_numpy(hf_ids), tokenizer, config, HIDDEN)
+    config = student_config(label_names, task, HIDDEN, static.dim, conv=CONV)
+    model = student(body_vectors, torch.from_numpy(hf_ids), tokenizer, config, HIDDEN)
     model.body = {
         "hf_ids": hf_ids,
         "tokenizer": static.tokenizer.to_str(),
