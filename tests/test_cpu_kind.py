@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,9 +19,12 @@ CAPPED = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 @pytest.fixture
 def fresh_kind():
+    """The kind and the TEXTFIT_* switches read afresh (each is read once per process), and again after."""
     cpu.kind.cache_clear()
+    accel.settings.cache_clear()
     yield
     cpu.kind.cache_clear()
+    accel.settings.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -80,3 +84,21 @@ def test_a_capped_process_trains_and_predicts_in_fp32(tmp_path, tiny_model):
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["None", "torch.float32"]
+
+
+def test_each_switch_is_off_only_when_its_variable_is_0(monkeypatch):
+    switches = {
+        "fused_attention": "TEXTFIT_FUSED_ATTENTION",
+        "fused_dropout": "TEXTFIT_FUSED_DROPOUT",
+        "malloc_tuning": "TEXTFIT_MALLOC_TUNING",
+        "first_token": "TEXTFIT_FIRST_TOKEN",
+        "cpu_bf16": "TEXTFIT_CPU_BF16",
+    }
+    assert set(switches) == {f.name for f in dataclasses.fields(accel.Settings)}
+    for field, variable in switches.items():
+        monkeypatch.delenv(variable, raising=False)
+        assert getattr(accel.Settings.from_environment(), field) is True
+        for value, on in (("0", False), ("1", True), ("", True), ("off", True)):
+            monkeypatch.setenv(variable, value)
+            assert getattr(accel.Settings.from_environment(), field) is on
+        monkeypatch.delenv(variable)

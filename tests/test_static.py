@@ -15,7 +15,7 @@ import torch
 from conftest import make_rows, run_cli, write_csv
 from textfit import TrainConfig, train
 from textfit.errors import UsageError
-from textfit.models.static import StaticStudent, _config, is_static_run, load
+from textfit.models.static import StaticStudent, is_static_run, load, student_config
 from textfit.predict.classifier import Classifier
 from textfit.run import RunManifest
 
@@ -79,7 +79,7 @@ def test_mean_and_max_pooling_skip_special_tokens_and_both_paths_agree(buckets, 
     vectors = torch.randn(10, 4)
     keep = torch.ones(10, dtype=torch.bool)
     keep[[0, 1]] = False  # [PAD] and [CLS]: no vectors of their own
-    config = _config(["a", "b"], "classification", 8, 4, bigrams=buckets, bigram_dim=3, conv=conv)
+    config = student_config(["a", "b"], "classification", 8, 4, bigrams=buckets, bigram_dim=3, conv=conv)
     m = StaticStudent(vectors, keep, config, hidden=8).eval()
     assert (m.bigrams is None) == (buckets == 0) and (m.conv is None) == (conv == 0)
     texts = [[1, 3, 4, 5], [1, 6], [1], [1, 7, 7, 7, 2], [1, 9, 8]]  # the third: special tokens only

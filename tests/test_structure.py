@@ -1,8 +1,11 @@
-"""The shape of the code: no import cycles, small modules, functions that fit on a screen or two."""
+"""The shape of the code: no import cycles, each package reached through its face, no private names across
+modules, a light `import textfit`, small modules and functions that fit on a screen or two (or a written reason)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -10,6 +13,16 @@ from conftest import ROOT
 SRC = ROOT / "src" / "textfit"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 120
+# Modules and functions (textfit.module.function) over the caps, each with the reason it stays whole.
+LONG = {
+    "textfit.config": "TrainConfig: every option's field, default and help in one dataclass, the CLI's one source",
+    "textfit.predict.export.export_onnx": "one export in a temporary folder (trace, parity, int8, move into place) "
+    "under one try/finally that cleans it up",
+    "textfit.serve.app.create_app": "the server's routes, closures over the one model, batcher and limits they share",
+    "textfit.train.setup.setup": "the run's set-up in the order its checks must run, every refusal before a model "
+    "loads, read top to bottom",
+}
+HEAVY = ("torch", "pandas", "datasets", "transformers", "numpy")
 
 
 def _modules() -> dict[str, Path]:
@@ -89,12 +102,12 @@ def test_no_import_cycles():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
-def test_modules_are_small():
+def _long_modules() -> dict[str, int]:
     sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in _modules().items()}
-    assert {n: s for n, s in sizes.items() if s > MAX_MODULE_LINES} == {}
+    return {n: s for n, s in sizes.items() if s > MAX_MODULE_LINES}
 
 
-def test_functions_fit_on_a_screen_or_two():
+def _long_functions() -> dict[str, int]:
     long = {}
     for name, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -102,7 +115,119 @@ def test_functions_fit_on_a_screen_or_two():
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
                     long[f"{name}.{node.name}"] = lines
-    assert long == {}
+    return long
+
+
+def test_modules_are_small():
+    """Over MAX_MODULE_LINES only with a reason in LONG."""
+    assert {n: s for n, s in _long_modules().items() if n not in LONG} == {}
+
+
+def test_functions_fit_on_a_screen_or_two():
+    """Over MAX_FUNCTION_LINES only with a reason in LONG."""
+    assert {n: s for n, s in _long_functions().items() if n not in LONG} == {}
+
+
+def test_every_exemption_is_needed_and_says_why():
+    over = _long_modules() | _long_functions()
+    assert [n for n in LONG if n not in over] == [], "under the caps now: remove the entry from LONG"
+    assert all(len(why.split()) >= 3 for why in LONG.values())
+
+
+def face_names(package: str) -> set[str]:
+    """The names a package's __init__ defines or imports from elsewhere than `package` itself: what its face
+    offers (a function named like one of its modules, `accel.steady`, included); not the modules it imports."""
+    tree = ast.parse(_modules()[package].read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom) and node.module != package:
+            names.update(a.asname or a.name for a in node.names)
+    return names
+
+
+def test_only_textfit_accel_reaches_into_its_modules():
+    """Outside the package: `from textfit import accel`, or `from textfit.accel import X` where the package's
+    __init__ defines or re-exports X; never `textfit.accel.<module>`."""
+    face, modules = face_names("textfit.accel"), _modules()
+    found = []
+    for name, path in modules.items():
+        if name == "textfit.accel" or name.startswith("textfit.accel."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found += [f"{name}: import {a.name}" for a in node.names if a.name.startswith("textfit.accel.")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("textfit.accel."):
+                found.append(f"{name}: from {node.module} import ...")
+            elif isinstance(node, ast.ImportFrom) and node.module == "textfit.accel":
+                found += [
+                    f"{name}: from textfit.accel import {a.name}"
+                    for a in node.names
+                    if a.name not in face and f"textfit.accel.{a.name}" in modules
+                ]
+    assert found == []
+
+
+def test_the_accel_face_offers_what_it_promises():
+    face = face_names("textfit.accel")
+    assert {"steady", "release", "governor_for", "cpu_kind", "describe_cpu", "settings", "Settings"} <= face
+    assert "attention" not in face  # a module it imports for itself
+
+
+def private_uses(tree: ast.AST) -> list[str]:
+    """`from textfit.X import _name`, and `X._name` where X was imported from textfit (dunders allowed)."""
+    private = lambda name: name.startswith("_") and not name.endswith("__")  # noqa: E731
+    bound: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("textfit") and not node.level:
+            for a in node.names:
+                if private(a.name):
+                    found.append(f"line {node.lineno}: from {node.module} import {a.name}")
+                bound.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            bound.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("textfit"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in bound:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_private_name_check_finds_planted_uses():
+    tree = ast.parse(
+        "from textfit.data.read import _decode, codec\nfrom textfit import accel\nimport textfit.run as r\n"
+        "accel._state\nr._x\nself._y\naccel.__all__\n"
+    )
+    assert private_uses(tree) == [
+        "line 1: from textfit.data.read import _decode",
+        "line 4: accel._state",
+        "line 5: r._x",
+    ]
+
+
+def test_no_module_uses_another_modules_private_names():
+    found = {
+        name: uses
+        for name, path in _modules().items()
+        if (uses := private_uses(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert found == {}
+
+
+def test_importing_textfit_and_its_cli_loads_nothing_heavy():
+    """The package face and the command's parser import PyTorch, pandas and datasets only when used:
+    `textfit --help` and a usage error answer at once."""
+    code = f"import textfit, textfit.cli; import sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_only_run_py_reads_the_manifest_file():

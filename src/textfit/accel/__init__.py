@@ -6,23 +6,43 @@
 
 Every CPU mode also runs a BERT classifier's last layer for the first token only (`first_token`).
 
-Nothing outside this package reaches into its modules. Each fast path has a PyTorch fallback and an
-off switch (TEXTFIT_FUSED_ATTENTION=0, TEXTFIT_FUSED_DROPOUT=0, TEXTFIT_MALLOC_TUNING=0,
-TEXTFIT_FIRST_TOKEN=0); the C kernels are PyTorch custom operators (`torch.ops.textfit.*`). On other
-devices `enable` changes nothing.
+Nothing outside this package reaches into its modules: what the rest of textfit uses is named here.
+
+    accel.cpu_kind(), accel.describe_cpu()      # what this CPU's kernels run (bf16, AMX), one line for logs
+    accel.governor_for(device, processes)      # the thread governor (ThreadGovernor) for CPU training
+    with accel.steady(model): ...              # the same bits whatever the thread count; accel.release(model)
+    accel.settings()                           # the off switches (Settings), read once from the environment
+
+Each fast path has a PyTorch fallback and an off switch (TEXTFIT_FUSED_ATTENTION=0, TEXTFIT_FUSED_DROPOUT=0,
+TEXTFIT_MALLOC_TUNING=0, TEXTFIT_FIRST_TOKEN=0, and TEXTFIT_CPU_BF16=0 for bf16 and its kernels; see
+`Settings`); the C kernels are PyTorch custom operators (`torch.ops.textfit.*`). On other devices `enable`
+changes nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 from typing import Any
 
 import torch
 
 from textfit.accel import attention, cpu, dropout, first_token, inference, training
+from textfit.accel.cpu import CpuKind
+from textfit.accel.steady import release, steady
+from textfit.accel.switches import Settings, settings
+from textfit.accel.threads import ThreadGovernor, governor_for
 from textfit.errors import UsageError
+
+
+def cpu_kind() -> CpuKind:
+    """What this CPU's kernels run (cpu.kind, looked up at each call so that a test's stand-in reaches it)."""
+    return cpu.kind()
+
+
+def describe_cpu() -> str:
+    """One line for logs: the CPU kind, as cpu.describe says it."""
+    return cpu.describe()
 
 _ALLOCATOR_TUNED = False
 
@@ -109,7 +129,7 @@ def tune_allocator() -> bool:
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:
         return True
-    if not sys.platform.startswith("linux") or os.environ.get("TEXTFIT_MALLOC_TUNING") == "0":
+    if not sys.platform.startswith("linux") or not settings().malloc_tuning:
         return False
     try:
         libc = ctypes.CDLL(None)
@@ -137,13 +157,22 @@ def trim_allocator() -> None:
 
 __all__ = [
     "DEVICES",
+    "CpuKind",
+    "Settings",
+    "ThreadGovernor",
     "autocast_dtype",
     "bf16_supported",
     "cpu",
+    "cpu_kind",
+    "describe_cpu",
     "enable",
     "first_token_only",
     "fused_attention_unavailable",
+    "governor_for",
     "pick_device",
+    "release",
+    "settings",
+    "steady",
     "trim_allocator",
     "tune_allocator",
 ]

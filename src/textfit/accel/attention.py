@@ -32,6 +32,7 @@ import torch
 from textfit.accel import cpu
 from textfit.accel.masks import key_padding_mask
 from textfit.accel.native import build, x86_64_linux
+from textfit.accel.switches import settings
 
 NAME = "textfit_cpu_infer"
 SOURCE = Path(__file__).with_name("attention.c")
@@ -57,7 +58,7 @@ _state: dict[str, Any] = {}
 
 def _cpu_ok() -> str | None:
     """Why this machine cannot run the kernel, or None."""
-    if os.environ.get("TEXTFIT_FUSED_ATTENTION") == "0":
+    if not settings().fused_attention:
         return "turned off (TEXTFIT_FUSED_ATTENTION=0)"
     if not x86_64_linux():
         return "not x86-64 Linux"

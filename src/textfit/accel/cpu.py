@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from textfit.accel.switches import settings
+
 # oneDNN's `dnnl_cpu_isa_t` names in increasing order (ONEDNN_MAX_CPU_ISA takes these, any case),
 # with the older aliases oneDNN still accepts.
 ONEDNN_ISAS = [
@@ -92,7 +94,7 @@ def kind() -> CpuKind:
         and (has("_is_avx512_bf16_supported") or has("_is_amx_tile_supported"))
         and _allowed("avx512_core_bf16", cap)
     )
-    if bf16 and os.environ.get("TEXTFIT_CPU_BF16") == "0":
+    if bf16 and not settings().cpu_bf16:
         bf16 = False
         why.append("TEXTFIT_CPU_BF16=0")
     amx = bf16 and has("_is_amx_tile_supported") and _allowed("avx10_1_512_amx", cap)

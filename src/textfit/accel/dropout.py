@@ -16,7 +16,6 @@ Both give a Bernoulli(1 - p) keep mask, up to p's rounding to 1/65536. Evaluatio
 from __future__ import annotations
 
 import ctypes
-import os
 import subprocess
 import threading
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from textfit.accel import cpu
 from textfit.accel.native import build, x86_64_linux
+from textfit.accel.switches import settings
 
 SOURCE = Path(__file__).with_name("dropout.c")
 FLAGS = ["-O3", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16", "-mfma"]
@@ -43,7 +43,7 @@ def kernel() -> Any | None:
         if "fn" in _state:
             return _state["fn"]
         fn = None
-        if os.environ.get("TEXTFIT_FUSED_DROPOUT") != "0" and x86_64_linux() and cpu.kind().bf16:
+        if settings().fused_dropout and x86_64_linux() and cpu.kind().bf16:
             try:
                 fn = ctypes.CDLL(str(build(SOURCE, FLAGS))).textfit_dropout
                 fn.argtypes = [

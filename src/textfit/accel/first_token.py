@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-import os
 import threading
 import types
 from collections.abc import Iterator
@@ -32,6 +31,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from textfit.accel.switches import settings
 
 _state = threading.local()  # .layer: the layer that runs for the first token only in this thread's call
 
@@ -110,7 +111,7 @@ def applies(model: Any) -> bool:
 def install(model: Any) -> bool:
     """Make calls of `model` (its own forward) run its last layer for the first token only; returns
     whether it applies (see `applies`). Installing twice changes nothing."""
-    if os.environ.get("TEXTFIT_FIRST_TOKEN") == "0" or not applies(model):
+    if not settings().first_token or not applies(model):
         return False
     if getattr(model, "_textfit_first_token", False):
         return True

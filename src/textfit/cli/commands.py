@@ -3,7 +3,9 @@
     from textfit.commands import cmd_eval
     cmd_eval(build_parser().parse_args(["eval", "runs/sst2", "--data", "holdout.csv"]))
 
-Each validates what the user gave before any work starts and raises `UsageError` (one line, exit 2).
+Each validates what the user gave before any work starts and raises `UsageError` (one line, exit 2). A command
+on a run opens it once (`Run.open`: a folder that is not a run is refused before anything loads) and hands the
+`Run` on, so textfit.json is read once and the weights are loaded once.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textfit.config import FIELDS, load_config
 from textfit.errors import UsageError
+
+if TYPE_CHECKING:
+    from textfit.run import Run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -81,13 +86,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from textfit.evaluate.evaluate import evaluate_file
     from textfit.evaluate.report import write_report
     from textfit.metrics import format_metrics
-    from textfit.run import RunManifest, write_json
+    from textfit.run import Run, write_json
 
-    RunManifest.read(args.run)  # a folder that is not a run is refused before anything loads
+    run = Run.open(args.run)  # a folder that is not a run is refused before anything loads
     _check_batch_size(args.batch_size)
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: must be at least 1")
-    clf = _classifier(args)
+    clf = _classifier(args, run)
     split, m, logits = evaluate_file(
         clf,
         args.data,
@@ -142,9 +147,13 @@ def _check_batch_size(n: int) -> None:
 
 
 def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
-    backend = "torch" if args.backend == "auto" and getattr(args, "explain", False) else args.backend
+    """Classifier.load's options from the run flags. --explain: PyTorch, in fp32 unless --precision says
+    otherwise, so that the explainer takes the classifier's model (`Explainer.from_classifier`) and the
+    weights load once."""
+    explain = getattr(args, "explain", False)
+    backend = "torch" if args.backend == "auto" and explain else args.backend
     return {
-        "precision": args.precision,
+        "precision": "fp32" if explain and args.precision == "auto" else args.precision,
         "quantize": args.quantize,
         "backend": backend,
         "adapter": args.adapter,
@@ -152,11 +161,11 @@ def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _classifier(args: argparse.Namespace) -> Any:
-    """The run's Classifier as the shared run flags (`cli._add_run_flags`) ask for it."""
+def _classifier(args: argparse.Namespace, run: Run) -> Any:
+    """The run's Classifier (`run`: the command's `Run`) as the shared run flags (`cli._add_run_flags`) ask for it."""
     from textfit.predict.classifier import Classifier
 
-    clf = Classifier.load(args.run, **_classifier_options(args))
+    clf = Classifier.load(run, **_classifier_options(args))
     if clf.backend_choice:
         print(f"textfit: backend {clf.backend_name}: {clf.backend_choice}", file=sys.stderr)
     return clf
@@ -184,9 +193,10 @@ def _file_job(args: argparse.Namespace) -> Any:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from textfit.run import RunManifest
+    from textfit.run import Run
 
-    manifest = RunManifest.read(args.run)
+    run = Run.open(args.run)
+    manifest = run.manifest
     if not (args.texts or args.input or args.interactive):
         raise UsageError("nothing to predict: give texts, --input FILE, or --interactive")
     if args.output and not args.input:
@@ -221,16 +231,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from textfit.predict.files import check_job
 
         check_job(job)  # before the model loads: an output that exists, a resume with nothing to resume
-    clf = _classifier(args) if args.engine == "local" or args.texts or args.interactive else None
+    if args.explain:
+        from textfit.predict.explain import check
+
+        check(run)  # a model that cannot be explained: refused before it loads
+    clf = _classifier(args, run) if args.engine == "local" or args.texts or args.interactive else None
     explainer = None
     if args.explain:
         from textfit.predict.explain import Explainer
 
-        explainer = Explainer.load(args.run)
+        explainer = Explainer.from_classifier(clf)  # its model: the weights load once
     if args.texts:
         _predict_texts(args, clf, explainer)
     if job is not None:
-        _predict_input(args, clf, job, explainer)
+        _predict_input(args, run, clf, job, explainer)
     if args.interactive:
         interactive(clf, sys.stdin, sys.stdout, explainer)
     return 0
@@ -251,14 +265,14 @@ def _predict_texts(args: argparse.Namespace, clf: Any, explainer: Any) -> None:
                 _print_explanation(e)
 
 
-def _predict_input(args: argparse.Namespace, clf: Any, job: Any, explainer: Any) -> None:
+def _predict_input(args: argparse.Namespace, run: Run, clf: Any, job: Any, explainer: Any) -> None:
     """--input FILE --output FILE: streamed in chunks by this process, or by Ray Data (--engine ray)."""
     from textfit.predict.files import predict_file, rejects_path
 
     if args.engine == "ray":
         from textfit.predict.ray import predict_ray
 
-        written, rejected = predict_ray(args.run, job, args.ray_address, _classifier_options(args))
+        written, rejected = predict_ray(run, job, args.ray_address, _classifier_options(args))
     else:
         written, rejected = predict_file(clf, args.run, job, explainer)
     if rejected:
@@ -321,10 +335,10 @@ def _shown(pred: Any) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from textfit import accel
-    from textfit.run import RunManifest
+    from textfit.run import Run
     from textfit.serve.app import Limits, check_port, serve
 
-    RunManifest.read(args.run)
+    run = Run.open(args.run)
     _check_batch_size(args.batch_size)
     checks = [
         ("--max-batch", args.max_batch >= 1, "at least 1"),
@@ -347,19 +361,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_texts=args.max_texts,
         timeout_s=args.timeout,
     )
-    serve(
-        args.run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter, args.device
-    )
+    serve(run, args.host, args.port, limits, args.precision, args.quantize, args.backend, args.adapter, args.device)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from textfit.predict.export import ParityError, export_onnx
-    from textfit.run import RunManifest
+    from textfit.run import Run
 
-    RunManifest.read(args.run)
+    run = Run.open(args.run)
     try:
-        export_onnx(args.run, args.output, args.quantize)
+        export_onnx(run, args.output, args.quantize)
     except ParityError as e:
         print(f"textfit: error: {e}", file=sys.stderr)
         return 1
@@ -368,8 +380,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from textfit.hub import push_run
+    from textfit.run import Run
 
-    url = push_run(args.run, args.repo_id, private=args.private, with_onnx=args.with_onnx)
+    url = push_run(Run.open(args.run), args.repo_id, private=args.private, with_onnx=args.with_onnx)
     print(f"textfit: pushed {args.run} to {url}")
     return 0
 

@@ -17,21 +17,24 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from textfit.cli.commands import (
-    cmd_cv,
-    cmd_eval,
-    cmd_export,
-    cmd_inspect,
-    cmd_predict,
-    cmd_push,
-    cmd_serve,
-    cmd_train,
-    cmd_tune,
-)
 from textfit.config import FIELDS
 from textfit.errors import Interrupted, UsageError
 
 METAVARS = {"long_text": "MODE", "unlabeled": "FILE", "label_description": "LABEL=TEXT", "teacher_predictions": "RUN"}
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function `name` of textfit.cli.commands, imported when the command runs: parsing, --help and a
+    usage error import none of the commands' modules."""
+
+    def run(args: argparse.Namespace) -> int:
+        from textfit.cli import commands
+
+        func: Callable[[argparse.Namespace], int] = getattr(commands, name)
+        return func(args)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 def _add_train_flags(p: argparse.ArgumentParser, distill: bool = False) -> None:
@@ -210,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a model on a data set and save the run")
     _add_train_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=command("cmd_train"))
 
     p = sub.add_parser(
         "distill",
@@ -218,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("teacher", help="the teacher: a run folder, or a --seeds folder whose runs are averaged")
     _add_train_flags(p, distill=True)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=command("cmd_train"))
 
     p = sub.add_parser(
         "inspect", help="check the data before training: labels, duplicates, leakage, lengths, vocabulary"
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(out-of-fold probabilities, cleanlab), writing label_issues.csv into --output",
     )
     _add_folds_flag(p)
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=command("cmd_inspect"))
 
     p = sub.add_parser(
         "cv",
@@ -243,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_flags(p)
     _add_folds_flag(p)
-    p.set_defaults(func=cmd_cv)
+    p.set_defaults(func=command("cmd_cv"))
 
     p = sub.add_parser("eval", help="evaluate a run on a labelled file")
     _add_run_flags(p)
@@ -252,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder for metrics.json (default: RUN/eval-<data name>)")
     p.add_argument("--chunk-rows", type=int, default=10_000, help="rows read and predicted at a time (default: 10000)")
     _add_quiet_flag(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=command("cmd_eval"))
 
     p = sub.add_parser("serve", help="an HTTP server (FastAPI) with a page to try the model")
     _add_run_flags(p)
@@ -270,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 429 (default: 1024)")
     p.add_argument("--max-texts", type=int, default=128, help="texts in one request before 413 (default: 128)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before 504 (default: 30)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=command("cmd_serve"))
 
     p = sub.add_parser("export", help="export a run to ONNX (optionally int8), checking parity with PyTorch")
     p.add_argument("run", help="a run folder written by 'textfit train'")
@@ -283,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "faster)",
     )
     p.add_argument("--output", help="folder to write (default: RUN/onnx)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=command("cmd_export"))
 
     p = sub.add_parser("tune", help="search hyperparameters with Optuna; each trial a run folder")
     _add_train_flags(p)
@@ -299,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Optuna storage URL shared by several processes or machines (default: OUTPUT/study.db, SQLite)",
     )
     p.add_argument("--study-name", default="textfit", help="the study's name in the storage (default: textfit)")
-    p.set_defaults(func=cmd_tune)
+    p.set_defaults(func=command("cmd_tune"))
 
     p = sub.add_parser("push", help="upload a run (model, tokenizer, model card) to the Hugging Face Hub")
     p.add_argument("run", help="a run folder written by 'textfit train'")
@@ -308,12 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--with-onnx", action="store_true", help="upload RUN/onnx (see 'textfit export') too")
-    p.set_defaults(func=cmd_push)
+    p.set_defaults(func=command("cmd_push"))
 
     p = sub.add_parser("predict", help="label texts given as arguments, in a file, or typed at a prompt")
     _add_run_flags(p)
     _add_predict_flags(p)
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=command("cmd_predict"))
     return parser
 
 

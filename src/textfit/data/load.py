@@ -54,7 +54,7 @@ class TrainingData:
         return rows
 
 
-def _headerless(columns: tuple[str | None, ...], named: tuple[str | None, ...]) -> bool | None:
+def headerless_from_flags(columns: tuple[str | None, ...], named: tuple[str | None, ...]) -> bool | None:
     """Column flags given as indices mean a headerless file; the `named` ones given as names, a header."""
     if any(is_index(c) for c in columns):
         return True
@@ -76,7 +76,7 @@ def read_splits(
     """Every split the user gave, read and checked row by row; labels read for the task but not mapped.
     Returns the splits, the (text, pair, label) columns, notes to show, and a data fingerprint.
     `found` (inspect): problems with rows are added there, and the rows left out, instead of raising."""
-    headerless = _headerless(
+    headerless = headerless_from_flags(
         (cfg.text_column, cfg.text_pair_column, cfg.label_column), (cfg.text_column, cfg.label_column)
     )
     frames, fingerprint = load_frames(
@@ -280,7 +280,7 @@ def read_for_run(
     Columns default to the ones the run was trained on, then to the common names; a file
     with a single column is all text."""
     given = (text_column, text_pair_column, label_column)
-    frame = read_one(path, encoding, _headerless(given, given), quoting)
+    frame = read_one(path, encoding, headerless_from_flags(given, given), quoting)
     columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, labels)
     return _split_for_run(frame, columns, manifest.schema, labels)
 
@@ -309,7 +309,7 @@ def read_for_run_in_chunks(
 
     given = (text_column, text_pair_column, label_column)
     columns = None
-    for frame in read_chunks(path, chunk_rows, encoding, _headerless(given, given), quoting):
+    for frame in read_chunks(path, chunk_rows, encoding, headerless_from_flags(given, given), quoting):
         if columns is None:
             columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, True)
         yield _split_for_run(frame, columns, manifest.schema, True)

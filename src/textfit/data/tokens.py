@@ -24,7 +24,7 @@ def encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length
     return {k: v for k, v in out.items() if k in KEYS}
 
 
-def _special_counts(tokenizer: Any) -> tuple[int, int]:
+def special_counts(tokenizer: Any) -> tuple[int, int]:
     """How many special tokens the tokenizer puts before and after a single text ([CLS] and [SEP]: 1, 1)."""
     with_special = tokenizer("a")["input_ids"]
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -42,7 +42,7 @@ def head_tail_split(budget: int) -> tuple[int, int]:
 
 
 def _cut(tokenizer: Any, texts: list[str], max_length: int, truncation: str) -> dict[str, list[list[int]]]:
-    before, after = _special_counts(tokenizer)
+    before, after = special_counts(tokenizer)
     full = tokenizer(texts, padding=False)  # no truncation: cut below
     budget = max_length - before - after
     head, tail = (0, budget) if truncation == "tail" else head_tail_split(budget)

@@ -60,6 +60,11 @@ NO_EXPLANATIONS = (
     "a static student has no word explanations (integrated gradients run at a transformer's word-embedding layer); "
     "explain its teacher's predictions instead"
 )
+NO_EXPORT = (  # follows "RUN is "
+    "a static student: ONNX export is not offered (model2vec's ONNX path exports the vectors, not the head); its "
+    "body is in model2vec's format in static/, and PyTorch predicts it at its full speed"
+)
+TORCH_ONLY = "a static student: token vectors and a small head"  # why --backend auto keeps PyTorch fp32
 
 
 def is_static(model: Any) -> bool:
@@ -207,7 +212,7 @@ class StaticStudent(nn.Module):
         self.config.save_pretrained(str(folder))
 
 
-def _config(
+def student_config(
     label_names: list[str],
     task: str,
     hidden: int,
@@ -238,7 +243,7 @@ def _config(
     )
 
 
-def _student(body: torch.Tensor, hf_ids: torch.Tensor, tokenizer: Any, config: Any, hidden: int) -> StaticStudent:
+def student(body: torch.Tensor, hf_ids: torch.Tensor, tokenizer: Any, config: Any, hidden: int) -> StaticStudent:
     """A student whose vectors are the body's (row i: the body's token i) at the run tokenizer's ids `hf_ids`;
     the tokenizer's other ids and its special tokens have no vector and are skipped."""
     size = max(len(tokenizer), int(hf_ids.max()) + 1)
@@ -268,7 +273,7 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
             bigrams = f.get_tensor("bigrams.weight") if "bigrams.weight" in f.keys() else None  # noqa: SIM118
     except (OSError, KeyError, ValueError) as e:
         raise UsageError(f"{folder}: the static student's files cannot be read ({e}); retrain the run") from None
-    model = _student(body, hf_ids, tokenizer, config, int(config.textfit_static["hidden"]))
+    model = student(body, hf_ids, tokenizer, config, int(config.textfit_static["hidden"]))
     model.head.load_state_dict(head)
     if (model.conv is None) != (not conv):
         raise UsageError(f"{folder}: the static student's config and its {HEAD} disagree on windows; retrain the run")
@@ -286,9 +291,9 @@ def load(folder: str | Path) -> tuple[StaticStudent, Any]:
 def fast_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
     """A static run's logits for single texts cut at the head (as training cut them): the Rust tokenizer's
     ids without special tokens or offsets, no padding, in chunks of texts through `predict_ids`."""
-    from textfit.data.tokens import _special_counts
+    from textfit.data.tokens import special_counts
 
-    before, after = _special_counts(tokenizer)
+    before, after = special_counts(tokenizer)
     budget = max_length - before - after
     rust = tokenizer.backend_tokenizer
     rust.no_truncation()

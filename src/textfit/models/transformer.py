@@ -1,8 +1,8 @@
 """Models in and out: a checkpoint with a new head for training, a run's model for prediction.
 
     model, tokenizer = load_for_training(path, ["negative", "positive"])
-    model, tokenizer = load_from_run("runs/sst2")            # the merged weights
-    model, tokenizer = load_adapter("runs/sst2-lora", manifest)  # a LoRA run's base and adapter
+    model, tokenizer = load_from_run(Run.open("runs/sst2"))        # the merged weights
+    model, tokenizer = load_adapter(Run.open("runs/sst2-lora"))    # a LoRA run's base and adapter
 
 Weights are read from safetensors only: nothing is ever unpickled.
 """
@@ -20,7 +20,7 @@ import torch
 
 from textfit.errors import UsageError
 from textfit.hub import default_model_path, resolve_model
-from textfit.run import RunManifest
+from textfit.run import Run
 
 PROBLEM_TYPES = {
     "classification": "single_label_classification",
@@ -132,14 +132,16 @@ def require_safetensors(folder: str | Path, name: str = "model", where: str = "t
     raise UsageError(f"{folder}: no {name}.safetensors in {where}{found}; retrain the run or restore its weights")
 
 
-def load_from_run(folder: str | Path) -> tuple[Any, Any]:
-    """The run's model (in evaluation mode) and tokenizer."""
+def load_from_run(run: Run | str | Path) -> tuple[Any, Any]:
+    """The run's model (in evaluation mode) and tokenizer; a static student's (`run.kind`) through static.py."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from textfit.models import static
 
-    if static.is_static_run(folder):
-        return static.load(folder)
+    run = Run.open(run)
+    if run.kind == static.NAME:
+        return static.load(run.path)
+    folder = run.path
     require_safetensors(folder)
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -158,7 +160,7 @@ def inference_copy(model: Any) -> Any:
     run exactly the computation `textfit eval` runs on the saved run."""
     import copy
 
-    from textfit.accel.steady import release
+    from textfit.accel import release
 
     snapshot = copy.deepcopy(model)
     release(snapshot)  # a copy made inside `steady` keeps its layer norms, bound to the original's weights
@@ -174,22 +176,23 @@ def inference_copy(model: Any) -> Any:
     return snapshot.eval()
 
 
-def load_adapter(run: str | Path, manifest: RunManifest) -> tuple[Any, Any]:
+def load_adapter(run: Run) -> tuple[Any, Any]:
     """A LoRA run as trained: its base model with the adapter (and trained head) from RUN/adapter."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
+    manifest = run.manifest
     lora = manifest.lora
-    if lora is None or not (Path(run) / lora.adapter).is_dir():
+    if lora is None or not (run.path / lora.adapter).is_dir():
         raise UsageError(f"--adapter: {run} was not trained with --lora (no adapter folder); load it without --adapter")
-    require_safetensors(Path(run) / lora.adapter, "adapter_model", "the run's adapter folder")
+    require_safetensors(run.path / lora.adapter, "adapter_model", "the run's adapter folder")
     base_path = lora.base_model_path or default_model_path()
     if not Path(base_path).is_dir():
         base_path = resolve_model(manifest.base_model)
     base, _ = load_for_training(base_path, manifest.label_names, task=manifest.task)  # a fresh head, as training began
     with quiet_peft():
-        model = PeftModel.from_pretrained(base, str(Path(run) / lora.adapter))
-    return model.eval(), AutoTokenizer.from_pretrained(str(run))
+        model = PeftModel.from_pretrained(base, str(run.path / lora.adapter))
+    return model.eval(), AutoTokenizer.from_pretrained(str(run.path))
 
 
 def head_parameter_names(model: Any) -> set[str]:

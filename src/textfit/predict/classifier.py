@@ -1,7 +1,7 @@
 """The one prediction path: `eval`, `predict`, the server, the export's parity check and training's
 evaluations all call `Classifier.predict_logits`.
 
-    clf = Classifier.load("runs/sst2")
+    clf = Classifier.load("runs/sst2")         # or Classifier.load(run), a `Run` the command opened
     clf.predict(["a gripping film", "dull"])   # [Prediction(label='positive', score=0.97, scores={...}), ...]
     clf.predict_proba(texts)                   # numpy array (n, num_labels)
 
@@ -20,15 +20,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from textfit import accel
-from textfit.accel.threads import governor_for
+from textfit import accel, models
+from textfit.accel import governor_for
 from textfit.data.batching import ladder_batches, length_sorted_batches, pad, width_plan
 from textfit.data.tokens import encode_long, pool_windows
 from textfit.errors import UsageError
 from textfit.metrics import decide, scores_from_logits
-from textfit.models import static
-from textfit.models.transformer import load_adapter, load_from_run
-from textfit.run import RunManifest
+from textfit.run import Run, RunManifest
 
 AMP_MIN_TOKENS = 512  # GPU: batches smaller than this (padded tokens) skip autocast
 # CPU: at most this many padded tokens a batch, however many texts `batch_size` allows, so that a
@@ -40,11 +38,11 @@ BACKENDS = ("auto", "torch", "onnx", "openvino")
 INT8_MAX_DROP_POINTS = 0.3
 
 
-def int8_check(run: str | Path) -> dict[str, Any] | None:
+def int8_check(run: Run | str | Path) -> dict[str, Any] | None:
     """What `textfit export --quantize` measured of its int8 file on the run's validation split (None: no export)."""
     import json
 
-    path = Path(run) / "onnx" / "parity.json"
+    path = (run.path if isinstance(run, Run) else Path(run)) / "onnx" / "parity.json"
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("int8_check")
     except (OSError, ValueError, AttributeError):
@@ -52,7 +50,7 @@ def int8_check(run: str | Path) -> dict[str, Any] | None:
 
 
 def choose_backend(
-    run: str | Path,
+    run: Run | str | Path,
     precision: str = "auto",
     device: str | None = None,
     quantize: str | None = None,
@@ -63,15 +61,16 @@ def choose_backend(
     validation check passed (7.0x `pipeline` on SST-2 dev against PyTorch fp32's 2.0-2.4x, 2.0x against
     1.0x on IMDb, AVX2 path; benchmarks/RESULTS.md), else PyTorch fp32 (ONNX Runtime's and OpenVINO's fp32
     measured faster on some sets and slower on others; int8-dynamic beat them on every set)."""
-    if static.is_static_run(run):
-        return "torch", None, "PyTorch fp32 (a static student: token vectors and a small head)"
+    run = Run.open(run)
+    if (only := models.torch_only(run)) is not None:
+        return "torch", None, f"PyTorch fp32 ({only})"
     if adapter or quantize is not None or precision != "auto":
         return "torch", quantize, "PyTorch (as --precision, --quantize or --adapter ask)"
     dev = accel.pick_device(device or "auto")
     if dev != "cpu":
         return "torch", None, f"PyTorch on {dev}"
-    kind = accel.cpu.describe()
-    if accel.cpu.kind().bf16:
+    kind = accel.describe_cpu()
+    if accel.cpu_kind().bf16:
         return "torch", None, f"PyTorch bf16 (CPU kind {kind})"
     check = int8_check(run)
     if not isinstance(check, dict) or not {"metric", "int8", "fp32", "rows", "drop_points"} <= set(check):
@@ -135,8 +134,8 @@ class TorchBackend:
             device = accel.pick_device(device or "auto")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        # a static student stays fp32: a lookup and a mean cost nothing, bf16 would round its vectors
-        self.dtype = None if static.is_static(model) else accel.autocast_dtype(precision, self.device)
+        # a model without attention (token vectors) stays fp32: a lookup and a mean cost nothing, bf16 would round
+        self.dtype = accel.autocast_dtype(precision, self.device) if models.has_attention(model) else None
         if quantize in ("int8", "int8-dynamic"):
             if self.device.type != "cpu":
                 raise UsageError("--quantize int8 runs on the CPU only")
@@ -197,10 +196,11 @@ class OpenVinoBackend:
 
 
 class Classifier:
-    """A trained run ready to predict: its tokenizer, its manifest, and a backend."""
+    """A trained run ready to predict: its tokenizer, its manifest, and a backend (and `run`, the `Run` it
+    was loaded from, when `load` made it: the explainer and the server read the run through it)."""
 
-    def __init__(self, backend: Backend, tokenizer: Any, manifest: RunManifest):
-        self.backend, self.tokenizer, self.manifest = backend, tokenizer, manifest
+    def __init__(self, backend: Backend, tokenizer: Any, manifest: RunManifest, run: Run | None = None):
+        self.backend, self.tokenizer, self.manifest, self.run = backend, tokenizer, manifest, run
         self.backend_name = {TorchBackend: "torch", OnnxBackend: "onnx", OpenVinoBackend: "openvino"}.get(
             type(backend), type(backend).__name__
         )
@@ -213,7 +213,7 @@ class Classifier:
     @classmethod
     def load(
         cls,
-        run: str | Path,
+        run: Run | str | Path,
         precision: str = "auto",
         device: str | None = None,
         quantize: str | None = None,
@@ -222,18 +222,19 @@ class Classifier:
     ) -> Classifier:
         """`adapter=True` (a LoRA run): the base model with the saved adapter, not the merged weights.
         backend: torch, onnx (RUN/onnx on ONNX Runtime), openvino (RUN/onnx/model.onnx on OpenVINO) or
-        auto (`choose_backend`; the CLI's default), whose choice is kept in `backend_choice`."""
-        manifest = RunManifest.read(run)
+        auto (`choose_backend`; the CLI's default), whose choice is kept in `backend_choice`. `run`: a `Run`
+        (its manifest is not read again), or its folder (opened here, once)."""
+        run = Run.open(run)
         why = ""
         if backend == "auto":
             backend, quantize, why = choose_backend(run, precision, device, quantize, adapter)
         if backend == "onnx":
-            clf = cls.load_onnx(run, quantize, manifest=manifest)
+            clf = cls.load_onnx(run, quantize)
         elif backend == "openvino":
-            clf = cls.load_openvino(run, quantize, manifest=manifest)
+            clf = cls.load_openvino(run, quantize)
         elif backend == "torch":
-            model, tokenizer = load_adapter(run, manifest) if adapter else load_from_run(run)
-            clf = cls(TorchBackend(model, precision, device, quantize), tokenizer, manifest)
+            model, tokenizer = models.load(run, adapter=adapter)
+            clf = cls(TorchBackend(model, precision, device, quantize), tokenizer, run.manifest, run)
         else:
             raise UsageError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
         clf.backend_name = backend + (f" {quantize}" if quantize else "")
@@ -241,9 +242,7 @@ class Classifier:
         return clf
 
     @classmethod
-    def load_openvino(
-        cls, run: str | Path, quantize: str | None = None, manifest: RunManifest | None = None
-    ) -> Classifier:
+    def load_openvino(cls, run: Run | str | Path, quantize: str | None = None) -> Classifier:
         """OpenVINO fp32 over the run's ONNX export (RUN/onnx/model.onnx); int8 is ONNX Runtime's."""
         from transformers import AutoTokenizer
 
@@ -255,32 +254,32 @@ class Classifier:
             import openvino  # noqa: F401
         except ImportError:
             raise UsageError("--backend openvino needs OpenVINO: pip install openvino") from None
-        manifest = manifest or RunManifest.read(run)
-        folder = Path(run) / "onnx"
+        run = Run.open(run)
+        folder = run.path / "onnx"
         if not (folder / "model.onnx").is_file():
             raise UsageError(f"{run}: no model.onnx in {folder}; run 'textfit export {run} --format onnx' first")
-        return cls(OpenVinoBackend(folder / "model.onnx"), AutoTokenizer.from_pretrained(str(folder)), manifest)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        return cls(OpenVinoBackend(folder / "model.onnx"), tokenizer, run.manifest, run)
 
     @classmethod
     def load_onnx(
         cls,
-        run: str | Path,
+        run: Run | str | Path,
         quantize: str | None = None,
         folder: str | Path | None = None,
-        manifest: RunManifest | None = None,
     ) -> Classifier:
         """The export in RUN/onnx (or `folder`): model.onnx, or the int8 file that `quantize` names."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        manifest = manifest or RunManifest.read(run)
-        folder = Path(folder) if folder is not None else Path(run) / "onnx"
+        run = Run.open(run)
+        folder = Path(folder) if folder is not None else run.path / "onnx"
         path = folder / ONNX_FILES.get(quantize or "", "model.onnx")
         if not path.is_file():
             flag = f" --quantize {quantize}" if quantize else ""
             raise UsageError(f"{run}: no {path.name} in {folder}; run 'textfit export {run} --format onnx{flag}' first")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return cls(OnnxBackend(session), AutoTokenizer.from_pretrained(str(folder)), manifest)
+        return cls(OnnxBackend(session), AutoTokenizer.from_pretrained(str(folder)), run.manifest, run)
 
     def predict_logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         if isinstance(texts, str):
@@ -293,21 +292,18 @@ class Classifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         m = self.manifest
         model = getattr(self.backend, "model", None)
-        if (
-            static.is_static(model)
-            and pairs is None
-            and m.long_text.mode == "truncate"
-            and m.long_text.truncation == "head"
-        ):
-            return static.fast_logits(model, self.tokenizer, list(texts), m.max_length)
+        if pairs is None:  # the model's own path for single texts, where it has one
+            fast = models.fast_logits(model, self.tokenizer, list(texts), m.max_length, m.long_text)
+            if fast is not None:
+                return fast
         enc, doc = encode_long(
             self.tokenizer, list(texts), None if pairs is None else list(pairs), m.max_length, m.long_text
         )
         lengths = np.array([len(x) for x in enc["input_ids"]])
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         cpu = self.backend.device.type == "cpu"
-        if static.is_static(model):  # no attention: big batches, no token cap
-            batch_size, cpu = max(batch_size, static.BATCH), False
+        if not models.has_attention(model):  # big batches, no token cap
+            batch_size, cpu = models.batch_size(model, batch_size), False
         if cpu:  # a fixed set of shapes, whatever the chunk: fewer kernel builds, flat memory (ladder_batches)
             planned = ladder_batches(lengths, batch_size, CPU_BATCH_TOKENS, m.max_length)
         else:

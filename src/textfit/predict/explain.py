@@ -1,6 +1,7 @@
 """Why the model said that: each word's contribution to a prediction, by integrated gradients.
 
-    ex = Explainer.load("runs/sst2")
+    ex = Explainer.from_classifier(clf)    # the classifier's model and tokenizer (a `Classifier.load`)
+    ex = Explainer.load("runs/sst2")       # or a run (a `Run`, or its folder) loaded for explanations alone
     e = ex.explain("a gripping , beautifully shot film")
     e.label, e.score, e.words[0]   # {"word": "gripping", "start": 2, "end": 10, "attribution": 0.41, "part": 0}
 
@@ -19,8 +20,10 @@ output's change along the path) is checked: over 5% of the change, the steps are
 it is returned with every explanation. On a MiniLM model fine-tuned on SST-2 (CPU): 64 steps left a delta
 under 0.02 on the sentences tried, in 0.3-0.4 s a sentence; 32 steps left up to 0.2.
 
-The explainer loads the run's weights in fp32 without textfit's inference kernels: gradients need
-the plain model. Texts longer than the run's max_length are explained on their first max_length tokens.
+The explainer needs the run's model in fp32 without textfit's bf16 or int8 inference kernels (gradients need
+the plain model): `from_classifier` takes a PyTorch classifier's model as it is when the classifier runs it in
+fp32, and loads the run's weights once more otherwise (ONNX Runtime, OpenVINO, bf16 or int8 weights). Texts
+longer than the run's max_length are explained on their first max_length tokens.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 from textfit.errors import UsageError
-from textfit.run import RunManifest
+from textfit.run import Run, RunManifest
 
 STEPS = 64  # integration steps to start with (see `Explainer.explain`)
 MAX_STEPS = 512
@@ -86,15 +89,33 @@ class Explainer:
         self.ig = LayerIntegratedGradients(self._output, layer if layer is not None else model.get_input_embeddings())
 
     @classmethod
-    def load(cls, run: str | Path, steps: int = STEPS) -> Explainer:
-        from textfit.models import static
-        from textfit.models.transformer import load_from_run
+    def load(cls, run: Run | str | Path, steps: int = STEPS) -> Explainer:
+        """The run's weights loaded for explanations alone (a folder is opened here, once)."""
+        from textfit import models
 
-        if static.is_static_run(run):
-            raise UsageError(f"--explain: {run}: {static.NO_EXPLANATIONS}")
-        manifest = RunManifest.read(run)
-        model, tokenizer = load_from_run(run)
-        return cls(model, tokenizer, manifest, steps)
+        run = Run.open(run)
+        check(run)
+        model, tokenizer = models.load(run)
+        return cls(model, tokenizer, run.manifest, steps)
+
+    @classmethod
+    def from_classifier(cls, clf: Any, steps: int = STEPS) -> Explainer:
+        """The explainer of a `Classifier.load`ed classifier, sharing its model and tokenizer where the
+        classifier runs the plain PyTorch model in fp32 (a PyTorch backend, no bf16 weights, no int8, no
+        autocast): the weights are loaded once. Any other backend (ONNX Runtime, OpenVINO, an int8 or bf16
+        PyTorch model) predicts with weights gradients cannot go through: the run's fp32 PyTorch weights are
+        loaded once more, for the explainer alone."""
+        from textfit import models
+
+        run = clf.run
+        if run is None:
+            raise UsageError("explanations need a classifier loaded from a run (Classifier.load)")
+        check(run)
+        model = plain_model(clf)
+        if model is None:
+            model, tokenizer = models.load(run)
+            return cls(model, tokenizer, run.manifest, steps)
+        return cls(model, clf.tokenizer, clf.manifest, steps)
 
     def _output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: Any, target: int) -> Any:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
@@ -103,7 +124,7 @@ class Explainer:
         if task == "regression":
             return logits[:, 0]
         if t is not None:
-            logits = logits / torch.as_tensor(t, dtype=logits.dtype)
+            logits = logits / torch.as_tensor(t, dtype=logits.dtype, device=logits.device)
         if task == "multi-label":
             return torch.nn.functional.logsigmoid(logits)[:, target]
         return torch.log_softmax(logits, dim=-1)[:, target]
@@ -111,7 +132,7 @@ class Explainer:
     def _target(self, enc: dict[str, torch.Tensor], label: str | None) -> tuple[int, str, float]:
         """The label to explain (the predicted one unless `label` names another), its name and score."""
         with torch.no_grad():
-            logits = self.model(**enc).logits.float().numpy()
+            logits = self.model(**enc).logits.float().cpu().numpy()
         from textfit.metrics import decide, scores_from_logits
 
         task = self.manifest.task
@@ -146,11 +167,12 @@ class Explainer:
         full = len(self.tokenizer(text, text_pair, truncation=False)["input_ids"])
         offsets = enc.pop("offset_mapping")[0].tolist()
         words, parts = enc.word_ids(0), enc.sequence_ids(0)
-        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        device = next(self.model.parameters()).device  # a GPU classifier's model explains on its GPU
+        inputs = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         with self.lock:
             target, name, score = self._target(inputs, label)
             ids = inputs["input_ids"]
-            special = torch.tensor([p is None for p in parts])
+            special = torch.tensor([p is None for p in parts], device=device)
             baseline = torch.where(special, ids, torch.full_like(ids, self.tokenizer.pad_token_id or 0))
             steps = self.steps
             while True:
@@ -166,7 +188,7 @@ class Explainer:
                 if abs(float(delta)) <= TOLERANCE * abs(change) + 1e-3 or steps >= MAX_STEPS:
                     break
                 steps *= 2
-        per_token = attributions.sum(dim=-1)[0].detach().numpy()
+        per_token = attributions.sum(dim=-1)[0].detach().float().cpu().numpy()
         merged = _merge_words(per_token, words, parts, offsets, text, text_pair)
         return Explanation(
             text,
@@ -178,6 +200,30 @@ class Explainer:
             truncated=full > int(ids.shape[1]),
             method=f"integrated gradients ({steps} steps) of the label's log-probability on the embeddings, Captum",
         )
+
+
+def check(run: Run) -> None:
+    """A run whose model cannot be explained is refused in one line, before any weights load."""
+    from textfit import models
+
+    if (why := models.explainable(run)) is not None:
+        raise UsageError(f"--explain: {run}: {why}")
+
+
+def plain_model(clf: Any) -> Any:
+    """The classifier's PyTorch model when gradients can go through it as it is (fp32 weights, no autocast,
+    no quantized layers), else None."""
+    from textfit.predict.classifier import TorchBackend
+
+    backend = clf.backend
+    if not isinstance(backend, TorchBackend) or backend.dtype is not None:
+        return None
+    model = backend.model
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return None
+    if any("quantized" in type(m).__module__ for m in model.modules()):
+        return None
+    return model
 
 
 def _merge_words(

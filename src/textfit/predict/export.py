@@ -1,6 +1,6 @@
 """`textfit export RUN --format onnx [--quantize int8|int8-dynamic]`: an ONNX model that proves parity first.
 
-    result = export_onnx("runs/sst2", quantize="int8")
+    result = export_onnx("runs/sst2", quantize="int8")       # or a `Run` the command opened
     Classifier.load("runs/sst2", backend="onnx", quantize="int8").predict(["a gripping film"])
 
 Writes RUN/onnx/ (or --output): model.onnx (and model.int8.onnx: every encoder matrix product's
@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from textfit import accel
+from textfit import accel, models
 from textfit.errors import UsageError
-from textfit.models.static import is_static_run
 from textfit.models.transformer import quiet_transformers, require_safetensors
 from textfit.predict.classifier import INT8_MAX_DROP_POINTS, ONNX_FILES, Classifier, OnnxBackend, TorchBackend
-from textfit.run import RunManifest, write_json
+from textfit.run import Run, write_json
 
 MAX_DIFF_FP32 = 1e-3  # largest |logit difference| allowed for the fp32 export
 MIN_AGREE_FP32 = 1.0
@@ -106,13 +105,13 @@ def agreement(clf: Any, got: np.ndarray, want: np.ndarray) -> float:
     return float((a == b).mean())
 
 
-def _validation_split(run: str, fingerprint: str) -> Any:
+def _validation_split(run: Run, fingerprint: str) -> Any:
     """The run's validation split, read again as training read it (train_config.yaml), or a UsageError
     (also when the data's fingerprint is no longer the one the run was trained on)."""
     from textfit.config import load_config
     from textfit.data import load_data
 
-    path = Path(run) / "train_config.yaml"
+    path = run.path / "train_config.yaml"
     if not path.is_file():
         raise UsageError(f"{path} is missing")
     with contextlib.redirect_stdout(io.StringIO()):  # the reader's notes on columns and splits were shown at training
@@ -125,7 +124,7 @@ def _validation_split(run: str, fingerprint: str) -> Any:
     return split
 
 
-def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, Any]:
+def validation_check(run: Run, ref: Any, int8: Any, quantize: str) -> dict[str, Any]:
     """The int8 file's validation metric against PyTorch fp32's on the run's own validation split (accuracy;
     multi-label: micro F1; regression: Pearson), in points; `passes` when it lost at most INT8_MAX_DROP_POINTS."""
     from textfit.metrics import task_metrics
@@ -152,29 +151,30 @@ def validation_check(run: str, ref: Any, int8: Any, quantize: str) -> dict[str, 
     }
 
 
-def default_output(run: str | Path) -> Path:
+def default_output(run: Run | str | Path) -> Path:
     """RUN/onnx: where `export` writes without --output."""
-    return Path(run) / "onnx"
+    return (run.path if isinstance(run, Run) else Path(run)) / "onnx"
 
 
-def export_onnx(run: str, output: str | None = None, quantize: str | None = None, opset: int = 17) -> dict[str, Any]:
+def export_onnx(
+    run: Run | str, output: str | None = None, quantize: str | None = None, opset: int = 17
+) -> dict[str, Any]:
+    """Export `run` (a `Run`, or its folder, opened here once) to ONNX, after the parity check."""
     import onnxruntime as ort
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if quantize not in ("int8", "int8-dynamic", None):
         raise UsageError(f"--quantize {quantize}: choose int8 or int8-dynamic")
-    manifest = RunManifest.read(run)
-    if is_static_run(run):
-        raise UsageError(
-            f"{run} is a static student: ONNX export is not offered (model2vec's ONNX path exports the vectors, not "
-            "the head); its body is in model2vec's format in static/, and PyTorch predicts it at its full speed"
-        )
-    require_safetensors(run)
+    run = Run.open(run)
+    manifest = run.manifest
+    if (why := models.exportable(run)) is not None:
+        raise UsageError(f"{run} is {why}")
+    require_safetensors(run.path)
     quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(run)
+    tokenizer = AutoTokenizer.from_pretrained(str(run.path))
     # The plain attention exports to standard ONNX ops and traces without data-dependent branches.
     model = AutoModelForSequenceClassification.from_pretrained(
-        run, use_safetensors=True, attn_implementation="eager"
+        str(run.path), use_safetensors=True, attn_implementation="eager"
     ).eval()
     accel.enable(model, "fp32", torch.device("cpu"))  # the graph computes the last layer for [CLS] alone, as PyTorch
     out = Path(output) if output else default_output(run)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from textfit.accel import trim_allocator
-from textfit.data.load import _headerless, run_columns
+from textfit.data.load import headerless_from_flags, run_columns
 from textfit.data.schema import text_cells
 from textfit.data.stream import count_rows, read_chunks
 from textfit.data.write import count_part, join_parts, output_format, write_part
@@ -249,7 +249,7 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
     check_job(job)
     fmt = output_format(job.output)
     given = (job.text_column, job.text_pair_column)
-    chunks = read_chunks(job.input, job.chunk_rows, job.encoding, _headerless(given, given), job.quoting)
+    chunks = read_chunks(job.input, job.chunk_rows, job.encoding, headerless_from_flags(given, given), job.quoting)
     first = next(chunks)  # the columns are settled (and bad flags refused) before anything is written
     columns = Columns(first, clf, job, fmt, explainer is not None)
     work, done = prepare_work(job, job_key(clf, run, job, explainer is not None))

@@ -1,9 +1,10 @@
 """`textfit predict --engine ray`: the same prediction on Ray Data, over a running cluster or a local one.
 
-    written, rejected = predict_ray("runs/sst2", job, address=None, options={"backend": "auto", ...})
+    written, rejected = predict_ray(Run.open("runs/sst2"), job, address=None, options={"backend": "auto", ...})
 
 read_csv / read_json / read_parquet -> map_batches with `_Predictor` (one actor per CPU of the cluster,
-each loading the run once through `Classifier.load` and predicting `job.chunk_rows` rows at a time through
+each loading the run once through `Classifier.load`, from the `Run` this process opened (its manifest travels
+with it: no actor reads textfit.json), and predicting `job.chunk_rows` rows at a time through
 `predict_file.predict_chunk`, the local engine's own chunk step) -> rows in input order
 (`preserve_order`). A local output file (.csv, .tsv, .jsonl, .parquet) is written by this process from the
 ordered stream, through the local engine's part writer, so it is the file the local engine writes; an
@@ -24,6 +25,7 @@ from typing import Any
 from textfit.data.write import join_parts, output_format, write_part
 from textfit.errors import UsageError, first_line
 from textfit.predict.files import Columns, FileJob, predict_chunk, rejects_path
+from textfit.run import Run
 
 # Reading takes no CPU of the cluster's count: the actors hold one each, and a read task that waits for a
 # free CPU behind them never runs (measured: a local 2-CPU cluster hung with the read task at 1 CPU).
@@ -37,7 +39,7 @@ REJECT, ROW = "__textfit_reject", "__textfit_row"  # a reject's reason and row i
 class _Predictor:
     """A Ray actor: the run loaded once, then chunk after chunk as the local engine predicts them."""
 
-    def __init__(self, run: str, options: dict[str, Any], job: FileJob, fmt: str, columns: Columns, source: list[Any]):
+    def __init__(self, run: Run, options: dict[str, Any], job: FileJob, fmt: str, columns: Columns, source: list[Any]):
         import torch
 
         from textfit.predict.classifier import Classifier
@@ -158,7 +160,7 @@ def _file_format(name: str, shown: str) -> str:
 def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
     """The first rows, as the local reader reads them: the columns are settled on them. A local CSV or TSV
     folder: its first file's (Ray reads the files in the order of their names); a remote one: Ray's read."""
-    from textfit.data.load import _headerless
+    from textfit.data.load import headerless_from_flags
     from textfit.data.read import Frame
     from textfit.data.stream import read_chunks
 
@@ -167,7 +169,7 @@ def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
     if local and (p.is_file() or (ds is None and fmt in ("csv", "tsv"))):
         f = p if p.is_file() else min(x for x in p.rglob("*") if x.is_file() and not x.name.startswith("."))
         given = (job.text_column, job.text_pair_column)  # as predict_file reads it
-        return next(read_chunks(str(f), 100, job.encoding, _headerless(given, given), job.quoting))
+        return next(read_chunks(str(f), 100, job.encoding, headerless_from_flags(given, given), job.quoting))
     return Frame(ds.limit(100).to_pandas(), job.input, 0)
 
 
@@ -179,10 +181,9 @@ def _remote_header(ray: Any, job: FileJob, fmt: str) -> list[str]:
     return [str(c) for c in ray.data.read_csv(job.input, parse_options=parse, num_cpus=READ_CPUS).schema().names]
 
 
-def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, Any]) -> tuple[int, int]:
-    """Predict `job.input` into `job.output` on Ray Data; returns (rows written, rows rejected)."""
-    from textfit.run import RunManifest
-
+def predict_ray(run: Run | str, job: FileJob, address: str | None, options: dict[str, Any]) -> tuple[int, int]:
+    """Predict `job.input` into `job.output` on Ray Data; returns (rows written, rows rejected). `run`: a `Run`
+    (or its folder, opened here)."""
     if job.resume:
         raise UsageError("--resume is offered by the local engine; with --engine ray run the prediction again")
     to_file = "://" not in job.output and Path(job.output).suffix != ""
@@ -195,7 +196,8 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
         )
     fmt_in = _input_format(job.input)
     fmt = output_format(job.output) if to_file else "parquet"
-    manifest = RunManifest.read(run)
+    run = Run.open(run)
+    manifest = run.manifest
     ray = _ray()
     if not ray.is_initialized():
         ray.init(
@@ -225,7 +227,7 @@ def predict_ray(run: str, job: FileJob, address: str | None, options: dict[str, 
     out = ds.map_batches(
         _Predictor,
         fn_constructor_kwargs={
-            "run": str(Path(run).resolve()),
+            "run": Run(run.path.resolve(), manifest),  # the actors' working folder may differ
             "options": options,
             "job": job,
             "fmt": fmt,

@@ -1,9 +1,11 @@
 """`textfit serve RUN`: an HTTP server over the same prediction path as `textfit predict`.
 
     app = create_app(Classifier.load("runs/sst2"))   # FastAPI app, for tests and ASGI servers
-    serve("runs/sst2", host="127.0.0.1", port=8000)   # uvicorn, until SIGTERM or Ctrl-C
+    serve(Run.open("runs/sst2"), host="127.0.0.1", port=8000)   # uvicorn, until SIGTERM or Ctrl-C
 
-POST /explain {"text": ...} answers each word's contribution to the prediction (see explain.py).
+POST /explain {"text": ...} answers each word's contribution to the prediction (see explain.py), from a
+model of its own, loaded on the first such request (Captum's hooks on a model the batcher predicts with
+at the same time would change the batcher's answers).
 POST /predict takes Text Embeddings Inference's request body: {"inputs": "a text"},
 {"inputs": ["a", "b"]} or, for pair models, {"inputs": [["premise", "hypothesis"], ...]}, and
 answers, per input, every class's label and probability, best first (a single input gets one
@@ -27,9 +29,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from textfit import models
 from textfit.errors import UsageError
-from textfit.models import static
 from textfit.predict.classifier import Classifier, TorchBackend
+from textfit.run import Run
 from textfit.serve.input import BodyLimit, ExplainRequest, Limits, PredictRequest, check_explain, check_predict, error
 
 PAGE = Path(__file__).with_name("page.html")
@@ -125,11 +128,11 @@ def _scored(clf: Classifier, p: Any, chosen: Any) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda d: (clf.labels.index(d["label"]) not in on, -d["score"]))
 
 
-def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
+def _info(clf: Classifier, limits: Limits, run: Run | None) -> dict[str, Any]:
     m = clf.manifest
     dtype = getattr(clf.backend, "dtype", None)
     return {
-        "run": run,
+        "run": str(run) if run is not None else "",
         "base_model": m.base_model,
         "task": clf.task,
         "labels": clf.labels,
@@ -146,18 +149,19 @@ def _info(clf: Classifier, limits: Limits, run: str) -> dict[str, Any]:
     }
 
 
-def _no_explanations(clf: Classifier, run: str, explainer: Any) -> str | None:
+def _no_explanations(clf: Classifier, run: Run | None, explainer: Any) -> str | None:
     """Why /explain cannot answer on this server (None: it can)."""
     if explainer is not None:
         return None
-    if not run or not isinstance(clf.backend, TorchBackend):
+    if run is None or not isinstance(clf.backend, TorchBackend):
         return "explanations need the PyTorch backend: start 'textfit serve' with --backend torch to get them"
-    return static.NO_EXPLANATIONS if static.is_static_run(run) else None
+    return models.explainable(run)
 
 
-def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", explainer: Any = None) -> Any:
-    """The app; `explainer` (an `explain.Explainer`) answers /explain, else one is loaded from `run`
-    on the first request (PyTorch backend only)."""
+def create_app(clf: Classifier, limits: Limits | None = None, run: Run | str | Path = "", explainer: Any = None) -> Any:
+    """The app; `explainer` (an `explain.Explainer`) answers /explain, else one is loaded from `run` (a `Run`,
+    or its folder: the classifier's own `Run` when it names the same folder, else opened here) on the first
+    request (PyTorch backend only). Without `run`, no explanations."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -165,6 +169,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
     from fastapi.responses import HTMLResponse, JSONResponse
 
     limits = limits or Limits()
+    opened = _run_of(clf, run)
     state: dict[str, Any] = {"ready": False}
     state_lock = threading.Lock()
 
@@ -232,7 +237,7 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
         parsed = check_explain(req, clf, limits)
         if not isinstance(parsed, tuple):
             return parsed
-        if (why := _no_explanations(clf, run, explainer)) is not None:
+        if (why := _no_explanations(clf, opened, explainer)) is not None:
             return error(400, why)
         try:
             ex = await asyncio.wait_for(asyncio.to_thread(_explainer), limits.timeout_s)
@@ -249,7 +254,10 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
             if "explainer" not in state:
                 from textfit.predict.explain import Explainer
 
-                state["explainer"] = explainer or Explainer.load(run)
+                if explainer is not None:
+                    state["explainer"] = explainer
+                elif opened is not None:  # else _no_explanations has refused the request
+                    state["explainer"] = Explainer.load(opened)
             return state["explainer"]
 
     @app.get("/health")
@@ -264,13 +272,25 @@ def create_app(clf: Classifier, limits: Limits | None = None, run: str = "", exp
 
     @app.get("/info")
     async def info():
-        return {**_info(clf, limits, run), "explain": _no_explanations(clf, run, explainer) is None}
+        return {**_info(clf, limits, opened), "explain": _no_explanations(clf, opened, explainer) is None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
         return PAGE.read_text(encoding="utf-8")
 
     return app
+
+
+def _run_of(clf: Classifier, run: Run | str | Path) -> Run | None:
+    """The server's run: None for none, else the classifier's `Run` where it is that folder (no second read of
+    its manifest), else the folder opened."""
+    if isinstance(run, Run):
+        return run
+    if isinstance(run, str) and not run:
+        return None
+    if clf.run is not None and Path(run).resolve() == clf.run.path.resolve():
+        return clf.run
+    return Run.open(run)
 
 
 class Closing:
@@ -337,7 +357,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(
-    run: str,
+    run: Run | str,
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: Limits | None = None,
@@ -349,6 +369,7 @@ def serve(
 ) -> None:
     import uvicorn
 
+    run = Run.open(run)
     clf = Classifier.load(run, precision=precision, quantize=quantize, backend=backend, adapter=adapter, device=device)
     if clf.backend_choice:
         print(f"textfit: backend {clf.backend_name}: {clf.backend_choice}", flush=True)
