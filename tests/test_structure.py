@@ -236,3 +236,21 @@ def test_only_run_py_reads_the_manifest_file():
         n for n, p in _modules().items() if '"textfit.json"' in p.read_text(encoding="utf-8") and n != "textfit.run"
     ]
     assert users == ["textfit.predict.export"]  # the ONNX folder's own copy, written from RunManifest.to_dict()
+
+
+def test_methods_and_model_kinds_are_reached_through_their_faces():
+    """A training method is named only in its module and the registry (train/methods/__init__): nothing outside
+    train/methods imports a method's module; a model kind only through models/'s face (nothing outside models/
+    and the static method imports models.static)."""
+    graph = import_graph()
+    methods = {m for m in graph if m.startswith("textfit.train.methods.")}
+    for name, targets in graph.items():
+        if not name.startswith("textfit.train.methods"):
+            assert not (targets & methods), f"{name} imports {sorted(targets & methods)}: ask the registry"
+        if not name.startswith(("textfit.models", "textfit.train.methods.static")):
+            assert "textfit.models.static" not in targets, f"{name} imports models.static: ask textfit.models"
+    spine = ["textfit.train.setup", "textfit.train.loop", "textfit.train.finish", "textfit.train.optim"]
+    for name in spine:
+        text = _modules()[name].read_text(encoding="utf-8")
+        for word in ('"contrastive"', '"zero-shot"', '"static"', '"distill"', "static.", "fewshot", "zeroshot."):
+            assert word not in text, f"{name} names a method ({word}); give the method module the question"

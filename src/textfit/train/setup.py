@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,10 +38,12 @@ from textfit.train import methods
 from textfit.train.checks import check_options
 from textfit.train.ema import WeightAverage
 from textfit.train.folder import output_folder
-from textfit.train.methods.distill import Distillation
 from textfit.train.optim import adamw, freeze_layers
 from textfit.train.tracking import check_installed
 from textfit.version import __version__
+
+if TYPE_CHECKING:
+    from textfit.train.methods.distill import Distillation
 
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # the autocast dtype as the run says it
 
