@@ -8,9 +8,10 @@ from textfit.errors import UsageError
 from textfit.metrics import default_metric, metric_names
 
 
-def check_options(cfg: TrainConfig, data: TrainingData) -> str:
-    """The checks of flags against the data; returns the metric for the best model."""
-    task, splits = data.schema.task, data.splits
+def best_metric(cfg: TrainConfig, data: TrainingData) -> str:
+    """--metric-for-best-model, else the default of the data's task; one that evaluation does not produce for the
+    task is one line."""
+    task = data.schema.task
     metric = cfg.metric_for_best_model or default_metric(task)
     names = metric_names(len(data.schema.label_names), task)
     if metric not in names:
@@ -18,6 +19,13 @@ def check_options(cfg: TrainConfig, data: TrainingData) -> str:
             f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
             f"choose one of {', '.join(names)}"
         )
+    return metric
+
+
+def check_options(cfg: TrainConfig, data: TrainingData) -> str:
+    """The checks of flags against the data; returns the metric for the best model."""
+    task, splits = data.schema.task, data.splits
+    metric = best_metric(cfg, data)
     if cfg.tune_threshold and (task != "classification" or len(data.schema.label_names) != 2):
         raise UsageError(
             "--tune-threshold: applies to binary classification (multi-label runs tune one threshold per label anyway)"

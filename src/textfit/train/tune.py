@@ -25,7 +25,7 @@ import yaml
 
 from textfit.config import FIELDS, TrainConfig
 from textfit.errors import UsageError
-from textfit.metrics import LOWER_IS_BETTER, default_metric
+from textfit.metrics import LOWER_IS_BETTER
 from textfit.run import check_output, write_json
 from textfit.textfiles import read_yaml_text
 
@@ -112,21 +112,12 @@ def task_metric(cfg: TrainConfig) -> str:
     detects it (classification accuracy, multi-label micro F1, regression mean squared error), checked against
     what evaluation produces for that task. The data is read here, before anything is written."""
     from textfit.data import load_data
-    from textfit.metrics import metric_names
     from textfit.train import methods
+    from textfit.train.checks import best_metric
 
     asked = methods.check(cfg)
     read = asked and methods.hook(asked, "read_data")
-    data = read(cfg) if read else load_data(cfg)
-    task = data.schema.task
-    metric = cfg.metric_for_best_model or default_metric(task)
-    names = metric_names(len(data.schema.label_names), task)
-    if metric not in names:
-        raise UsageError(
-            f"--metric-for-best-model {metric}: evaluation does not produce it for a {task} task; "
-            f"choose one of {', '.join(names)}"
-        )
-    return metric
+    return best_metric(cfg, read(cfg) if read else load_data(cfg))
 
 
 def _study(cfg: TrainConfig, folder: Path, storage: str | None, name: str, metric: str) -> Any:

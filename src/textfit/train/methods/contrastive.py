@@ -368,11 +368,17 @@ def fit(s: Any) -> None:
     """The encoder tuned on pairs, the mean layer appended, every split's vectors cached, the head fitted."""
     pairs, seconds = tune_body(s)
     s.manifest.method = {"name": NAME, "pairs": pairs, "seconds": round(seconds, 2)}
+    head_on_the_mean(s, fit_head)
+
+
+def head_on_the_mean(s: Any, fit: Any) -> None:
+    """The mean layer appended, the encoder frozen, every split's vectors cached, then `fit(s)` sets the head on
+    them (this method's logistic regression, zero-shot's descriptions)."""
     append_mean_layer(s.model)
     for p in s.model.parameters():
         p.requires_grad = False
     use_cached_features(s)
-    fit_head(s)
+    fit(s)
 
 
 def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:

@@ -27,8 +27,7 @@ from textfit.data import Split, TrainingData, read_for_run, read_splits
 from textfit.data.read import fingerprint as file_fingerprint
 from textfit.data.schema import Schema, label_ids
 from textfit.errors import UsageError
-from textfit.train.frozen import use_cached_features
-from textfit.train.methods.contrastive import append_mean_layer, logistic_head, pooled, set_classifier
+from textfit.train.methods.contrastive import head_on_the_mean, logistic_head, pooled, set_classifier
 
 NAME = "zero-shot"
 LOOP = False  # the head is set from the descriptions' vectors: the loop only evaluates
@@ -226,11 +225,7 @@ def fit(s: Any) -> None:
     """The mean layer appended, the descriptions and every split encoded once, the head set from them."""
     described = zip(s.data.schema.label_names, s.data.splits["train"].texts)
     s.manifest.method = {"name": NAME, "descriptions": dict(described), "scale": SCALE}
-    append_mean_layer(s.model)
-    for p in s.model.parameters():
-        p.requires_grad = False
-    use_cached_features(s)
-    fit_head(s)
+    head_on_the_mean(s, fit_head)
 
 
 def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
