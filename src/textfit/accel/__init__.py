@@ -44,6 +44,7 @@ def describe_cpu() -> str:
     """One line for logs: the CPU kind, as cpu.describe says it."""
     return cpu.describe()
 
+
 _ALLOCATOR_TUNED = False
 
 
