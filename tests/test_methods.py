@@ -42,7 +42,8 @@ def registered():
     methods.METHODS.pop(NAME, None)
 
 
-def test_a_method_from_outside_trains_saves_loads_and_predicts(registered, tiny_model, tmp_path, capsys):
+def test_a_method_from_outside_trains_saves_loads_and_predicts(registered, tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # --quiet sets it in this process: put back after the test
     rows = [(f"good film number {i}", "positive") for i in range(28)] + [(f"bad film {i}", "negative") for i in range(12)]
     data = write_csv(tmp_path / "r.csv", rows)
     val = write_csv(tmp_path / "v.csv", rows[:6] + rows[-4:])  # 6 positive, 4 negative

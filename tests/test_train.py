@@ -181,7 +181,8 @@ def test_freeze_layers_keeps_the_embeddings_and_lowest_layers_and_takes_their_ba
     from textfit.models import static
 
     with pytest.raises(UsageError, match="--student static has no transformer layers: drop --freeze-layers"):
-        train(TrainConfig(data=str(data), model=static.NAME, output=str(tmp_path / "x"), freeze_layers=1, **FAST))
+        train(TrainConfig(data=str(data), model=static.NAME, output=str(tmp_path / "x"), freeze_layers=1,
+                          **{**FAST, "method": "auto"}))
     assert not (tmp_path / "x").exists()
 
 

@@ -185,8 +185,16 @@ def test_cv_flags_the_flipped_labels(tiny_model, tmp_path):
     assert len(oof) == 300 and sorted(int(r["row"]) for r in oof) == list(range(2, 302))
     assert {r["fold"] for r in oof} == {"1", "2", "3"}
     issues = list(csv.DictReader(open(out / "label_issues.csv", encoding="utf-8")))
-    top = [int(r["row"]) - 2 for r in issues if r["reason"].startswith("cleanlab")][: len(flipped)]
-    assert len(set(top) & set(flipped)) >= len(flipped) / 2, (top, flipped)
+    # The flipped rows rank first: the first 5 cleanlab flags are at least 4 flipped rows (at random about 1 of 5),
+    # and the out-of-fold probability of the given label separates flipped from clean rows (AUROC, 0.5 at random).
+    # A tiny model learns these rows to 0.75-0.8 out of fold, so the ranking is good at its top, not perfect below.
+    top = [int(r["row"]) - 2 for r in issues if r["reason"].startswith("cleanlab")][:5]
+    assert len(set(top) & set(flipped)) >= 4, (top, flipped)
+    from sklearn.metrics import roc_auc_score
+
+    given = {int(r["row"]) - 2: float(r["prob_" + r["label"]]) for r in oof}
+    auroc = roc_auc_score([i in flipped for i in range(300)], [1 - given[i] for i in range(300)])
+    assert auroc >= 0.85, auroc
     assert {"row", "text", "given_label", "suggested_label", "quality"} <= set(issues[0])
     assert "Label issues" in (out / "report.html").read_text(encoding="utf-8")
     # --overwrite replaces a cross-validation folder (textfit's own)

@@ -67,6 +67,7 @@ def test_yaml_files_in_another_encoding_are_one_line(tmp_path, flag):
     f = tmp_path / "c.yaml"
     f.write_bytes("epochs: 1  # réglé\n".encode("latin-1"))
     command = "tune" if flag == "--tune-space" else "train"
+    (tmp_path / "x.csv").write_text("text,label\na,b\n")
     r = run_cli(command, "--data", "x.csv", flag, str(f), cwd=tmp_path)
     one_line_exit_2(r, f"{flag} {f}: not valid utf-8")
     assert "save it as UTF-8" in r.stderr

@@ -60,6 +60,7 @@ def test_tune_runs_trials_continues_the_study_and_writes_a_config_train_takes(ti
 def test_bad_search_spaces_are_one_line(tmp_path, text, match):
     space = tmp_path / "s.yaml"
     space.write_text(text)
+    write_csv(tmp_path / "x.csv", make_rows(20))  # the data is there: the space is what is wrong
     r = run_cli("tune", "--data", "x.csv", "--tune-space", str(space), cwd=tmp_path)
     assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr
 
