@@ -1,6 +1,6 @@
 """The subcommands as plain functions of their parsed flags: `cli.py` maps each command to one of them.
 
-    from textfit.commands import cmd_eval
+    from textfit.cli.commands import cmd_eval
     cmd_eval(build_parser().parse_args(["eval", "runs/sst2", "--data", "holdout.csv"]))
 
 Each validates what the user gave before any work starts and raises `UsageError` (one line, exit 2). A command
@@ -83,6 +83,7 @@ def ray_writes_folder(engine: str, output: str) -> bool:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from textfit.data.load import ReadOptions
     from textfit.evaluate.evaluate import evaluate_file
     from textfit.evaluate.report import write_report
     from textfit.metrics import format_metrics
@@ -93,17 +94,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: must be at least 1")
     clf = _classifier(args, run)
-    split, m, logits = evaluate_file(
-        clf,
-        args.data,
-        args.chunk_rows,
-        args.batch_size,
-        args.encoding,
-        args.text_column,
-        args.text_pair_column,
-        args.label_column,
-        args.quoting,
-    )
+    split, m, logits = evaluate_file(clf, args.data, args.chunk_rows, args.batch_size, ReadOptions.from_flags(args))
     probs = clf.scores(logits)
     out = Path(args.output) if args.output else eval_default_output(args.run, args.data)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,16 +163,14 @@ def _classifier(args: argparse.Namespace, run: Run) -> Any:
 
 
 def _file_job(args: argparse.Namespace) -> Any:
+    from textfit.data.load import ReadOptions
     from textfit.predict.files import FileJob
 
     keep = None if args.keep_columns is None else [c.strip() for c in args.keep_columns.split(",") if c.strip()]
     return FileJob(
         args.input,
         args.output,
-        args.encoding,
-        args.quoting,
-        args.text_column,
-        args.text_pair_column,
+        ReadOptions.from_flags(args),
         keep,
         args.chunk_rows,
         args.batch_size,

@@ -17,13 +17,22 @@ from textfit.data.batching import (
     shared_widths,
     width_plan,
 )
-from textfit.data.load import TrainingData, label_problems, load_data, read_for_run, read_splits, split_seed
+from textfit.data.load import (
+    ReadOptions,
+    TrainingData,
+    label_problems,
+    load_data,
+    read_for_run,
+    read_splits,
+    split_seed,
+)
 from textfit.data.splits import Split, carve_splits
 from textfit.data.tokens import encode_long, pool_windows
 
 __all__ = [
     "EncodedDataset",
     "LengthGroupedBatches",
+    "ReadOptions",
     "Split",
     "TrainingData",
     "carve_splits",

@@ -54,6 +54,33 @@ class TrainingData:
         return rows
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a file given to a trained run is read: `eval --data`, `predict --input` (here and on Ray), the file
+    jobs, and the texts of distillation and self-training. Columns default to the run's, then to the common names.
+
+        options = ReadOptions(encoding="gb18030", text_column="review")
+        split = read_for_run("holdout.csv", manifest, options)
+    """
+
+    encoding: str = "utf-8"
+    quoting: str = "auto"  # auto, none or standard (see --quoting)
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+
+    @classmethod
+    def from_flags(cls, flags: Any) -> ReadOptions:
+        """From a command's flags or a TrainConfig (whatever of the five it has)."""
+        defaults = cls()
+        return cls(**{f.name: getattr(flags, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
+
+    def headerless(self) -> bool | None:
+        """Columns given as indices mean a headerless file; given as names, a header; none given: detected."""
+        given = (self.text_column, self.text_pair_column, self.label_column)
+        return headerless_from_flags(given, given)
+
+
 def headerless_from_flags(columns: tuple[str | None, ...], named: tuple[str | None, ...]) -> bool | None:
     """Column flags given as indices mean a headerless file; the `named` ones given as names, a header."""
     if any(is_index(c) for c in columns):
@@ -265,23 +292,14 @@ def load_data(cfg: TrainConfig) -> TrainingData:
     return TrainingData(splits, schema, fingerprint, notes)
 
 
-def read_for_run(
-    path: str,
-    manifest: RunManifest,
-    encoding: str = "utf-8",
-    text_column: str | None = None,
-    text_pair_column: str | None = None,
-    label_column: str | None = None,
-    labels: bool = True,
-    quoting: str = "auto",
-) -> Split:
+def read_for_run(path: str, manifest: RunManifest, options: ReadOptions | None = None, labels: bool = True) -> Split:
     """Rows of a file for a trained run: its texts (and pairs) and, for evaluation, label ids.
 
     Columns default to the ones the run was trained on, then to the common names; a file
     with a single column is all text."""
-    given = (text_column, text_pair_column, label_column)
-    frame = read_one(path, encoding, headerless_from_flags(given, given), quoting)
-    columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, labels)
+    o = options or ReadOptions()
+    frame = read_one(path, o.encoding, o.headerless(), o.quoting)
+    columns = run_columns(frame, manifest, o.text_column, o.text_pair_column, o.label_column, labels)
     return _split_for_run(frame, columns, manifest.schema, labels)
 
 
@@ -294,24 +312,17 @@ def _split_for_run(frame: Frame, columns: tuple[Any, Any, Any], schema: Schema, 
 
 
 def read_for_run_in_chunks(
-    path: str,
-    manifest: RunManifest,
-    chunk_rows: int,
-    encoding: str = "utf-8",
-    text_column: str | None = None,
-    text_pair_column: str | None = None,
-    label_column: str | None = None,
-    quoting: str = "auto",
+    path: str, manifest: RunManifest, chunk_rows: int, options: ReadOptions | None = None
 ) -> Iterator[Split]:
     """`read_for_run` (labelled) a chunk of rows at a time (`stream.read_chunks`): the columns are settled on
     the first chunk, and each chunk comes back as a Split with label ids."""
     from textfit.data.stream import read_chunks
 
-    given = (text_column, text_pair_column, label_column)
+    o = options or ReadOptions()
     columns = None
-    for frame in read_chunks(path, chunk_rows, encoding, headerless_from_flags(given, given), quoting):
+    for frame in read_chunks(path, chunk_rows, o.encoding, o.headerless(), o.quoting):
         if columns is None:
-            columns = run_columns(frame, manifest, text_column, text_pair_column, label_column, True)
+            columns = run_columns(frame, manifest, o.text_column, o.text_pair_column, o.label_column, True)
         yield _split_for_run(frame, columns, manifest.schema, True)
 
 

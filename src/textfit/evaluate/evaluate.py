@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from textfit.calibration import apply_temperature, calibration_report
+from textfit.data.load import ReadOptions
 from textfit.data.splits import Split
 from textfit.metrics import loss_function, scores_from_logits, task_report
 from textfit.predict.classifier import Classifier
@@ -56,11 +57,7 @@ def evaluate_file(
     path: str,
     chunk_rows: int = 10_000,
     batch_size: int = 64,
-    encoding: str = "utf-8",
-    text_column: str | None = None,
-    text_pair_column: str | None = None,
-    label_column: str | None = None,
-    quoting: str = "auto",
+    options: ReadOptions | None = None,
 ) -> tuple[Split, dict[str, Any], np.ndarray]:
     """`textfit eval --data`: the file read and predicted a chunk at a time (`read_for_run_in_chunks`); only
     the texts, labels and logits are kept, for the metrics and the report. Returns the rows as one Split,
@@ -71,9 +68,7 @@ def evaluate_file(
     pairs: list[str] | None = None
     labels: list[Any] = []
     logits = []
-    chunks = read_for_run_in_chunks(
-        path, clf.manifest, chunk_rows, encoding, text_column, text_pair_column, label_column, quoting
-    )
+    chunks = read_for_run_in_chunks(path, clf.manifest, chunk_rows, options)
     for part in chunks:
         logits.append(clf.predict_logits(part.texts, part.pairs, batch_size))
         texts += part.texts

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from textfit.accel import trim_allocator
-from textfit.data.load import headerless_from_flags, run_columns
+from textfit.data.load import ReadOptions, run_columns
 from textfit.data.schema import text_cells
 from textfit.data.stream import count_rows, read_chunks
 from textfit.data.write import count_part, join_parts, output_format, write_part
@@ -47,10 +47,7 @@ from textfit.run import run_fingerprint
 class FileJob:
     input: str
     output: str
-    encoding: str = "utf-8"
-    quoting: str = "auto"
-    text_column: str | None = None
-    text_pair_column: str | None = None
+    read: ReadOptions = field(default_factory=ReadOptions)  # encoding, quoting and columns (no labels read)
     keep_columns: list[str] | None = None  # None: every input column
     chunk_rows: int = 10_000
     batch_size: int = 64
@@ -178,7 +175,9 @@ class Columns:
     headerless file's: text, text_pair, column_N), then the prediction columns, renamed where they clash."""
 
     def __init__(self, frame: Any, clf: Any, job: FileJob, fmt: str, explain: bool):
-        self.text, self.pair, _ = run_columns(frame, clf.manifest, job.text_column, job.text_pair_column, None, False)
+        self.text, self.pair, _ = run_columns(
+            frame, clf.manifest, job.read.text_column, job.read.text_pair_column, None, False
+        )
         cols = list(frame.df.columns)
         headerless = all(isinstance(c, int) for c in cols)
         self.names = {
@@ -248,8 +247,7 @@ def predict_file(clf: Any, run: str, job: FileJob, explainer: Any = None) -> tup
     """Predict every row of `job.input` into `job.output`; returns (rows written, rows rejected)."""
     check_job(job)
     fmt = output_format(job.output)
-    given = (job.text_column, job.text_pair_column)
-    chunks = read_chunks(job.input, job.chunk_rows, job.encoding, headerless_from_flags(given, given), job.quoting)
+    chunks = read_chunks(job.input, job.chunk_rows, job.read.encoding, job.read.headerless(), job.read.quoting)
     first = next(chunks)  # the columns are settled (and bad flags refused) before anything is written
     columns = Columns(first, clf, job, fmt, explainer is not None)
     work, done = prepare_work(job, job_key(clf, run, job, explainer is not None))

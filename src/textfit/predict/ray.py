@@ -81,7 +81,7 @@ def _read(ray: Any, job: FileJob, fmt: str, header: list[Any]) -> Any:
         named = not all(isinstance(c, int) for c in header)
         parse = pacsv.ParseOptions(
             delimiter="\t" if fmt == "tsv" else ",",
-            quote_char=False if job.quoting == "none" or (fmt == "tsv" and job.quoting == "auto") else '"',
+            quote_char=False if job.read.quoting == "none" or (fmt == "tsv" and job.read.quoting == "auto") else '"',
             newlines_in_values=True,
         )
         read = pacsv.ReadOptions(autogenerate_column_names=not named)
@@ -160,7 +160,6 @@ def _file_format(name: str, shown: str) -> str:
 def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
     """The first rows, as the local reader reads them: the columns are settled on them. A local CSV or TSV
     folder: its first file's (Ray reads the files in the order of their names); a remote one: Ray's read."""
-    from textfit.data.load import headerless_from_flags
     from textfit.data.read import Frame
     from textfit.data.stream import read_chunks
 
@@ -168,8 +167,7 @@ def _first_frame(job: FileJob, fmt: str, ds: Any = None) -> Any:
     local = "://" not in job.input and p.exists()
     if local and (p.is_file() or (ds is None and fmt in ("csv", "tsv"))):
         f = p if p.is_file() else min(x for x in p.rglob("*") if x.is_file() and not x.name.startswith("."))
-        given = (job.text_column, job.text_pair_column)  # as predict_file reads it
-        return next(read_chunks(str(f), 100, job.encoding, headerless_from_flags(given, given), job.quoting))
+        return next(read_chunks(str(f), 100, job.read.encoding, job.read.headerless(), job.read.quoting))
     return Frame(ds.limit(100).to_pandas(), job.input, 0)
 
 

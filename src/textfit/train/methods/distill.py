@@ -23,6 +23,7 @@ one loop, so checkpoints, resume, evaluation and the run folder stay those of `t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from textfit.config import TrainConfig
-from textfit.data import Split, TrainingData, read_for_run
+from textfit.data import ReadOptions, Split, TrainingData, read_for_run
 from textfit.errors import UsageError
 from textfit.evaluate.card import HEADLINE
 from textfit.metrics import decide
@@ -240,9 +241,7 @@ def _predict(folders: list[Path], texts: list[str], pairs: list[str] | None, bat
 
 def _unlabeled(cfg: TrainConfig, manifest: RunManifest) -> list[Split]:
     return [
-        read_for_run(
-            f, manifest, cfg.encoding, cfg.text_column, cfg.text_pair_column, labels=False, quoting=cfg.quoting
-        )
+        read_for_run(f, manifest, dataclasses.replace(ReadOptions.from_flags(cfg), label_column=None), labels=False)
         for f in cfg.unlabeled or []
     ]
 

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from textfit.data import Split, TrainingData, read_for_run, read_splits
+from textfit.data import ReadOptions, Split, TrainingData, read_for_run, read_splits
 from textfit.data.read import fingerprint as file_fingerprint
 from textfit.data.schema import Schema, label_ids
 from textfit.errors import UsageError
@@ -148,7 +148,8 @@ def training_data(cfg: Any) -> TrainingData:
     if cfg.self_train:
         reading = cast(Any, SimpleNamespace(schema=schema))  # read_for_run asks a run only for its columns
         source = cfg.data or cfg.train
-        unlabeled = read_for_run(source, reading, cfg.encoding, cfg.text_column, labels=False, quoting=cfg.quoting)
+        options = ReadOptions(encoding=cfg.encoding, quoting=cfg.quoting, text_column=cfg.text_column)
+        unlabeled = read_for_run(source, reading, options, labels=False)
         if len(unlabeled.texts) < SELF_TRAIN_MIN * len(names):
             raise UsageError(
                 f"{source}: {len(unlabeled.texts)} texts to self-train on; give at least {SELF_TRAIN_MIN} a label "
