@@ -128,3 +128,22 @@ def test_runs_of_textfit_0_1_0_load_predict_and_serve(kind):
         got = c.post("/predict", json={"inputs": texts[0]})
         assert got.status_code == 200, got.text
         assert got.json()[0]["label"] in run.label_names
+
+
+def test_a_train_command_builds_its_config_once(tmp_path, monkeypatch):
+    """The checks before the command (its files and folders) and the command read one TrainConfig."""
+    import importlib
+
+    import textfit.config as config
+    from textfit.cli import main
+
+    spine = importlib.import_module("textfit.train.spine")
+
+    calls, seen = [], []
+    real = config.load_config
+    monkeypatch.setattr(config, "load_config", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(spine, "train", lambda cfg: seen.append(cfg))
+    data = tmp_path / "r.csv"
+    data.write_text("text,label\na good film,positive\na bad film,negative\n")
+    assert main(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--epochs", "2"]) == 0
+    assert len(calls) == 1 and len(seen) == 1 and seen[0].epochs == 2 and seen[0].data == str(data)

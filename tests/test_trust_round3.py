@@ -182,8 +182,7 @@ def test_a_default_location_that_cannot_be_written_is_refused_first(
 
 
 def test_one_table_names_every_location_each_command_writes(run, tmp_path):
-    from textfit.cli.outputs import locations
-    from textfit.cli.parser import build_parser
+    from textfit.cli.parser import build_parser, locations
 
     def where(*argv):
         return [(str(loc.path), loc.flag) for loc in locations(build_parser().parse_args(list(argv)))]

@@ -273,6 +273,17 @@ LORA_LR = 2e-3  # the default with --lora: the best of the rates measured for Mi
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+def from_flags(args: Any) -> TrainConfig:
+    """The TrainConfig of a command's parsed flags (the --config file, then the flags): built once per command
+    and kept on `args`, so the command and the checks before it read the same one."""
+    cfg = getattr(args, "train_config", None)
+    if cfg is None:
+        overrides = {k: v for k, v in vars(args).items() if k in FIELDS}  # `distill TEACHER`: the teacher too
+        cfg = load_config(getattr(args, "config", None), overrides)
+        args.train_config = cfg
+    return cfg
+
+
 def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults from code, then the YAML file at `path`, then `overrides`."""
     values: dict[str, Any] = {}

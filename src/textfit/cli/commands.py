@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textfit.config import FIELDS, load_config
+from textfit.config import from_flags
 from textfit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 def cmd_train(args: argparse.Namespace) -> int:
     from textfit.train import train
 
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}  # `distill TEACHER`: the teacher too
-    train(load_config(getattr(args, "config", None), overrides))  # with --seeds, one run per seed
+    train(from_flags(args))  # with --seeds, one run per seed
     return 0
 
 
@@ -36,8 +35,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from textfit.evaluate.inspect import format_report, inspect
     from textfit.run import write_json
 
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    cfg = load_config(getattr(args, "config", None), overrides)
+    cfg = from_flags(args)
     if args.label_issues:
         from textfit.train.cv import check_cv
 
@@ -62,8 +60,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from textfit.train.cv import cross_validate
 
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    cross_validate(load_config(getattr(args, "config", None), overrides), args.folds)
+    cross_validate(from_flags(args), args.folds)
     return 0
 
 
@@ -379,7 +376,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from textfit.train.tune import load_space, tune
 
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    cfg = load_config(getattr(args, "config", None), overrides)
+    cfg = from_flags(args)
     tune(cfg, load_space(args.tune_space), args.trials, args.timeout, args.storage, args.study_name)
     return 0

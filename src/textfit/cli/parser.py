@@ -4,7 +4,9 @@
     textfit eval runs/reviews --data holdout.csv
     textfit predict runs/reviews "a gripping film" "a dull one"
 
-`train` flags are generated from `TrainConfig`, so the dataclass is the one source of
+Each command is one record of COMMANDS: its name and help, the function that adds its flags, the function of
+cli/commands.py that runs it, and the functions of cli/outputs.py that name what it writes and reads (checked
+before it runs). `train` flags are generated from `TrainConfig`, so the dataclass is the one source of
 names, types, defaults and help. A user's mistake prints one line and exits with code 2.
 """
 
@@ -15,8 +17,10 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from textfit.cli import outputs
 from textfit.config import FIELDS
 from textfit.errors import Interrupted, UsageError
 
@@ -202,30 +206,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"textfit: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from textfit.version import __version__
+@dataclass(frozen=True)
+class Command:
+    """One subcommand, all in one record: its name and help, the function that adds its flags, the function of
+    cli/commands.py that runs it (imported when it runs), and the functions of cli/outputs.py that name every
+    location it writes and every data file it reads, checked before it runs."""
 
-    parser = _Parser(
-        prog="textfit", description="Fine-tune transformer encoders into text classifiers; evaluate, predict."
-    )
-    parser.add_argument("--version", action="version", version=f"textfit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    name: str
+    help: str
+    flags: Callable[[argparse.ArgumentParser], None]
+    function: str
+    writes: Callable[[argparse.Namespace], list[outputs.Location]]
+    reads: Callable[[argparse.Namespace], list[tuple[str, str]]]
 
-    p = sub.add_parser("train", help="fine-tune a model on a data set and save the run")
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
     _add_train_flags(p)
-    p.set_defaults(func=command("cmd_train"))
 
-    p = sub.add_parser(
-        "distill",
-        help="train a student on a teacher run's probabilities over the training texts and any unlabelled ones",
-    )
+
+def _distill_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("teacher", help="the teacher: a run folder, or a --seeds folder whose runs are averaged")
     _add_train_flags(p, distill=True)
-    p.set_defaults(func=command("cmd_train"))
 
-    p = sub.add_parser(
-        "inspect", help="check the data before training: labels, duplicates, leakage, lengths, vocabulary"
-    )
+
+def _inspect_flags(p: argparse.ArgumentParser) -> None:
     _add_train_flags(p)
     p.add_argument(
         "--report", default="data_report.json", help="where to write the JSON report (default: data_report.json)"
@@ -237,27 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(out-of-fold probabilities, cleanlab), writing label_issues.csv into --output",
     )
     _add_folds_flag(p)
-    p.set_defaults(func=command("cmd_inspect"))
 
-    p = sub.add_parser(
-        "cv",
-        help="cross-validate a recipe: K runs, each metric's mean and spread, out-of-fold probabilities (oof.csv) "
-        "and the rows most likely mislabelled (label_issues.csv)",
-    )
+
+def _cv_flags(p: argparse.ArgumentParser) -> None:
     _add_train_flags(p)
     _add_folds_flag(p)
-    p.set_defaults(func=command("cmd_cv"))
 
-    p = sub.add_parser("eval", help="evaluate a run on a labelled file")
+
+def _eval_flags(p: argparse.ArgumentParser) -> None:
     _add_run_flags(p)
     p.add_argument("--data", required=True, help="labelled file (or datasets folder) to evaluate on")
     p.add_argument("--label-column", help="label column of the file (default: the run's, then detected)")
     p.add_argument("--output", help="folder for metrics.json (default: RUN/eval-<data name>)")
     p.add_argument("--chunk-rows", type=int, default=10_000, help="rows read and predicted at a time (default: 10000)")
     _add_quiet_flag(p)
-    p.set_defaults(func=command("cmd_eval"))
 
-    p = sub.add_parser("serve", help="an HTTP server (FastAPI) with a page to try the model")
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
     _add_run_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -273,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 429 (default: 1024)")
     p.add_argument("--max-texts", type=int, default=128, help="texts in one request before 413 (default: 128)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before 504 (default: 30)")
-    p.set_defaults(func=command("cmd_serve"))
 
-    p = sub.add_parser("export", help="export a run to ONNX (optionally int8), checking parity with PyTorch")
+
+def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder written by 'textfit train'")
     p.add_argument("--format", required=True, choices=["onnx"], help="export format")
     p.add_argument(
@@ -286,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         "faster)",
     )
     p.add_argument("--output", help="folder to write (default: RUN/onnx)")
-    p.set_defaults(func=command("cmd_export"))
 
-    p = sub.add_parser("tune", help="search hyperparameters with Optuna; each trial a run folder")
+
+def _tune_flags(p: argparse.ArgumentParser) -> None:
     _add_train_flags(p)
     p.add_argument(
         "--tune-space",
@@ -302,21 +302,125 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Optuna storage URL shared by several processes or machines (default: OUTPUT/study.db, SQLite)",
     )
     p.add_argument("--study-name", default="textfit", help="the study's name in the storage (default: textfit)")
-    p.set_defaults(func=command("cmd_tune"))
 
-    p = sub.add_parser("push", help="upload a run (model, tokenizer, model card) to the Hugging Face Hub")
+
+def _push_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder written by 'textfit train'")
     p.add_argument(
         "--repo-id", required=True, help="the Hub repository, e.g. your-user/sst2-minilm (created if needed)"
     )
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--with-onnx", action="store_true", help="upload RUN/onnx (see 'textfit export') too")
-    p.set_defaults(func=command("cmd_push"))
 
-    p = sub.add_parser("predict", help="label texts given as arguments, in a file, or typed at a prompt")
+
+def _predict_flags(p: argparse.ArgumentParser) -> None:
     _add_run_flags(p)
     _add_predict_flags(p)
-    p.set_defaults(func=command("cmd_predict"))
+
+
+COMMANDS = (
+    Command(
+        "train",
+        "fine-tune a model on a data set and save the run",
+        _train_flags,
+        "cmd_train",
+        outputs.writes_run,
+        outputs.reads_train_files,
+    ),
+    Command(
+        "distill",
+        "train a student on a teacher run's probabilities over the training texts and any unlabelled ones",
+        _distill_flags,
+        "cmd_train",
+        outputs.writes_run,
+        outputs.reads_train_files,
+    ),
+    Command(
+        "inspect",
+        "check the data before training: labels, duplicates, leakage, lengths, vocabulary",
+        _inspect_flags,
+        "cmd_inspect",
+        outputs.writes_report,
+        outputs.reads_train_files,
+    ),
+    Command(
+        "cv",
+        "cross-validate a recipe: K runs, each metric's mean and spread, out-of-fold probabilities (oof.csv) "
+        "and the rows most likely mislabelled (label_issues.csv)",
+        _cv_flags,
+        "cmd_cv",
+        outputs.writes_run,
+        outputs.reads_train_files,
+    ),
+    Command(
+        "eval",
+        "evaluate a run on a labelled file",
+        _eval_flags,
+        "cmd_eval",
+        outputs.writes_eval,
+        outputs.reads_eval_data,
+    ),
+    Command(
+        "serve",
+        "an HTTP server (FastAPI) with a page to try the model",
+        _serve_flags,
+        "cmd_serve",
+        outputs.writes_nothing,
+        outputs.reads_nothing,
+    ),
+    Command(
+        "export",
+        "export a run to ONNX (optionally int8), checking parity with PyTorch",
+        _export_flags,
+        "cmd_export",
+        outputs.writes_export,
+        outputs.reads_nothing,
+    ),
+    Command(
+        "tune",
+        "search hyperparameters with Optuna; each trial a run folder",
+        _tune_flags,
+        "cmd_tune",
+        outputs.writes_search,
+        outputs.reads_train_files,
+    ),
+    Command(
+        "push",
+        "upload a run (model, tokenizer, model card) to the Hugging Face Hub",
+        _push_flags,
+        "cmd_push",
+        outputs.writes_nothing,
+        outputs.reads_nothing,
+    ),
+    Command(
+        "predict",
+        "label texts given as arguments, in a file, or typed at a prompt",
+        _predict_flags,
+        "cmd_predict",
+        outputs.writes_predictions,
+        outputs.reads_predict_input,
+    ),
+)
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def locations(args: argparse.Namespace) -> list[outputs.Location]:
+    """Every location the parsed command will write, as its record names them."""
+    return BY_NAME[args.command].writes(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from textfit.version import __version__
+
+    parser = _Parser(
+        prog="textfit", description="Fine-tune transformer encoders into text classifiers; evaluate, predict."
+    )
+    parser.add_argument("--version", action="version", version=f"textfit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for c in COMMANDS:
+        p = sub.add_parser(c.name, help=c.help)
+        c.flags(p)
+        p.set_defaults(func=command(c.function))
     return parser
 
 
@@ -331,9 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         os.environ["TQDM_DISABLE"] = "1"  # ours and every library's bars (tqdm reads it), the training loop's too
     try:
-        from textfit.cli.outputs import check
-
-        check(args)  # every location the command will write, before it does any work
+        outputs.check(args, BY_NAME[args.command])  # the files it reads and the locations it writes, first
         return args.func(args)
     except UsageError as e:
         print(f"textfit: error: {e}", file=sys.stderr)
