@@ -33,7 +33,8 @@ test: install
 # The path of a CPU without bf16 (AVX2 only), proven on any machine: MKL, oneDNN and ATen capped to AVX2, so textfit
 # trains and predicts in fp32 without its AVX-512 kernels (textfit reads the caps: accel/cpu.py).
 PORTABLE_TESTS ?= tests/test_cpu_kind.py tests/test_cpu_attention.py tests/test_cpu_dropout.py tests/test_train.py \
-	tests/test_trust.py tests/test_smoke.py tests/test_backends.py tests/test_first_token.py
+	tests/test_trust.py tests/test_smoke.py tests/test_backends.py tests/test_first_token.py tests/test_methods.py \
+	tests/test_run_once.py
 test-portable: install
 	MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest $(PORTABLE_TESTS)
 
