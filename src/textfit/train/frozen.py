@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from torch import nn
 from textfit import accel
 from textfit.data import EncodedDataset, LengthGroupedBatches, Split, encode_long, length_sorted_batches, make_collate
 from textfit.run import RunManifest
+
+if TYPE_CHECKING:
+    from textfit.train.setup import TrainState
 
 # Heads that read hidden[:, 0] themselves as out_proj(tanh(dense(...))); ELECTRA's also reads it, through a GELU
 TANH_HEADS = ("roberta", "xlm-roberta", "camembert", "mpnet")
@@ -131,7 +134,7 @@ def feature_loader(features: torch.Tensor, labels: list[Any], batch_size: int, s
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
 
 
-def use_cached_features(s: Any) -> None:
+def use_cached_features(s: TrainState) -> None:
     """Encode every split once through the (frozen) encoder; the head trains on the vectors (the state's loop
     then calls `CachedHead`). --freeze-backbone on one process, and the contrastive and zero-shot methods."""
     t = time.time()

@@ -29,7 +29,7 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -39,6 +39,12 @@ from textfit.accel import cpu_kind
 from textfit.data import make_collate
 from textfit.errors import UsageError
 from textfit.train.frozen import TANH_HEADS, use_cached_features
+
+if TYPE_CHECKING:
+    from textfit.config import TrainConfig
+    from textfit.data import TrainingData
+    from textfit.run import RunManifest
+    from textfit.train.setup import TrainState
 
 FEW_SHOT_ROWS = 1000  # --method auto: contrastive below this many training rows (benchmarks/RESULTS.md)
 PAIRS_PER_ROW = 20  # SetFit's num_iterations: one same-label and one other-label partner per row, this many times
@@ -95,7 +101,7 @@ NAME = "contrastive"
 LOOP = False  # the encoder is tuned on pairs and the head fitted in closed form: the loop only evaluates
 
 
-def auto_choice(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[str, str]:
+def auto_choice(cfg: TrainConfig, data: TrainingData, model: Any, processes: int = 1) -> tuple[str, str]:
     """--method auto: "contrastive" or "finetune", and why (for the log line). The contrastive pass runs in one
     process (its cost is seconds to minutes, and the head is fitted in closed form)."""
     rows, task = len(data.splits["train"].texts), data.schema.task
@@ -115,7 +121,7 @@ def auto_choice(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[st
     return "contrastive", f"{rows:,} training rows, under the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"
 
 
-def _smallest_class(data: Any) -> tuple[str, int]:
+def _smallest_class(data: TrainingData) -> tuple[str, int]:
     names, labels = data.schema.label_names, data.splits["train"].labels
     if data.schema.task == "multi-label":
         counts = np.asarray(labels).sum(0)
@@ -125,7 +131,7 @@ def _smallest_class(data: Any) -> tuple[str, int]:
     return names[k], int(counts[k])
 
 
-def check_model(cfg: Any, data: Any, model: Any) -> None:
+def check_model(cfg: TrainConfig, data: TrainingData, model: Any) -> None:
     """--method contrastive's refusals, before anything is written."""
     if data.schema.task == "regression":
         raise UsageError(
@@ -178,13 +184,14 @@ def _mean_pool(body: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-def tune_body(s: Any) -> tuple[int, float]:
+def tune_body(s: TrainState) -> tuple[int, float]:
     """The contrastive pass over the encoder (`--epochs` passes, default 1); returns the number of pairs scored and
     the seconds it took. Two kinds of step, by the size of the split:
     - at most 2 x --batch-size rows: SetFit's pairs (`make_pairs`), WHOLE_SPLIT_STEP x --batch-size of them a step;
     - more rows: `_row_steps`, --batch-size rows a step, every pair among them scored."""
     t = time.time()
     ds, cfg, device = s.train_dl.dataset, s.cfg, s.accelerator.device
+    assert cfg.batch_size is not None  # setup resolved the default
     multi = s.data.schema.task == "multi-label"
     whole = len(ds) <= 2 * cfg.batch_size  # each step holds every row: more pairs a step cost (almost) nothing more
     per_row = max(1, min(PAIRS_PER_ROW * (2 if whole else 1), MAX_PAIRS // max(1, 2 * len(ds))))
@@ -323,7 +330,7 @@ def set_classifier(model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
     out.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-def fit_head(s: Any) -> None:
+def fit_head(s: TrainState) -> None:
     """SetFit's head on the cached training vectors (`logistic_head`), written into the classifier."""
     balanced = s.cfg.class_weights == "auto"
     x = pooled(s.train_dl.dataset.features)
@@ -364,14 +371,14 @@ def logistic_head(x: np.ndarray, labels: Any, task: str, n: int, balanced: bool)
     return weight, bias
 
 
-def fit(s: Any) -> None:
+def fit(s: TrainState) -> None:
     """The encoder tuned on pairs, the mean layer appended, every split's vectors cached, the head fitted."""
     pairs, seconds = tune_body(s)
     s.manifest.method = {"name": NAME, "pairs": pairs, "seconds": round(seconds, 2)}
     head_on_the_mean(s, fit_head)
 
 
-def head_on_the_mean(s: Any, fit: Any) -> None:
+def head_on_the_mean(s: TrainState, fit: Any) -> None:
     """The mean layer appended, the encoder frozen, every split's vectors cached, then `fit(s)` sets the head on
     them (this method's logistic regression, zero-shot's descriptions)."""
     append_mean_layer(s.model)
@@ -381,7 +388,7 @@ def head_on_the_mean(s: Any, fit: Any) -> None:
     fit(s)
 
 
-def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
+def card(manifest: RunManifest, config: dict[str, Any]) -> dict[str, Any]:
     """The model card's section: how the encoder and head were made."""
     m = manifest.method
     return {

@@ -7,14 +7,17 @@ run once over every split and the head trains on the cached vectors (train/froze
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textfit.train.frozen import head_function, use_cached_features
+
+if TYPE_CHECKING:
+    from textfit.train.setup import TrainState
 
 NAME = "finetune"
 
 
-def fit(s: Any) -> None:
+def fit(s: TrainState) -> None:
     """Before the loop: --freeze-backbone's cached vectors, where the head reads them alone."""
     if s.cfg.freeze_backbone and s.accelerator.num_processes == 1 and head_function(s.model) is not None:
         use_cached_features(s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +16,12 @@ import torch
 from textfit.errors import UsageError
 from textfit.models import static as model
 from textfit.models.static import CONV, HIDDEN, PCA_DIMS, StaticStudent, is_static_run, student, student_config
+
+if TYPE_CHECKING:
+    from textfit.config import TrainConfig
+    from textfit.data import TrainingData
+    from textfit.run import RunManifest
+    from textfit.train.setup import TrainState
 
 NAME = "static"
 LAYERS = False  # token vectors and a small head: no layer-wise decay, nothing to freeze
@@ -109,7 +115,7 @@ def student_of(body: str | Path, label_names: list[str], task: str, say: Any = p
 
 
 def for_training(
-    cfg: Any, task: str, label_names: list[str], pairs: bool, body: Path, say: Any
+    cfg: TrainConfig, task: str, label_names: list[str], pairs: bool, body: Path, say: Any
 ) -> tuple[StaticStudent, Any]:
     """The student and tokenizer for `--student static`, its vectors from `body` (the teacher's run under
     `distill`, the packaged MiniLM under `train`); the options a static student cannot take are refused first."""
@@ -140,7 +146,7 @@ embeddings = StaticModel.from_pretrained("{repo}/static").encode(["{example}"])
 ```"""
 
 
-def _card_section(manifest: Any) -> str:
+def _card_section(manifest: RunManifest) -> str:
     """A static student: what it is and how fast it predicted."""
     st = manifest.static
     if not st:
@@ -172,7 +178,7 @@ def _card_section(manifest: Any) -> str:
     )
 
 
-def build(cfg: Any, data: Any, say: Any) -> tuple[str, StaticStudent, Any]:
+def build(cfg: TrainConfig, data: TrainingData, say: Any) -> tuple[str, StaticStudent, Any]:
     """The student of the teacher's encoder under `distill`, else of the packaged MiniLM."""
     from textfit.hub import default_model_path
     from textfit.train.methods.distill import teacher_folders
@@ -185,20 +191,20 @@ def build(cfg: Any, data: Any, say: Any) -> tuple[str, StaticStudent, Any]:
     return str(body), student, tokenizer
 
 
-def teacher(cfg: Any, data: Any, out: Path | None, say: Any) -> Any:
+def teacher(cfg: TrainConfig, data: TrainingData, out: Path | None, say: Any) -> Any:
     """Under `textfit distill`: the teacher's scores (distill.prepare); none under `train`."""
     from textfit.train.methods.distill import prepare
 
     return prepare(cfg, data, out, say) if cfg.teacher else None
 
 
-def record(s: Any, final: Any) -> None:
+def record(s: TrainState, final: Any) -> None:
     """What it is and how fast it predicts, for textfit.json and the card."""
     split = s.data.splits.get("validation") or s.data.splits["train"]
     s.manifest.static = model.summary(final, s.tokenizer, split.texts, s.manifest.max_length, str(s.model_path))
 
 
-def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
+def card(manifest: RunManifest, config: dict[str, Any]) -> dict[str, Any]:
     from textfit.train.methods.distill import card_section
 
     teacher_part = card_section(manifest, config) if manifest.distillation else ""

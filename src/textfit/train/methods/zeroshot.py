@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -29,6 +29,11 @@ from textfit.data.schema import Schema, label_ids
 from textfit.errors import UsageError
 from textfit.train.methods.contrastive import head_on_the_mean, logistic_head, pooled, set_classifier
 
+if TYPE_CHECKING:
+    from textfit.config import TrainConfig
+    from textfit.run import RunManifest
+    from textfit.train.setup import TrainState
+
 NAME = "zero-shot"
 LOOP = False  # the head is set from the descriptions' vectors: the loop only evaluates
 SCALE = 30.0  # logits per unit of cosine similarity without a validation split to fit it on (RESULTS.md)
@@ -37,7 +42,7 @@ SELF_TRAIN_KEEP = 0.5  # of the smallest label's count, from each label (RESULTS
 SELF_TRAIN_MIN = 16  # texts a label, at least, to self-train on
 
 
-def check(cfg: Any) -> None:
+def check(cfg: TrainConfig) -> None:
     """--method zero-shot (or --zero-shot) needs the labels' descriptions."""
     if not cfg.label_description:
         raise UsageError(
@@ -48,7 +53,7 @@ def check(cfg: Any) -> None:
         raise UsageError("--self-train: needs --zero-shot and --data FILE of unlabelled texts to label and train on")
 
 
-def refuse_elsewhere(cfg: Any, method: str) -> None:
+def refuse_elsewhere(cfg: TrainConfig, method: str) -> None:
     """This method's own flags, given to another method."""
     if cfg.label_description:
         raise UsageError("--label-description: used with --zero-shot only; add --zero-shot, or drop the descriptions")
@@ -56,12 +61,12 @@ def refuse_elsewhere(cfg: Any, method: str) -> None:
         raise UsageError("--self-train: needs --zero-shot and --data FILE of unlabelled texts to label and train on")
 
 
-def read_data(cfg: Any) -> TrainingData:
+def read_data(cfg: TrainConfig) -> TrainingData:
     """The spine's question: the run's data (`training_data`)."""
     return training_data(cfg)
 
 
-def descriptions(cfg: Any) -> list[tuple[str, str]]:
+def descriptions(cfg: TrainConfig) -> list[tuple[str, str]]:
     """--label-description LABEL=TEXT, in the order given: (label, description) pairs."""
     out: list[tuple[str, str]] = []
     for item in cfg.label_description or []:
@@ -79,7 +84,7 @@ def descriptions(cfg: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _labelled(cfg: Any) -> dict[str, Split]:
+def _labelled(cfg: TrainConfig) -> dict[str, Split]:
     """The labelled files given with --zero-shot, read as training reads them: --data (unless --self-train
     reads its texts) or --validation as the validation split, --test as the test split."""
     evaluation = cfg.validation or (None if cfg.self_train else cfg.data or cfg.train)
@@ -96,7 +101,7 @@ def _labelled(cfg: Any) -> dict[str, Split]:
     return named
 
 
-def training_data(cfg: Any) -> TrainingData:
+def training_data(cfg: TrainConfig) -> TrainingData:
     """The descriptions as the training split; the labelled files, if any, checked against them."""
     described = descriptions(cfg)
     labels = [label for label, _ in described]
@@ -148,6 +153,7 @@ def training_data(cfg: Any) -> TrainingData:
     if cfg.self_train:
         reading = cast(Any, SimpleNamespace(schema=schema))  # read_for_run asks a run only for its columns
         source = cfg.data or cfg.train
+        assert source is not None  # check(): --self-train needs --data
         options = ReadOptions(encoding=cfg.encoding, quoting=cfg.quoting, text_column=cfg.text_column)
         unlabeled = read_for_run(source, reading, options, labels=False)
         if len(unlabeled.texts) < SELF_TRAIN_MIN * len(names):
@@ -160,7 +166,7 @@ def training_data(cfg: Any) -> TrainingData:
     return TrainingData({"train": train, **splits}, schema, fingerprint, notes, unlabeled)
 
 
-def fit_head(s: Any) -> None:
+def fit_head(s: TrainState) -> None:
     """The classifier's rows: SCALE times each description's unit vector (the mean layer's output has norm
     sqrt(hidden) and zero mean, so the dot product over hidden is the cosine, the centred one). With
     --self-train, the head is then learned from the unlabelled texts (`self_train`)."""
@@ -174,7 +180,7 @@ def fit_head(s: Any) -> None:
     set_classifier(s.model, weight, bias)
 
 
-def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def self_train(s: TrainState, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Self-training on the unlabelled texts' vectors (the encoder is not changed): SELF_TRAIN_ROUNDS times,
     label every text with the current head, keep the most confident SELF_TRAIN_KEEP of the smallest label's
     count from each label (balanced), and fit a logistic-regression head on them. Measured on SST-2 and the
@@ -182,6 +188,7 @@ def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray
     from textfit.train.frozen import encode_split
 
     t = time.time()
+    assert s.data.unlabeled is not None and s.manifest.method is not None  # training_data and fit set them
     x = pooled(
         encode_split(
             s.model, s.data.unlabeled, s.tokenizer, s.manifest, s.cfg.eval_batch_size, s.accelerator.device, s.amp
@@ -222,14 +229,14 @@ def self_train(s: Any, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray
     return weight, bias
 
 
-def fit(s: Any) -> None:
+def fit(s: TrainState) -> None:
     """The mean layer appended, the descriptions and every split encoded once, the head set from them."""
     described = zip(s.data.schema.label_names, s.data.splits["train"].texts)
     s.manifest.method = {"name": NAME, "descriptions": dict(described), "scale": SCALE}
     head_on_the_mean(s, fit_head)
 
 
-def card(manifest: Any, config: dict[str, Any]) -> dict[str, Any]:
+def card(manifest: RunManifest, config: dict[str, Any]) -> dict[str, Any]:
     """The model card's section: the descriptions, and how a text's logits come from them."""
     m = manifest.method
     if not m:
