@@ -127,3 +127,47 @@ def test_the_early_file_check_knows_the_suffixes_the_reader_reads():
     from textfit.data.read import FORMATS
 
     assert set(FILE_SUFFIXES) == set(FORMATS) and set(COMPRESSED_SUFFIXES) == set(COMPRESSIONS)
+
+
+def _remote_code_model(tiny_model: str, folder: Path) -> str:
+    """The tiny BERT as a model whose code ships in its folder (config.json's auto_map), as hub models with
+    custom architectures do: loading it needs trust_remote_code."""
+    import shutil
+
+    shutil.copytree(tiny_model, folder)
+    (folder / "configuration_tiny.py").write_text(
+        "from transformers import BertConfig\n\n\nclass TinyConfig(BertConfig):\n    model_type = 'tiny-remote-bert'\n"
+    )
+    (folder / "modeling_tiny.py").write_text(
+        "from transformers import BertForSequenceClassification, BertModel\n\nfrom .configuration_tiny import TinyConfig"
+        "\n\n\nclass TinyModel(BertModel):\n    config_class = TinyConfig\n\n\n"
+        "class TinyForSequenceClassification(BertForSequenceClassification):\n    config_class = TinyConfig\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "tiny-remote-bert"
+    config["auto_map"] = {
+        "AutoConfig": "configuration_tiny.TinyConfig",
+        "AutoModel": "modeling_tiny.TinyModel",
+        "AutoModelForSequenceClassification": "modeling_tiny.TinyForSequenceClassification",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_a_run_trained_with_remote_code_loads_again_wherever_it_is_used(tiny_model, tmp_path):
+    """--trust-remote-code is recorded in the run and passed wherever it is loaded (eval, predict, serve, export
+    ended in transformers' ValueError traceback: the flag was not passed when a run was loaded)."""
+    from conftest import make_rows, write_csv
+    from textfit import Classifier, TrainConfig, train
+
+    model = _remote_code_model(tiny_model, tmp_path / "remote")
+    data = write_csv(tmp_path / "r.csv", make_rows(40, chinese=False))
+    run = train(TrainConfig(data=str(data), model=model, trust_remote_code=True, method="finetune", epochs=1,
+                            precision="fp32", output=str(tmp_path / "run"))).folder  # fmt: skip
+    assert json.loads((Path(run) / "textfit.json").read_text())["trust_remote_code"] is True
+    assert (Path(run) / "modeling_tiny.py").is_file()
+    assert Classifier.load(run).predict(["a good film"])[0].label in ("negative", "positive")
+    r = run_cli("predict", run, "a good film", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["label"] in ("negative", "positive"), r.stderr
+    r = run_cli("export", run, "--format", "onnx")
+    assert r.returncode == 0 and (Path(run) / "onnx" / "model.onnx").is_file(), r.stderr

@@ -83,6 +83,9 @@ class RunManifest:
     static: dict[str, Any] | None = None  # --student static: the vectors' size and source, the pooling, its speed
     method: dict[str, Any] | None = None  # contrastive or zero-shot runs (train/fewshot.py, zeroshot.py): how
     base_model: str = ""
+    # --trust-remote-code: the model's own code from the hub ran when it was trained, and runs again wherever the
+    # run is loaded (eval, predict, serve, export); a run trained without it never runs code from its folder
+    trust_remote_code: bool = False
     seed: int = 0
     data_fingerprint: str = ""
     data_warnings: list[str] = field(default_factory=list)

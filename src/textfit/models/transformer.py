@@ -144,13 +144,16 @@ def load_from_run(run: Run | str | Path) -> tuple[Any, Any]:
     folder = run.path
     require_safetensors(folder)
     quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    remote = run.manifest.trust_remote_code  # recorded at training: the run loads as it was trained
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote)
     try:  # SDPA predicts fastest where the architecture has it
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), use_safetensors=True, attn_implementation="sdpa"
+            str(folder), use_safetensors=True, attn_implementation="sdpa", trust_remote_code=remote
         )
     except (ValueError, ImportError):
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), use_safetensors=True, trust_remote_code=remote
+        )
     return model.eval(), tokenizer
 
 
@@ -189,10 +192,12 @@ def load_adapter(run: Run) -> tuple[Any, Any]:
     base_path = lora.base_model_path or default_model_path()
     if not Path(base_path).is_dir():
         base_path = resolve_model(manifest.base_model)
-    base, _ = load_for_training(base_path, manifest.label_names, task=manifest.task)  # a fresh head, as training began
+    base, _ = load_for_training(  # a fresh head, as training began
+        base_path, manifest.label_names, manifest.trust_remote_code, task=manifest.task
+    )
     with quiet_peft():
         model = PeftModel.from_pretrained(base, str(run.path / lora.adapter))
-    return model.eval(), AutoTokenizer.from_pretrained(str(run.path))
+    return model.eval(), AutoTokenizer.from_pretrained(str(run.path), trust_remote_code=manifest.trust_remote_code)
 
 
 def head_parameter_names(model: Any) -> set[str]:

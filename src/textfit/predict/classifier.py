@@ -258,7 +258,7 @@ class Classifier:
         folder = run.path / "onnx"
         if not (folder / "model.onnx").is_file():
             raise UsageError(f"{run}: no model.onnx in {folder}; run 'textfit export {run} --format onnx' first")
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=run.manifest.trust_remote_code)
         return cls(OpenVinoBackend(folder / "model.onnx"), tokenizer, run.manifest, run)
 
     @classmethod
@@ -279,7 +279,8 @@ class Classifier:
             flag = f" --quantize {quantize}" if quantize else ""
             raise UsageError(f"{run}: no {path.name} in {folder}; run 'textfit export {run} --format onnx{flag}' first")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return cls(OnnxBackend(session), AutoTokenizer.from_pretrained(str(folder)), run.manifest, run)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=run.manifest.trust_remote_code)
+        return cls(OnnxBackend(session), tokenizer, run.manifest, run)
 
     def predict_logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         if isinstance(texts, str):

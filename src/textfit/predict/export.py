@@ -171,10 +171,11 @@ def export_onnx(
         raise UsageError(f"{run} is {why}")
     require_safetensors(run.path)
     quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+    remote = run.manifest.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(str(run.path), trust_remote_code=remote)
     # The plain attention exports to standard ONNX ops and traces without data-dependent branches.
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(run.path), use_safetensors=True, attn_implementation="eager"
+        str(run.path), use_safetensors=True, attn_implementation="eager", trust_remote_code=remote
     ).eval()
     accel.enable(model, "fp32", torch.device("cpu"))  # the graph computes the last layer for [CLS] alone, as PyTorch
     out = Path(output) if output else default_output(run)

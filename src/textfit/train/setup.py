@@ -261,6 +261,7 @@ def setup(cfg: TrainConfig, data: TrainingData | None = None) -> TrainState:
         long_text=long,
         class_weights=None if weights is None else weights.tolist(),
         base_model=cfg.model or DEFAULT_MODEL_NAME,
+        trust_remote_code=cfg.trust_remote_code,
         seed=cfg.seed,
         data_fingerprint=data.fingerprint,
         data_warnings=[p["message"] for p in report["problems"]],
