@@ -171,3 +171,56 @@ def test_a_run_trained_with_remote_code_loads_again_wherever_it_is_used(tiny_mod
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["label"] in ("negative", "positive"), r.stderr
     r = run_cli("export", run, "--format", "onnx")
     assert r.returncode == 0 and (Path(run) / "onnx" / "model.onnx").is_file(), r.stderr
+
+
+class FakeHub:
+    """huggingface_hub.HfApi's three calls that push makes, recorded; `refuse` makes the upload fail as the hub does."""
+
+    refuse = False
+    uploads: list = []
+
+    def __init__(self, token=None):
+        pass
+
+    def create_repo(self, repo_id, **kw):
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path, ignore_patterns, **kw):
+        if FakeHub.refuse:
+            from huggingface_hub.errors import HfHubHTTPError
+
+            import httpx
+
+            request = httpx.Request("POST", "https://huggingface.co/api/repos")
+            response = httpx.Response(403, request=request)
+            raise HfHubHTTPError("403 Forbidden: you cannot write to this repository", response=response)
+        FakeHub.uploads.append(("folder", folder_path, list(ignore_patterns)))
+
+    def upload_file(self, path_or_fileobj, path_in_repo, **kw):
+        FakeHub.uploads.append(("file", path_in_repo, path_or_fileobj))
+
+
+def test_push_changes_the_run_only_once_the_upload_happened(tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+
+    import textfit.hub as hub
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "runs-0.1.0" / "finetune", run)
+    (run / "tensorboard").mkdir()
+    card = "# textfit model\n\n`textfit predict PATH/TO/RUN \"a text\"`\n"  # as the card textfit writes names it
+    (run / "README.md").write_text(card)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    monkeypatch.setattr(hub, "check_hub_access", lambda *a, **k: None)
+    FakeHub.refuse, FakeHub.uploads = True, []
+    with pytest.raises(UsageError, match="the hub refused the upload"):
+        hub.push_run(str(run), "someone/sst2")
+    assert (run / "README.md").read_text() == card  # a refused upload leaves the run as it was
+    FakeHub.refuse = False
+    assert hub.push_run(str(run), "someone/sst2") == "https://huggingface.co/someone/sst2"
+    (kind, _, ignored), (_, name, sent) = FakeHub.uploads
+    assert kind == "folder" and {"tensorboard/**", "README.md"} <= set(ignored) and name == "README.md"
+    assert b"someone/sst2" in sent and b"PATH/TO/RUN" not in sent
+    assert "someone/sst2" in (run / "README.md").read_text()  # uploaded: the local card names the repository too

@@ -104,7 +104,20 @@ def check_hub_access(repo_id: str, flag: str = "--push-to-hub") -> None:
 
 
 # What a run folder holds that does not belong on the Hub: training state, local trackers, our temporary files.
-PUSH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "eval-*/**", ".*", "*.tmp", "mlflow.db", "wandb/**"]
+# What a push leaves out: checkpoints, evaluations, hidden and temporary files, and the local tracker stores
+# (README: "local tracker stores are not pushed").
+PUSH_IGNORE = [
+    "checkpoint-*/**",
+    "checkpoint-*",
+    "eval-*/**",
+    ".*",
+    "*.tmp",
+    "mlflow.db",
+    "wandb/**",
+    "tensorboard/**",
+    "tensorboard",
+    "trackio/**",
+]
 
 
 def push_run(
@@ -121,10 +134,10 @@ def push_run(
     folder = Run.open(run).path
     check_hub_access(repo_id, "--repo-id")
     card = folder / "README.md"
-    if card.is_file() and "PATH/TO/RUN" in card.read_text(encoding="utf-8"):  # the card textfit wrote: name the repo
-        card.write_text(card.read_text(encoding="utf-8").replace("PATH/TO/RUN", repo_id), encoding="utf-8")
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    named = text.replace("PATH/TO/RUN", repo_id) if "PATH/TO/RUN" in text else None  # the card textfit wrote
     api = HfApi(token=token)
-    ignore = PUSH_IGNORE + ([] if with_onnx else ["onnx/**", "onnx"])
+    ignore = PUSH_IGNORE + ([] if with_onnx else ["onnx/**", "onnx"]) + (["README.md"] if named else [])
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(
@@ -134,9 +147,22 @@ def push_run(
             ignore_patterns=ignore,
             commit_message="Upload a textfit run",
         )
+        if named is not None:  # the card naming the repository goes up from memory: the run is not changed first
+            api.upload_file(
+                path_or_fileobj=named.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id, repo_type="model"
+            )
     except HfHubHTTPError as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UsageError(
             f"--repo-id {repo_id}: the hub refused the upload ({first}); check your token (hf auth login) and the name"
         ) from None
+    except OSError as e:  # no network, DNS, a proxy: the service is not there
+        raise UsageError(
+            f"--repo-id {repo_id}: cannot reach the Hugging Face Hub ({type(e).__name__}); nothing was "
+            "uploaded and the run is unchanged"
+        ) from None
+    if named is not None:  # uploaded: the local card names the repository too, written atomically
+        tmp = card.with_suffix(".md.tmp")
+        tmp.write_text(named, encoding="utf-8")
+        os.replace(tmp, card)
     return str(url)
