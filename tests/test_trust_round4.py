@@ -187,9 +187,8 @@ class FakeHub:
 
     def upload_folder(self, folder_path, ignore_patterns, **kw):
         if FakeHub.refuse:
-            from huggingface_hub.errors import HfHubHTTPError
-
             import httpx
+            from huggingface_hub.errors import HfHubHTTPError
 
             request = httpx.Request("POST", "https://huggingface.co/api/repos")
             response = httpx.Response(403, request=request)
