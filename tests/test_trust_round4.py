@@ -223,3 +223,42 @@ def test_push_changes_the_run_only_once_the_upload_happened(tmp_path, monkeypatc
     assert kind == "folder" and {"tensorboard/**", "README.md"} <= set(ignored) and name == "README.md"
     assert b"someone/sst2" in sent and b"PATH/TO/RUN" not in sent
     assert "someone/sst2" in (run / "README.md").read_text()  # uploaded: the local card names the repository too
+
+
+FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs-0.1.0" / "finetune"
+
+
+def test_a_body_that_is_not_utf8_is_a_422_not_a_400():
+    from fastapi.testclient import TestClient
+
+    from textfit import Classifier
+    from textfit.serve.app import create_app
+
+    with TestClient(create_app(Classifier.load(FIXTURE_RUN))) as client:
+        r = client.post("/predict", content=b'{"inputs": "caf\xe9"}', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not valid utf-8 (byte 0xe9 at offset 15)" in r.json()["error"]
+        utf16 = '{"inputs": "a good film"}'.encode("utf-16")  # JSON may come in UTF-16 with its BOM
+        assert client.post("/predict", content=utf16, headers={"content-type": "application/json"}).status_code == 200
+
+
+@pytest.mark.parametrize("value, threads", [("2", 2), ("4,2", 4), (" 3 , 1", 3), ("", 1), ("many", 1), ("0", 1)])
+def test_ray_reads_every_omp_num_threads_value_openmp_takes(value, threads):
+    from textfit.predict.ray import omp_threads
+
+    assert omp_threads(value) == threads
+
+
+def test_a_torn_prediction_state_refuses_to_resume_in_one_line(tmp_path):
+    from textfit import Classifier
+    from textfit.predict.files import FileJob, predict_file, work_folder
+
+    src = tmp_path / "in.csv"
+    src.write_text("text\na good film\na bad film\n")
+    out = tmp_path / "out.csv"
+    work = work_folder(str(out))
+    work.mkdir(parents=True)
+    (work / "state.json").write_text('{"engine": "local", "inp')  # a kill while it was written in place, before
+    clf = Classifier.load(FIXTURE_RUN)
+    with pytest.raises(UsageError, match="state.json cannot be read"):
+        predict_file(clf, str(FIXTURE_RUN), FileJob(str(src), str(out), resume=True, quiet=True))
+    assert predict_file(clf, str(FIXTURE_RUN), FileJob(str(src), str(out), overwrite=True, quiet=True)) == (2, 0)

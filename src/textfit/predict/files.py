@@ -149,8 +149,14 @@ def prepare_work(job: FileJob, key: dict[str, Any]) -> tuple[Path, int]:
     out, work = Path(job.output), work_folder(job.output)
     state = work / "state.json"
     if job.resume and state.is_file():
-        old = json.loads(state.read_text(encoding="utf-8"))
-        why = _differs(old, key)
+        try:
+            old = json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UsageError(
+                f"--resume: {state} cannot be read (torn when the prediction was stopped?); pass --overwrite to start "
+                "again"
+            ) from None
+        why = _differs(old, key) if isinstance(old, dict) else "a state file that is not textfit's"
         if why:
             raise UsageError(
                 f"--resume: the interrupted prediction into {out} was made with other settings ({why}); "
@@ -166,7 +172,9 @@ def prepare_work(job: FileJob, key: dict[str, Any]) -> tuple[Path, int]:
     if work.exists():
         shutil.rmtree(work)  # ours (it holds state.json), and --overwrite asked for a new start
     work.mkdir(parents=True)
-    state.write_text(json.dumps(key, indent=2), encoding="utf-8")
+    tmp = state.with_suffix(".json.tmp")  # written whole, then renamed: a kill leaves the old state or the new one
+    tmp.write_text(json.dumps(key, indent=2), encoding="utf-8")
+    os.replace(tmp, state)
     return work, 0
 
 

@@ -36,6 +36,13 @@ SPARE_CPUS = 1
 REJECT, ROW = "__textfit_reject", "__textfit_row"  # a reject's reason and row in its chunk, for the writer
 
 
+def omp_threads(value: str) -> int:
+    """The threads an OMP_NUM_THREADS value gives the outermost level: its first number ("4,2" is a valid
+    nested setting: 4), at least 1; a value OpenMP would not take either is 1."""
+    first = value.split(",")[0].strip()
+    return max(1, int(first)) if first.isdigit() else 1
+
+
 class _Predictor:
     """A Ray actor: the run loaded once, then chunk after chunk as the local engine predicts them."""
 
@@ -44,7 +51,7 @@ class _Predictor:
 
         from textfit.predict.classifier import Classifier
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        torch.set_num_threads(omp_threads(os.environ.get("OMP_NUM_THREADS", "1")))
         self.clf = Classifier.load(run, **options)
         self.job, self.fmt, self.columns, self.source = job, fmt, columns, source
 

@@ -103,6 +103,17 @@ def _too_deep(body: bytes) -> bool:
     return False
 
 
+def _not_text(body: bytes) -> str | None:
+    """Why a body is not text in the encoding JSON allows (UTF-8, or UTF-16/32 as json.loads detects them), or
+    None: invalid bytes are the client's mistake, said as every other validation error is (422)."""
+    encoding = json.detect_encoding(body)
+    try:
+        body.decode(encoding)
+    except UnicodeDecodeError as e:
+        return f"the body is not valid {encoding} (byte 0x{body[e.start]:02x} at offset {e.start}); send UTF-8 JSON"
+    return None
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413, whether it came with a
     Content-Length or in chunks (the body is read here, bounded, then handed on)."""
@@ -129,6 +140,8 @@ class BodyLimit:
             return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
         if body.count(b"[") + body.count(b"{") > 500 and _too_deep(body):
             return await error(422, "the JSON body is nested too deeply")(scope, receive, send)
+        if body and (why := _not_text(body)):  # the framework would answer 400 for what the client sent
+            return await error(422, why)(scope, receive, send)
         sent = False
 
         async def replay() -> dict[str, Any]:
