@@ -23,7 +23,7 @@ optional but NAME, and `hook(module, name)` gives the spine's default when a mod
     card(manifest, config) -> dict          its model-card section (and the card's usage, library and tags)
 
 `--method auto` picks fine-tuning or the contrastive method by the size of the training split
-(`contrastive.auto_choice`). The flags that named a method before `--method` did (`--zero-shot`,
+(`auto_choice`). The flags that named a method before `--method` did (`--zero-shot`,
 `--model static`, `--student static`, the `distill` command's teacher) are read here, and only here.
 """
 
@@ -114,8 +114,6 @@ def pick(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[ModuleTyp
     name = requested(cfg)
     flag = f"--method {name}" if cfg.method == name else {"zero-shot": "--zero-shot"}.get(name, "")
     if name == "auto":
-        from textfit.train.methods.contrastive import auto_choice
-
         name, why = auto_choice(cfg, data, model, processes)
     else:
         why = {
@@ -131,3 +129,25 @@ def pick(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[ModuleTyp
     if (fn := getattr(module, "check_model", None)) is not None:
         fn(cfg, data, model)
     return module, why
+
+
+def auto_choice(cfg: Any, data: Any, model: Any, processes: int = 1) -> tuple[str, str]:
+    """--method auto: "contrastive" or "finetune", and why (for the log line). The contrastive pass runs in one
+    process (its cost is seconds to minutes, and the head is fitted in closed form)."""
+    from textfit.train.methods.contrastive import FEW_SHOT_ROWS, SUPPORTED, smallest_class, supports
+
+    rows, task = len(data.splits["train"].texts), data.schema.task
+    if processes > 1:
+        return "finetune", f"{processes} processes: the contrastive method runs in one, fine-tuning in several"
+    if task == "regression":
+        return "finetune", "a regression task (the contrastive method needs classes)"
+    if rows >= FEW_SHOT_ROWS:
+        return "finetune", f"{rows:,} training rows, at least the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"
+    if not supports(model):
+        return "finetune", f"{rows:,} training rows, but the contrastive method supports {SUPPORTED} only"
+    if cfg.lora or cfg.layers or cfg.teacher or cfg.long_text == "window":
+        return "finetune", f"{rows:,} training rows, but --lora/--layers/distillation/windows fine-tune"
+    smallest = smallest_class(data)
+    if smallest[1] < 2:
+        return "finetune", f"{rows:,} training rows, but label {smallest[0]} has a single row to pair"
+    return "contrastive", f"{rows:,} training rows, under the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"

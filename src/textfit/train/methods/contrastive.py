@@ -101,27 +101,7 @@ NAME = "contrastive"
 LOOP = False  # the encoder is tuned on pairs and the head fitted in closed form: the loop only evaluates
 
 
-def auto_choice(cfg: TrainConfig, data: TrainingData, model: Any, processes: int = 1) -> tuple[str, str]:
-    """--method auto: "contrastive" or "finetune", and why (for the log line). The contrastive pass runs in one
-    process (its cost is seconds to minutes, and the head is fitted in closed form)."""
-    rows, task = len(data.splits["train"].texts), data.schema.task
-    if processes > 1:
-        return "finetune", f"{processes} processes: the contrastive method runs in one, fine-tuning in several"
-    if task == "regression":
-        return "finetune", "a regression task (the contrastive method needs classes)"
-    if rows >= FEW_SHOT_ROWS:
-        return "finetune", f"{rows:,} training rows, at least the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"
-    if not supports(model):
-        return "finetune", f"{rows:,} training rows, but the contrastive method supports {SUPPORTED} only"
-    if cfg.lora or cfg.layers or cfg.teacher or cfg.long_text == "window":
-        return "finetune", f"{rows:,} training rows, but --lora/--layers/distillation/windows fine-tune"
-    smallest = _smallest_class(data)
-    if smallest[1] < 2:
-        return "finetune", f"{rows:,} training rows, but label {smallest[0]} has a single row to pair"
-    return "contrastive", f"{rows:,} training rows, under the {FEW_SHOT_ROWS:,} where fine-tuning overtakes"
-
-
-def _smallest_class(data: TrainingData) -> tuple[str, int]:
+def smallest_class(data: TrainingData) -> tuple[str, int]:
     names, labels = data.schema.label_names, data.splits["train"].labels
     if data.schema.task == "multi-label":
         counts = np.asarray(labels).sum(0)
@@ -140,7 +120,7 @@ def check_model(cfg: TrainConfig, data: TrainingData, model: Any) -> None:
     if not supports(model):
         kind = getattr(model.config, "model_type", "this model")
         raise UsageError(f"--method contrastive: supports {SUPPORTED}, not {kind}; use --method finetune")
-    label, count = _smallest_class(data)
+    label, count = smallest_class(data)
     if count < 2:
         raise UsageError(
             f"--method contrastive: label {label} has {count} training row(s); a same-label pair needs 2: add rows of "
